@@ -1,0 +1,37 @@
+// The agent's configuration: one schema, defaults here, unknown keys rejected, every problem reported at once.
+import { isAbsolute } from "node:path";
+import { z } from "zod";
+import { loadYamlConfig } from "../shared/config.js";
+
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be host:port");
+const absPath = z.string().refine(isAbsolute, "must be an absolute path");
+
+const schema = z
+  .object({
+    listen: hostPort,
+    root: absPath,
+    stateDir: absPath,
+    insecure: z.boolean().default(false),
+    tls: z.object({ ca: absPath, cert: absPath, key: absPath }).strict().optional(),
+    logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"),
+  })
+  .strict();
+
+export type AgentConfig = Readonly<z.infer<typeof schema>>;
+
+export const DEFAULT_AGENT_CONFIG = "/etc/quick-migrate/agent.yaml";
+
+export async function loadAgentConfig(file: string): Promise<AgentConfig> {
+  return loadYamlConfig(file, schema, (c, problem) => {
+    if (!c.insecure && !c.tls) problem("tls", "required unless insecure: true");
+    if (c.insecure && c.tls) problem("insecure", "insecure: true and tls cannot both be set");
+    if (c.insecure && !isLoopback(c.listen)) {
+      problem("listen", `insecure (plaintext) mode is only allowed on a loopback address, not ${c.listen}`);
+    }
+  });
+}
+
+export function isLoopback(hostPort: string): boolean {
+  const host = hostPort.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}

@@ -1,0 +1,80 @@
+// The agent's own durable record, under its state dir: each migration it was told about at preflight,
+// and where each of that migration's data dirs is (the ledger). It outlives the hostmaster and its journal.
+import { readFile, readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { QmError } from "../shared/errors.js";
+import { writeJsonAtomic } from "../shared/fsutil.js";
+import { type MigrationSpec, checkMigration } from "../shared/migration.js";
+import { checkMigrationId } from "../shared/names.js";
+import type { Ledger, LedgerEntry } from "../shared/siteTree.js";
+
+export interface MigrationRecord {
+  migration: MigrationSpec;
+  /** this front is the hostmaster itself */
+  local: boolean;
+  registeredAt: string;
+  ledger: LedgerEntry[];
+}
+
+export class Registry {
+  constructor(private readonly stateDir: string) {}
+
+  private file(id: string): string {
+    return join(this.stateDir, "migrations", `${checkMigrationId(id)}.json`);
+  }
+
+  async register(migration: MigrationSpec, local: boolean): Promise<MigrationRecord> {
+    const existing = await this.find(migration.id);
+    if (existing) {
+      if (JSON.stringify(existing.migration) !== JSON.stringify(migration) || existing.local !== local) {
+        throw new QmError("CONFLICT", `migration ${migration.id} is already registered with other paths`, {});
+      }
+      return existing;
+    }
+    const record: MigrationRecord = { migration, local, registeredAt: new Date().toISOString(), ledger: [] };
+    await writeJsonAtomic(this.file(migration.id), record);
+    return record;
+  }
+
+  async find(id: string): Promise<MigrationRecord | undefined> {
+    let text: string;
+    try {
+      text = await readFile(this.file(id), "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+    const record = JSON.parse(text) as MigrationRecord;
+    record.migration = checkMigration(record.migration);
+    return record;
+  }
+
+  async get(id: string): Promise<MigrationRecord> {
+    const record = await this.find(id);
+    if (!record) throw new QmError("NOT_REGISTERED", `migration ${id} is not registered on this agent (run preflight first)`, {});
+    return record;
+  }
+
+  async list(): Promise<MigrationRecord[]> {
+    let names: string[];
+    try {
+      names = await readdir(join(this.stateDir, "migrations"));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw err;
+    }
+    const ids = names.filter((n) => n.endsWith(".json") && !n.startsWith(".")).map((n) => n.slice(0, -5));
+    return Promise.all(ids.map((id) => this.get(id)));
+  }
+
+  /** The ledger of one migration, saved (atomically, fsynced) inside its record. */
+  ledger(record: MigrationRecord): Ledger {
+    return {
+      entries: async () => structuredClone(record.ledger),
+      save: async (entries) => {
+        record.ledger = structuredClone(entries);
+        await writeJsonAtomic(this.file(record.migration.id), record);
+      },
+    };
+  }
+}

@@ -1,0 +1,76 @@
+// The agent's end of the rsync tunnel: checks the `rsync --server …` argument list against the
+// registered migration, runs that rsync server locally (no shell, cwd = root) and pipes bytes both
+// ways through the gRPC stream, with backpressure in both directions.
+import { once } from "node:events";
+import type { ServerDuplexStream } from "@grpc/grpc-js";
+import { execa } from "execa";
+import { QmError } from "../shared/errors.js";
+import type { RsyncFrame } from "../shared/generated/quickmigrate/v1/agent.js";
+import type { Logger } from "../shared/logger.js";
+import { checkServerArgs } from "../shared/rsyncArgs.js";
+import type { FrontAgent } from "./frontAgent.js";
+
+type Stream = ServerDuplexStream<RsyncFrame, RsyncFrame>;
+
+export async function serveRsync(call: Stream, agent: FrontAgent, rsyncBin: string, log: Logger): Promise<void> {
+  const frames = call[Symbol.asyncIterator]() as AsyncIterator<RsyncFrame>;
+  const first = await frames.next();
+  const start = first.done ? undefined : first.value.frame;
+  if (start?.$case !== "start") throw new QmError("USAGE", "rsync tunnel: the first frame must be `start`");
+  const { migrationId, step, args } = start.value;
+  const m = await agent.migration(migrationId);
+  const invocation = checkServerArgs(args, m, step);
+  const opLog = log.child({ migrationId, step });
+  opLog.info({ args: invocation.args }, "rsync server start");
+
+  const child = execa(rsyncBin, invocation.args, {
+    cwd: agent.tree.root,
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
+    buffer: false,
+    reject: false,
+    cancelSignal: abortOnCancel(call),
+  });
+
+  // rsync may exit before reading all its input; a broken pipe then is not the agent's error
+  child.stdin.on("error", (err) => opLog.debug({ err }, "rsync stdin closed"));
+
+  const write = async (frame: RsyncFrame) => {
+    if (!call.write(frame)) await once(call, "drain");
+  };
+
+  const upstream = (async () => {
+    try {
+      for (;;) {
+        const next = await frames.next();
+        if (next.done) break;
+        const f = next.value.frame;
+        if (f?.$case !== "data") throw new QmError("USAGE", "rsync tunnel: only data frames may follow `start`");
+        if (!child.stdin.write(f.value)) await once(child.stdin, "drain");
+      }
+    } finally {
+      // end of input from the controller's rsync: pass it on
+      child.stdin.end();
+    }
+  })();
+  upstream.catch(() => undefined);
+
+  const forward = async (source: NodeJS.ReadableStream, kind: "data" | "stderr") => {
+    for await (const chunk of source) {
+      await write({ frame: { $case: kind, value: chunk as Buffer } });
+    }
+  };
+  await Promise.all([forward(child.stdout, "data"), forward(child.stderr, "stderr")]);
+  const result = await child;
+  const code = result.exitCode ?? 255;
+  opLog.info({ exitCode: code, signal: result.signal }, "rsync server end");
+  await write({ frame: { $case: "exit", value: { code, signal: result.signal ?? "" } } });
+  call.end();
+}
+
+function abortOnCancel(call: Stream): AbortSignal {
+  const controller = new AbortController();
+  call.on("cancelled", () => controller.abort());
+  return controller.signal;
+}

@@ -1,0 +1,161 @@
+// The agent's gRPC server: thin handlers over FrontAgent, errors mapped to a small set of status codes
+// with the quick-migrate error code in trailing metadata, one audit log line per operation.
+import { readFile } from "node:fs/promises";
+import * as grpc from "@grpc/grpc-js";
+import { ERROR_CODE_METADATA_KEY, QmError, describeError } from "../shared/errors.js";
+import {
+  Action,
+  type ApplyResponse,
+  AgentService,
+  type AgentServer,
+  EntryKind,
+  type Migration,
+} from "../shared/generated/quickmigrate/v1/agent.js";
+import type { Logger } from "../shared/logger.js";
+import type { MigrationSpec } from "../shared/migration.js";
+import type { ChangeRecord, EntryKindName } from "../shared/siteTree.js";
+import type { AgentConfig } from "./config.js";
+import { type AgentAction, FrontAgent } from "./frontAgent.js";
+import { Registry } from "./registry.js";
+import { serveRsync } from "./rsyncServer.js";
+
+export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+const ACTIONS: Partial<Record<Action, AgentAction>> = {
+  [Action.ACTION_PARK_DATA]: "park-data",
+  [Action.ACTION_UNPARK_DATA]: "unpark-data",
+  [Action.ACTION_RESTORE_DATA]: "restore-data",
+  [Action.ACTION_UNRESTORE_DATA]: "unrestore-data",
+  [Action.ACTION_REMOVE_OLD_SITE]: "remove-old-site",
+  [Action.ACTION_REMOVE_NEW_SITE]: "remove-new-site",
+};
+
+export const KIND_TO_WIRE: Record<EntryKindName, EntryKind> = {
+  absent: EntryKind.ENTRY_KIND_ABSENT,
+  directory: EntryKind.ENTRY_KIND_DIRECTORY,
+  symlink: EntryKind.ENTRY_KIND_SYMLINK,
+  other: EntryKind.ENTRY_KIND_OTHER,
+};
+
+export function toServiceError(err: unknown): Partial<grpc.ServiceError> {
+  const qm = err instanceof QmError ? err : new QmError("INTERNAL", describeError(err), {}, { cause: err });
+  const metadata = new grpc.Metadata();
+  metadata.set(ERROR_CODE_METADATA_KEY, qm.code);
+  return { code: qm.grpcStatus, details: qm.message, metadata };
+}
+
+function specFromWire(m: Migration | undefined): MigrationSpec {
+  if (!m) throw new QmError("USAGE", "migration is required", { key: "migration" });
+  return { id: m.id, from: m.from, site: m.site, to: m.to, newSite: m.newSite, dataDirs: m.dataDirs };
+}
+
+function changesToWire(changes: ChangeRecord[]): ApplyResponse {
+  return {
+    changes: changes.map((c) => ({
+      dataDir: c.dataDir,
+      from: c.from,
+      to: c.to,
+      kind: KIND_TO_WIRE[c.kind],
+      linkTarget: c.linkTarget ?? "",
+      result: c.result,
+    })),
+    repeated: changes.every((c) => c.result === "already-done" || c.result === "absent"),
+  };
+}
+
+export class AgentGrpcServer {
+  readonly server: grpc.Server;
+  readonly agent: FrontAgent;
+
+  constructor(
+    private readonly config: AgentConfig,
+    private readonly log: Logger,
+    rsyncBin = "rsync",
+  ) {
+    this.agent = new FrontAgent(config.root, new Registry(config.stateDir));
+    this.server = new grpc.Server({
+      "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+      "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+    });
+    const audit = log.child({ component: "rpc" });
+    const unary = <Req, Res>(op: string, fields: (req: Req) => object, fn: (req: Req) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> =>
+      (call, callback) => {
+        let context: object = {};
+        Promise.resolve()
+          .then(() => {
+            context = fields(call.request);
+            return fn(call.request);
+          })
+          .then(
+            (res) => {
+              audit.info({ op, ...context, peer: call.getPeer(), result: "ok" }, "operation");
+              callback(null, res);
+            },
+            (err: unknown) => {
+              audit.warn({ op, ...context, peer: call.getPeer(), result: "error", err }, "operation");
+              callback(toServiceError(err));
+            },
+          );
+      };
+
+    const handlers: AgentServer = {
+      hello: unary("hello", () => ({}), () => ({ ...this.agent.hello() })),
+      preflight: unary(
+        "preflight",
+        (req) => ({ migrationId: req.migration?.id, site: req.migration?.site }),
+        async (req) => {
+          const report = await this.agent.preflight(specFromWire(req.migration), { register: req.register, local: req.local });
+          return {
+            problems: report.problems,
+            dataDirs: report.dataDirs.map((d) => ({ dataDir: d.dataDir, kind: KIND_TO_WIRE[d.kind], linkTarget: d.linkTarget ?? "" })),
+          };
+        },
+      ),
+      apply: unary(
+        "apply",
+        (req) => ({ migrationId: req.migrationId, step: req.step, action: ACTIONS[req.action] ?? req.action }),
+        async (req) => {
+          const action = ACTIONS[req.action];
+          if (!action) throw new QmError("USAGE", `unknown action ${req.action}`, { key: "action" });
+          return changesToWire(await this.agent.apply(req.migrationId, action));
+        },
+      ),
+      rsync: (call) => {
+        serveRsync(call, this.agent, rsyncBin, log.child({ component: "rsync" })).catch((err: unknown) => {
+          audit.warn({ op: "rsync", peer: call.getPeer(), result: "error", err }, "operation");
+          call.destroy(Object.assign(new Error(describeError(err)), toServiceError(err)));
+        });
+      },
+    };
+    this.server.addService(AgentService, handlers);
+  }
+
+  async credentials(): Promise<grpc.ServerCredentials> {
+    const { tls, insecure } = this.config;
+    if (insecure || !tls) return grpc.ServerCredentials.createInsecure();
+    const [ca, cert, key] = await Promise.all([readFile(tls.ca), readFile(tls.cert), readFile(tls.key)]);
+    return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: cert, private_key: key }], true);
+  }
+
+  /** Binds the configured address; returns the address actually bound (the port may have been 0). */
+  async listen(): Promise<string> {
+    const creds = await this.credentials();
+    const port = await new Promise<number>((resolve, reject) => {
+      this.server.bindAsync(this.config.listen, creds, (err, p) => (err ? reject(err) : resolve(p)));
+    });
+    return this.config.listen.replace(/:\d+$/, `:${port}`);
+  }
+
+  async stop(graceMs = 5000): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}

@@ -1,0 +1,121 @@
+// The controller's edge to one web front: a promise API over the generated gRPC client, a deadline on
+// every call, and errors turned back into QmErrors naming the host.
+import { readFileSync } from "node:fs";
+import * as grpc from "@grpc/grpc-js";
+import { ERROR_CODE_METADATA_KEY, type ErrorCode, QmError, isErrorCode } from "../shared/errors.js";
+import {
+  Action,
+  AgentClient,
+  type ApplyResponse,
+  EntryKind,
+  type PreflightResponse,
+  type RsyncFrame,
+} from "../shared/generated/quickmigrate/v1/agent.js";
+import type { MigrationSpec } from "../shared/migration.js";
+import type { EntryKindName } from "../shared/siteTree.js";
+import { PACKAGE_VERSION, PROTOCOL_VERSION } from "../shared/version.js";
+import type { ControllerConfig, FrontConfig } from "./config.js";
+
+export type FrontAction = "park-data" | "unpark-data" | "restore-data" | "unrestore-data" | "remove-old-site" | "remove-new-site";
+
+const ACTION_TO_WIRE: Record<FrontAction, Action> = {
+  "park-data": Action.ACTION_PARK_DATA,
+  "unpark-data": Action.ACTION_UNPARK_DATA,
+  "restore-data": Action.ACTION_RESTORE_DATA,
+  "unrestore-data": Action.ACTION_UNRESTORE_DATA,
+  "remove-old-site": Action.ACTION_REMOVE_OLD_SITE,
+  "remove-new-site": Action.ACTION_REMOVE_NEW_SITE,
+};
+
+export const KIND_FROM_WIRE: Record<EntryKind, EntryKindName> = {
+  [EntryKind.ENTRY_KIND_UNSPECIFIED]: "other",
+  [EntryKind.ENTRY_KIND_ABSENT]: "absent",
+  [EntryKind.ENTRY_KIND_DIRECTORY]: "directory",
+  [EntryKind.ENTRY_KIND_SYMLINK]: "symlink",
+  [EntryKind.ENTRY_KIND_OTHER]: "other",
+  [EntryKind.UNRECOGNIZED]: "other",
+};
+
+export interface CallDeadlines {
+  readonly helloMs: number;
+  readonly preflightMs: number;
+  readonly applyMs: number;
+}
+
+export const DEFAULT_DEADLINES: CallDeadlines = { helloMs: 10_000, preflightMs: 60_000, applyMs: 300_000 };
+
+/** One web front as the controller sees it. */
+export interface FrontLike {
+  readonly name: string;
+  readonly local: boolean;
+  hello(): Promise<{ protocolVersion: number; agentVersion: string; hostname: string }>;
+  preflight(m: MigrationSpec, opts: { register: boolean; local: boolean }): Promise<PreflightResponse>;
+  apply(migrationId: string, step: string, action: FrontAction): Promise<ApplyResponse>;
+  openRsync(): grpc.ClientDuplexStream<RsyncFrame, RsyncFrame>;
+  close(): void;
+}
+
+export function channelCredentials(config: ControllerConfig): grpc.ChannelCredentials {
+  if (config.insecure || !config.tls) return grpc.credentials.createInsecure();
+  return grpc.credentials.createSsl(readFileSync(config.tls.ca), readFileSync(config.tls.key), readFileSync(config.tls.cert));
+}
+
+export class AgentFront implements FrontLike {
+  readonly name: string;
+  readonly local: boolean;
+  private readonly client: AgentClient;
+
+  constructor(
+    front: FrontConfig,
+    credentials: grpc.ChannelCredentials,
+    private readonly deadlines: CallDeadlines = DEFAULT_DEADLINES,
+  ) {
+    this.name = front.name;
+    this.local = front.local;
+    this.client = new AgentClient(front.address, credentials, {
+      "grpc.max_receive_message_length": 4 * 1024 * 1024,
+      "grpc.max_send_message_length": 4 * 1024 * 1024,
+    });
+  }
+
+  private unary<Req, Res>(
+    method: (req: Req, md: grpc.Metadata, opts: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: Res) => void) => grpc.ClientUnaryCall,
+    req: Req,
+    timeoutMs: number,
+  ): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      method.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) =>
+        err ? reject(fromServiceError(this.name, err)) : resolve(res),
+      );
+    });
+  }
+
+  hello() {
+    return this.unary(this.client.hello, { protocolVersion: PROTOCOL_VERSION, controllerVersion: PACKAGE_VERSION }, this.deadlines.helloMs);
+  }
+
+  preflight(m: MigrationSpec, opts: { register: boolean; local: boolean }): Promise<PreflightResponse> {
+    return this.unary(this.client.preflight, { migration: { ...m, dataDirs: [...m.dataDirs] }, ...opts }, this.deadlines.preflightMs);
+  }
+
+  apply(migrationId: string, step: string, action: FrontAction): Promise<ApplyResponse> {
+    return this.unary(this.client.apply, { migrationId, step, action: ACTION_TO_WIRE[action] }, this.deadlines.applyMs);
+  }
+
+  openRsync(): grpc.ClientDuplexStream<RsyncFrame, RsyncFrame> {
+    return this.client.rsync();
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+/** Rebuilds the agent's QmError (its code travels in metadata); transport failures become UNREACHABLE. */
+export function fromServiceError(host: string, err: grpc.ServiceError): QmError {
+  const sent = err.metadata?.get(ERROR_CODE_METADATA_KEY)[0];
+  const transport = err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED || err.code === grpc.status.CANCELLED;
+  const code: ErrorCode = typeof sent === "string" && isErrorCode(sent) ? sent : transport ? "UNREACHABLE" : "INTERNAL";
+  const detail = code === "UNREACHABLE" ? `agent unreachable: ${err.details || grpc.status[err.code]}` : err.details;
+  return new QmError(code, `${host}: ${detail}`, { host }, { cause: err });
+}

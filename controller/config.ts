@@ -1,0 +1,68 @@
+// The controller's configuration (/etc/quick-migrate/controller.yaml): one schema, defaults here,
+// unknown keys rejected, every problem reported at once with file and key.
+import { isAbsolute } from "node:path";
+import { z } from "zod";
+import { loadYamlConfig } from "../shared/config.js";
+import { QmError } from "../shared/errors.js";
+import { checkDataDirSet } from "../shared/names.js";
+import { HOOK_NAMES, PLACEHOLDERS } from "./hooks.js";
+
+export const DEFAULT_CONTROLLER_CONFIG = "/etc/quick-migrate/controller.yaml";
+export const MASTER = "hostmaster";
+
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be host:port");
+const absPath = z.string().refine(isAbsolute, "must be an absolute path");
+const hookArgv = z.array(z.string()).min(1, "must name a command");
+
+const front = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, "must be a host name (letters, digits, . _ -)"),
+    address: hostPort,
+    local: z.boolean().default(false),
+  })
+  .strict();
+
+const schema = z
+  .object({
+    root: absPath,
+    stateDir: absPath,
+    dataDirs: z.array(z.string()).min(1).default(["files", "private/files"]),
+    insecure: z.boolean().default(false),
+    tls: z.object({ ca: absPath, cert: absPath, key: absPath }).strict().optional(),
+    fronts: z.array(front).min(1, "at least one front is needed"),
+    hooks: z.object(Object.fromEntries(HOOK_NAMES.map((h) => [h, hookArgv.optional()])) as Record<(typeof HOOK_NAMES)[number], z.ZodOptional<typeof hookArgv>>).strict().default({}),
+    rsync: z.string().default("rsync"),
+    logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("warn"),
+  })
+  .strict();
+
+export type ControllerConfig = Readonly<z.infer<typeof schema>>;
+export type FrontConfig = Readonly<z.infer<typeof front>>;
+
+export async function loadControllerConfig(file: string): Promise<ControllerConfig> {
+  return loadYamlConfig(file, schema, (c, problem) => {
+    if (!c.insecure && !c.tls) problem("tls", "required unless insecure: true");
+    if (c.insecure && c.tls) problem("insecure", "insecure: true and tls cannot both be set");
+    const names = new Set<string>();
+    c.fronts.forEach((f, i) => {
+      if (names.has(f.name)) problem(`fronts.${i}.name`, `front ${f.name} is listed twice`);
+      if (f.name === MASTER) problem(`fronts.${i}.name`, `"${MASTER}" is reserved for the hostmaster itself; mark its front with local: true and another name`);
+      names.add(f.name);
+    });
+    if (c.fronts.filter((f) => f.local).length > 1) problem("fronts", "at most one front can be local: true (the hostmaster itself)");
+    try {
+      checkDataDirSet(c.dataDirs);
+    } catch (err) {
+      problem("dataDirs", (err as QmError).message);
+    }
+    for (const [name, argv] of Object.entries(c.hooks)) {
+      for (const arg of argv ?? []) {
+        for (const [, key] of arg.matchAll(/\{([^}]*)\}/g)) {
+          if (!PLACEHOLDERS.includes(key as (typeof PLACEHOLDERS)[number])) {
+            problem(`hooks.${name}`, `unknown placeholder {${key}} (known: ${PLACEHOLDERS.map((p) => `{${p}}`).join(" ")})`);
+          }
+        }
+      }
+    }
+  });
+}

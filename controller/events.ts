@@ -1,0 +1,53 @@
+// The events a run emits: printed (JSON lines with --json, or human lines) and journaled.
+import type { Move } from "./plan.js";
+
+export const OUTCOMES = {
+  migrated: 0,
+  "dry-run": 0,
+  "rolled-back": 1,
+  refused: 2,
+  "needs-attention": 3,
+  locked: 4,
+} as const;
+export type Outcome = keyof typeof OUTCOMES;
+
+export type RunEvent =
+  | {
+      event: "plan";
+      migrationId: string;
+      site: string;
+      newSite: string;
+      from: string;
+      to: string;
+      dryRun: boolean;
+      fetchFrom: string;
+      steps: Array<{ name: string; hosts: readonly string[]; does: string; undo: string | null; skipped?: string; moves: readonly Move[] }>;
+    }
+  | { event: "step-start"; migrationId: string; step: string; undo?: true }
+  | { event: "ack"; migrationId: string; step: string; host: string; ok: boolean; detail: string; undo?: true }
+  | {
+      event: "step-end";
+      migrationId: string;
+      step: string;
+      ok: boolean;
+      acked: number;
+      expected: number;
+      skipped?: string;
+      durationMs: number;
+      undo?: true;
+    }
+  | { event: "result"; migrationId: string | null; outcome: Outcome; exitCode: number; message: string; durationMs: number; journal?: string };
+
+/** Journal-only: written before a host's change is attempted. */
+export interface IntentEvent {
+  event: "intent";
+  migrationId: string;
+  step: string;
+  host: string;
+  action: string;
+  undo?: true;
+}
+
+export interface Reporter {
+  event(e: RunEvent): void;
+}

@@ -1,0 +1,170 @@
+// The controller's end of the rsync tunnel (DESIGN §6). rsync runs our rsh.js as its remote shell;
+// rsh.js connects to a Unix socket served here, and each connection is carried as one gRPC Rsync
+// stream to the front's agent over the channel the controller already has. Backpressure is kept in
+// both directions, so a large push never sits in memory.
+import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { mkdtemp, rm } from "node:fs/promises";
+import { type Server, type Socket, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { ServiceError } from "@grpc/grpc-js";
+import { execa } from "execa";
+import { QmError, describeError } from "../shared/errors.js";
+import type { Logger } from "../shared/logger.js";
+import { rsyncClientArgs } from "../shared/rsyncArgs.js";
+import { type FrontLike, fromServiceError } from "./agentClient.js";
+
+const RSH_SCRIPT = fileURLToPath(new URL("./rsh.js", import.meta.url));
+const MAX_HEADER = 64 * 1024;
+
+interface Grant {
+  readonly front: FrontLike;
+  readonly migrationId: string;
+  readonly step: string;
+  remoteError?: QmError;
+  remoteExit?: number;
+  remoteStderr: string;
+}
+
+export interface RsyncRun {
+  readonly front: FrontLike;
+  readonly migrationId: string;
+  readonly step: "fetch-site" | "push-site";
+  /** local path or `<front>:<relative path>` */
+  readonly source: string;
+  readonly destination: string;
+  readonly dataDirs: readonly string[];
+  readonly signal?: AbortSignal;
+}
+
+export class RsyncTunnel {
+  private readonly grants = new Map<string, Grant>();
+
+  private constructor(
+    private readonly dir: string,
+    private readonly server: Server,
+    private readonly rsyncBin: string,
+    private readonly log: Logger,
+  ) {}
+
+  static async open(rsyncBin: string, log: Logger): Promise<RsyncTunnel> {
+    const dir = await mkdtemp(join(tmpdir(), "quick-migrate-"));
+    const server = createServer({ allowHalfOpen: true });
+    const tunnel = new RsyncTunnel(dir, server, rsyncBin, log);
+    server.on("connection", (socket) => {
+      tunnel.carry(socket).catch((err: unknown) => {
+        log.warn({ err }, "rsync tunnel connection failed");
+        socket.destroy();
+      });
+    });
+    server.listen(join(dir, "tunnel.sock"));
+    await once(server, "listening");
+    return tunnel;
+  }
+
+  get socketPath(): string {
+    return join(this.dir, "tunnel.sock");
+  }
+
+  /** Runs the real rsync binary with our tunnel as its remote shell. Throws RSYNC_FAILED naming the host. */
+  async run(run: RsyncRun): Promise<void> {
+    const token = randomUUID();
+    const grant: Grant = { front: run.front, migrationId: run.migrationId, step: run.step, remoteStderr: "" };
+    this.grants.set(token, grant);
+    try {
+      const rsh = [process.execPath, RSH_SCRIPT].map((w) => `"${w}"`).join(" ");
+      const args = rsyncClientArgs({ rsh, source: run.source, destination: run.destination, dataDirs: run.dataDirs });
+      const result = await execa(this.rsyncBin, args, {
+        env: { QM_TUNNEL_SOCKET: this.socketPath, QM_TUNNEL_TOKEN: token },
+        stdin: "ignore",
+        all: true,
+        reject: false,
+        ...(run.signal ? { cancelSignal: run.signal } : {}),
+      });
+      if (grant.remoteError) throw grant.remoteError;
+      if (result.failed || (grant.remoteExit ?? 0) !== 0) {
+        const local = (result.all ?? "").trim().split("\n").filter(Boolean);
+        const remote = grant.remoteStderr.trim().split("\n").filter(Boolean);
+        const why = remote.at(-1) ?? local.at(-1) ?? result.shortMessage;
+        throw new QmError("RSYNC_FAILED", `${run.front.name}: rsync for ${run.step} failed (exit ${result.exitCode ?? "?"}): ${why}`, {
+          host: run.front.name,
+          step: run.step,
+        });
+      }
+    } finally {
+      this.grants.delete(token);
+    }
+  }
+
+  /** Carries one rsh connection to the agent and back. */
+  private async carry(socket: Socket): Promise<void> {
+    const input = socket[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    let buffered = Buffer.alloc(0);
+    let newline = -1;
+    while (newline < 0) {
+      const next = await input.next();
+      if (next.done) throw new Error("tunnel connection closed before its header");
+      buffered = Buffer.concat([buffered, next.value]);
+      newline = buffered.indexOf(10);
+      if (newline < 0 && buffered.length > MAX_HEADER) throw new Error("tunnel header too long");
+    }
+    const header = JSON.parse(buffered.subarray(0, newline).toString("utf8")) as { token?: string; host?: string; args?: string[] };
+    const grant = header.token ? this.grants.get(header.token) : undefined;
+    if (!grant || header.host !== grant.front.name || !Array.isArray(header.args)) {
+      throw new Error(`tunnel connection refused: unknown token or host ${String(header.host)}`);
+    }
+    const rest = buffered.subarray(newline + 1);
+    const log = this.log.child({ migrationId: grant.migrationId, step: grant.step, host: grant.front.name });
+
+    const call = grant.front.openRsync();
+    const writeCall = async (data: Buffer) => {
+      if (!call.write({ frame: { $case: "data", value: data } })) await once(call, "drain");
+    };
+    call.write({ frame: { $case: "start", value: { migrationId: grant.migrationId, step: grant.step, args: header.args } } });
+
+    const upstream = (async () => {
+      if (rest.length > 0) await writeCall(rest);
+      for (;;) {
+        const next = await input.next();
+        if (next.done) break;
+        await writeCall(next.value);
+      }
+      call.end();
+    })();
+
+    const downstream = (async () => {
+      for await (const message of call as AsyncIterable<{ frame?: { $case: string; value: unknown } }>) {
+        const f = message.frame;
+        if (f?.$case === "data") {
+          if (!socket.write(f.value as Buffer)) await once(socket, "drain");
+        } else if (f?.$case === "stderr") {
+          grant.remoteStderr = (grant.remoteStderr + (f.value as Buffer).toString("utf8")).slice(-8192);
+          log.debug({ stderr: (f.value as Buffer).toString("utf8") }, "remote rsync stderr");
+        } else if (f?.$case === "exit") {
+          grant.remoteExit = (f.value as { code: number }).code;
+        }
+      }
+    })();
+
+    try {
+      await downstream;
+      socket.end();
+    } catch (err) {
+      grant.remoteError = isServiceError(err) ? fromServiceError(grant.front.name, err) : new QmError("RSYNC_FAILED", `${grant.front.name}: ${describeError(err)}`, { host: grant.front.name });
+      socket.destroy();
+      call.cancel();
+    }
+    await upstream.catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    this.server.close();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+function isServiceError(err: unknown): err is ServiceError {
+  return typeof err === "object" && err !== null && "code" in err && "metadata" in err;
+}

@@ -1,0 +1,57 @@
+// Loading a YAML config file against a zod schema: every problem reported at once, as "file: key: message".
+import { readFile } from "node:fs/promises";
+import { parse } from "yaml";
+import type { z } from "zod";
+import { QmError } from "./errors.js";
+
+export type ProblemSink = (key: string, message: string) => void;
+
+export async function loadYamlConfig<S extends z.ZodType>(
+  file: string,
+  schema: S,
+  extraChecks?: (config: z.infer<S>, problem: ProblemSink) => void,
+): Promise<Readonly<z.infer<S>>> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    throw new QmError("CONFIG_INVALID", `${file}: cannot read config: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { path: file });
+  }
+  let raw: unknown;
+  try {
+    raw = parse(text) ?? {};
+  } catch (err) {
+    throw new QmError("CONFIG_INVALID", `${file}: not valid YAML: ${(err as Error).message.split("\n")[0]}`, { path: file });
+  }
+  return checkConfig(file, raw, schema, extraChecks);
+}
+
+export function checkConfig<S extends z.ZodType>(
+  file: string,
+  raw: unknown,
+  schema: S,
+  extraChecks?: (config: z.infer<S>, problem: ProblemSink) => void,
+): Readonly<z.infer<S>> {
+  const problems: string[] = [];
+  const result = schema.safeParse(raw);
+  if (!result.success) {
+    for (const issue of result.error.issues) {
+      const key = issue.path.length > 0 ? issue.path.join(".") : "(top level)";
+      problems.push(`${file}: ${key}: ${issue.message}`);
+    }
+  } else if (extraChecks) {
+    extraChecks(result.data, (key, message) => problems.push(`${file}: ${key}: ${message}`));
+  }
+  if (problems.length > 0) {
+    throw new QmError("CONFIG_INVALID", problems.join("\n"), { path: file });
+  }
+  return deepFreeze(result.data as z.infer<S>);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === "object") {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,62 @@
+// What one migration is, as both sides see it, and where its paths lie relative to a host's root. Pure.
+import { QmError } from "./errors.js";
+import { checkDataDirSet, checkMigrationId, checkPlatform, checkSiteName } from "./names.js";
+
+export interface MigrationSpec {
+  readonly id: string;
+  readonly from: string;
+  readonly site: string;
+  readonly to: string;
+  readonly newSite: string;
+  readonly dataDirs: readonly string[];
+}
+
+/** Validates every field; throws INVALID_NAME naming the first bad one. */
+export function checkMigration(m: MigrationSpec): MigrationSpec {
+  checkMigrationId(m.id);
+  checkPlatform(m.from, "source platform");
+  checkPlatform(m.to, "target platform");
+  checkSiteName(m.site, "site");
+  checkSiteName(m.newSite, "new site");
+  checkDataDirSet(m.dataDirs);
+  if (m.from === m.to && m.site === m.newSite) {
+    throw new QmError("INVALID_NAME", `source and target are the same: ${m.from}/sites/${m.site}`, { key: "to" });
+  }
+  return Object.freeze({ ...m, dataDirs: Object.freeze([...m.dataDirs]) });
+}
+
+export const PARK_FOLDER = ".quick-migrate-park";
+
+export function siteRel(platform: string, site: string): string {
+  return `${platform}/sites/${site}`;
+}
+
+export function oldSiteRel(m: MigrationSpec): string {
+  return siteRel(m.from, m.site);
+}
+
+export function newSiteRel(m: MigrationSpec): string {
+  return siteRel(m.to, m.newSite);
+}
+
+export function parkRel(migrationId: string): string {
+  return `${PARK_FOLDER}/${migrationId}`;
+}
+
+export function parkedRel(migrationId: string, dataDir: string): string {
+  return `${parkRel(migrationId)}/${encodeURIComponent(dataDir)}`;
+}
+
+/** Where a data dir can be during a migration. */
+export type DataPlace = "old" | "park" | "new";
+
+export function placeRel(m: MigrationSpec, dataDir: string, place: DataPlace): string {
+  switch (place) {
+    case "old":
+      return `${oldSiteRel(m)}/${dataDir}`;
+    case "park":
+      return parkedRel(m.id, dataDir);
+    case "new":
+      return `${newSiteRel(m)}/${dataDir}`;
+  }
+}

@@ -1,0 +1,67 @@
+// Validation of the names that cross the wire: site URIs, platform paths, data dirs, migration ids.
+// They are validated as names, never resolved as paths. Pure.
+import { QmError } from "./errors.js";
+
+const MAX_NAME = 253;
+const MAX_PLATFORM = 512;
+const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i;
+const PATH_PART = /^[A-Za-z0-9_][A-Za-z0-9._+@-]{0,254}$/;
+const MIGRATION_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** A site URI is a hostname: dot-separated labels of letters, digits and inner hyphens. */
+export function checkSiteName(value: string, what = "site"): string {
+  const bad = (why: string) => new QmError("INVALID_NAME", `invalid ${what} ${JSON.stringify(truncate(value))}: ${why}`, { key: what });
+  if (value.length === 0) throw bad("empty");
+  if (value.length > MAX_NAME) throw bad(`longer than ${MAX_NAME} characters`);
+  for (const label of value.split(".")) {
+    if (!LABEL.test(label)) throw bad("a site name must be a hostname (letters, digits, inner hyphens, dot-separated)");
+  }
+  return value;
+}
+
+/** A platform is a relative path under the root: no leading slash, no `..`, `.` or empty parts. */
+export function checkRelativePath(value: string, what: string, max = MAX_PLATFORM): string {
+  const bad = (why: string) => new QmError("INVALID_NAME", `invalid ${what} ${JSON.stringify(truncate(value))}: ${why}`, { key: what });
+  if (value.length === 0) throw bad("empty");
+  if (value.length > max) throw bad(`longer than ${max} characters`);
+  if (value.startsWith("/")) throw bad("must be relative to the root");
+  for (const part of value.split("/")) {
+    if (part === "") throw bad("empty path part");
+    if (part === "." || part === "..") throw bad(`"${part}" is not allowed`);
+    if (!PATH_PART.test(part)) throw bad(`part ${JSON.stringify(truncate(part))} has characters outside [A-Za-z0-9._+@-] or starts with one of ".-+@"`);
+  }
+  return value;
+}
+
+export function checkPlatform(value: string, what = "platform"): string {
+  return checkRelativePath(value, what);
+}
+
+export function checkDataDir(value: string): string {
+  return checkRelativePath(value, "data dir", 255);
+}
+
+export function checkMigrationId(value: string): string {
+  if (!MIGRATION_ID.test(value)) {
+    throw new QmError("INVALID_NAME", `invalid migration id ${JSON.stringify(truncate(value))}`, { key: "migrationId" });
+  }
+  return value;
+}
+
+/** Data dirs must be distinct and none may lie inside another (renaming one would move the other). */
+export function checkDataDirSet(dirs: readonly string[]): readonly string[] {
+  dirs.forEach(checkDataDir);
+  for (const a of dirs) {
+    for (const b of dirs) {
+      if (a !== b && (b.startsWith(`${a}/`))) {
+        throw new QmError("INVALID_NAME", `data dir ${b} lies inside data dir ${a}`, { key: "dataDirs" });
+      }
+    }
+  }
+  if (new Set(dirs).size !== dirs.length) throw new QmError("INVALID_NAME", "data dirs listed twice", { key: "dataDirs" });
+  return dirs;
+}
+
+function truncate(s: string): string {
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}

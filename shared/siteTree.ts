@@ -1,0 +1,367 @@
+// The filesystem work of a migration on one host's root: read-only preflight checks, the data-dir
+// renames (park, restore and their undos), site folder moves and guarded removals. Used by the agent
+// on every front and by the controller for the hostmaster's own copy. Data dirs are only ever renamed.
+import { mkdir, readlink, realpath, rename, rm, rmdir, unlink } from "node:fs/promises";
+import type { Stats } from "node:fs";
+import { dirname, join, sep } from "node:path";
+import { QmError, fsError } from "./errors.js";
+import { isEmptyDir, lstatOrNull } from "./fsutil.js";
+import {
+  type DataPlace,
+  type MigrationSpec,
+  PARK_FOLDER,
+  newSiteRel,
+  oldSiteRel,
+  parkRel,
+  placeRel,
+} from "./migration.js";
+
+export type EntryKindName = "absent" | "directory" | "symlink" | "other";
+
+/** Where one data dir of a migration is. Written before a rename (with `moving`) and after it. */
+export interface LedgerEntry {
+  dataDir: string;
+  kind: "directory" | "symlink";
+  linkTarget?: string;
+  at: DataPlace;
+  moving?: DataPlace;
+}
+
+/** Durable record of a migration's data dirs on one host (the agent's state dir, or the controller's journal). */
+export interface Ledger {
+  entries(): Promise<LedgerEntry[]>;
+  save(entries: LedgerEntry[]): Promise<void>;
+}
+
+export type ChangeResult = "renamed" | "already-done" | "absent" | "removed" | "rmdir-placeholder";
+
+export interface ChangeRecord {
+  dataDir: string;
+  from: string;
+  to: string;
+  kind: EntryKindName;
+  linkTarget?: string;
+  result: ChangeResult;
+}
+
+export interface Problem {
+  code: string;
+  path: string;
+  message: string;
+}
+
+export interface DataDirInfo {
+  dataDir: string;
+  kind: EntryKindName;
+  linkTarget?: string;
+}
+
+export interface PreflightReport {
+  problems: Problem[];
+  dataDirs: DataDirInfo[];
+}
+
+export interface PreflightOptions {
+  /** The target site folder must not exist yet (false on a front that is the hostmaster: it is checked there once). */
+  readonly targetMustBeAbsent: boolean;
+  /** Data will be renamed into the target platform on this host, so it must share the park area's filesystem. */
+  readonly restoresHere: boolean;
+}
+
+export class SiteTree {
+  private rootReal: string | undefined;
+
+  constructor(readonly root: string) {}
+
+  /**
+   * The absolute path of `rel`, after checking that the folder holding it resolves inside the root
+   * (a symlinked parent leading out of the root is refused). The final component is not followed.
+   */
+  async resolve(rel: string): Promise<string> {
+    const abs = join(this.root, rel);
+    this.rootReal ??= await realpath(this.root);
+    let probe = dirname(abs);
+    while (!(await lstatOrNull(probe))) probe = dirname(probe);
+    const real = await realpath(probe);
+    if (real !== this.rootReal && !real.startsWith(this.rootReal + sep)) {
+      throw new QmError("OUTSIDE_ROOT", `${rel} resolves outside the root (through ${probe})`, { path: rel });
+    }
+    return abs;
+  }
+
+  private async stat(rel: string): Promise<Stats | null> {
+    return lstatOrNull(await this.resolve(rel));
+  }
+
+  async preflight(m: MigrationSpec, opts: PreflightOptions): Promise<PreflightReport> {
+    const problems: Problem[] = [];
+    const problem = (code: string, path: string, message: string) => problems.push({ code, path, message });
+    const oldRel = oldSiteRel(m);
+    const newRel = newSiteRel(m);
+    const tryStat = async (rel: string) => {
+      try {
+        return { st: await this.stat(rel) };
+      } catch (err) {
+        if (err instanceof QmError) {
+          problem(err.code, rel, err.message);
+          return undefined;
+        }
+        throw err;
+      }
+    };
+
+    const site = await tryStat(oldRel);
+    if (site && !site.st) problem("SOURCE_MISSING", oldRel, `site folder ${oldRel} does not exist`);
+    else if (site?.st?.isSymbolicLink()) problem("SITE_IS_SYMLINK", oldRel, `site folder ${oldRel} is a symlink`);
+    else if (site?.st && !site.st.isDirectory()) problem("SOURCE_MISSING", oldRel, `site folder ${oldRel} is not a directory`);
+
+    if (opts.targetMustBeAbsent) {
+      const target = await tryStat(newRel);
+      if (target?.st) problem("TARGET_EXISTS", newRel, `target site folder ${newRel} already exists`);
+    }
+    const sitesRel = `${m.to}/sites`;
+    const platform = await tryStat(sitesRel);
+    if (platform && !platform.st?.isDirectory()) {
+      problem("TARGET_PLATFORM_MISSING", sitesRel, `target platform ${m.to} is missing (no ${sitesRel} folder)`);
+    }
+
+    const parkDev = await this.parkDevice(m.id);
+    if (opts.restoresHere && platform?.st?.isDirectory() && platform.st.dev !== parkDev) {
+      problem("CROSS_DEVICE", sitesRel, `${sitesRel} is on another filesystem than the park area ${PARK_FOLDER}: a rename would cross filesystems`);
+    }
+
+    const dataDirs: DataDirInfo[] = [];
+    for (const dataDir of m.dataDirs) {
+      const rel = placeRel(m, dataDir, "old");
+      if (!site?.st?.isDirectory()) {
+        dataDirs.push({ dataDir, kind: "absent" });
+        continue;
+      }
+      const entry = await tryStat(rel);
+      const st = entry?.st;
+      if (!st) {
+        dataDirs.push({ dataDir, kind: "absent" });
+        continue;
+      }
+      if (st.isSymbolicLink()) {
+        dataDirs.push({ dataDir, kind: "symlink", linkTarget: await readlink(join(this.root, rel)) });
+      } else if (st.isDirectory()) {
+        dataDirs.push({ dataDir, kind: "directory" });
+        const parent = await lstatOrNull(dirname(join(this.root, rel)));
+        if (parent && parent.dev !== st.dev) {
+          problem("MOUNT_POINT", rel, `data dir ${rel} is a mount point: it cannot be renamed`);
+          continue;
+        }
+      } else {
+        dataDirs.push({ dataDir, kind: "other" });
+        problem("DATA_NOT_DIRECTORY", rel, `data dir ${rel} is neither a directory nor a symlink`);
+        continue;
+      }
+      if (st.dev !== parkDev) {
+        problem("CROSS_DEVICE", rel, `data dir ${rel} is on another filesystem than the park area ${PARK_FOLDER}: a rename would cross filesystems`);
+      }
+    }
+    return { problems, dataDirs };
+  }
+
+  /** The device the park area is (or will be) on: that of its nearest existing ancestor. */
+  private async parkDevice(migrationId: string): Promise<number> {
+    let probe = join(this.root, parkRel(migrationId));
+    for (;;) {
+      const st = await lstatOrNull(probe);
+      if (st) return st.dev;
+      probe = dirname(probe);
+    }
+  }
+
+  /**
+   * Renames every data dir of the migration from one place to another, recording intent and result in
+   * the ledger. Repeating it after it completed (or after a crash mid-way) finishes the work and
+   * reports "already-done" for what was done. Never copies: EXDEV is an error.
+   */
+  async moveData(m: MigrationSpec, ledger: Ledger, from: DataPlace, to: DataPlace): Promise<ChangeRecord[]> {
+    const entries = await ledger.entries();
+    const changes: ChangeRecord[] = [];
+    if (to === "park") {
+      await mkdir(await this.resolve(parkRel(m.id)), { recursive: true, mode: 0o700 });
+    } else {
+      // data goes only into a site folder that is already there; never create one around it
+      const siteRel = to === "new" ? newSiteRel(m) : oldSiteRel(m);
+      const st = await this.stat(siteRel);
+      if (!st?.isDirectory() || st.isSymbolicLink()) {
+        throw new QmError("PRECONDITION", `cannot move data into ${siteRel}: the site folder is not there`, { path: siteRel });
+      }
+    }
+
+    for (const dataDir of m.dataDirs) {
+      const srcRel = placeRel(m, dataDir, from);
+      const dstRel = placeRel(m, dataDir, to);
+      const src = await this.resolve(srcRel);
+      const dst = await this.resolve(dstRel);
+      const s = await lstatOrNull(src);
+      const d = await lstatOrNull(dst);
+      let entry = entries.find((e) => e.dataDir === dataDir);
+      const record = (result: ChangeResult): void => {
+        changes.push({
+          dataDir,
+          from: srcRel,
+          to: dstRel,
+          kind: entry?.kind ?? "absent",
+          ...(entry?.linkTarget === undefined ? {} : { linkTarget: entry.linkTarget }),
+          result,
+        });
+      };
+
+      if (!entry) {
+        // Only the first move (out of the old site folder) discovers data dirs; absent ones stay absent.
+        if (from !== "old" || !s) {
+          record("absent");
+          continue;
+        }
+        if (!s.isDirectory() && !s.isSymbolicLink()) {
+          throw new QmError("PRECONDITION", `data dir ${srcRel} is neither a directory nor a symlink`, { path: srcRel });
+        }
+        entry = s.isSymbolicLink()
+          ? { dataDir, kind: "symlink", linkTarget: await readlink(src), at: from }
+          : { dataDir, kind: "directory", at: from };
+        entries.push(entry);
+      }
+
+      if (entry.at === to && entry.moving === undefined) {
+        if (!d) throw lost(dataDir, dstRel);
+        record("already-done");
+        continue;
+      }
+
+      let placeholder = false;
+      if (s && d) {
+        if (to === "new" && d.isDirectory() && !d.isSymbolicLink() && (await isEmptyDir(dst))) {
+          placeholder = true;
+        } else {
+          throw new QmError("CONFLICT", `cannot move data dir ${srcRel}: ${dstRel} already exists`, { path: dstRel });
+        }
+      } else if (!s && d && entry.moving === to) {
+        // the rename happened, the record of it did not
+        entry.at = to;
+        delete entry.moving;
+        await ledger.save(entries);
+        record("already-done");
+        continue;
+      } else if (!s) {
+        throw d
+          ? new QmError("CONFLICT", `data dir ${dataDir} is not at ${srcRel} and ${dstRel} holds something else`, { path: dstRel })
+          : lost(dataDir, srcRel);
+      }
+
+      entry.moving = to;
+      await ledger.save(entries);
+      try {
+        if (placeholder) await rmdir(dst);
+        await mkdir(dirname(dst), { recursive: true });
+        await rename(src, dst);
+      } catch (err) {
+        delete entry.moving;
+        await ledger.save(entries);
+        throw fsError(err, srcRel, `rename to ${dstRel}`);
+      }
+      entry.at = to;
+      delete entry.moving;
+      await ledger.save(entries);
+      record(placeholder ? "rmdir-placeholder" : "renamed");
+    }
+
+    if (from === "park") await this.removeEmptyParkFolders(m.id);
+    return changes;
+  }
+
+  /** Drops this migration's park folder, and the park area itself, when they are empty. */
+  private async removeEmptyParkFolders(migrationId: string): Promise<void> {
+    for (const rel of [parkRel(migrationId), PARK_FOLDER]) {
+      try {
+        await rmdir(join(this.root, rel));
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== "ENOENT" && code !== "ENOTEMPTY" && code !== "EEXIST") throw fsError(err, rel, "rmdir");
+      }
+    }
+  }
+
+  /**
+   * Removes a site folder without following any symlink, refusing while it holds a data dir that is a
+   * symlink or is not empty. An absent folder counts as already removed.
+   */
+  async removeSiteFolder(siteRelPath: string, dataDirs: readonly string[]): Promise<ChangeRecord[]> {
+    const abs = await this.resolve(siteRelPath);
+    const st = await lstatOrNull(abs);
+    const change = (result: ChangeResult): ChangeRecord[] => [
+      { dataDir: "", from: siteRelPath, to: "", kind: st ? "directory" : "absent", result },
+    ];
+    if (!st) return change("already-done");
+    if (st.isSymbolicLink() || !st.isDirectory()) {
+      throw new QmError("PRECONDITION", `refusing to remove ${siteRelPath}: it is not a real directory`, { path: siteRelPath });
+    }
+    for (const dataDir of dataDirs) {
+      const rel = `${siteRelPath}/${dataDir}`;
+      const d = await lstatOrNull(await this.resolve(rel));
+      if (!d) continue;
+      if (d.isSymbolicLink()) {
+        throw new QmError("NOT_EMPTY", `refusing to remove ${siteRelPath}: data dir ${rel} is a symlink`, { path: rel });
+      }
+      if (!d.isDirectory() || !(await isEmptyDir(join(this.root, rel)))) {
+        throw new QmError("NOT_EMPTY", `refusing to remove ${siteRelPath}: data dir ${rel} is not empty`, { path: rel });
+      }
+    }
+    try {
+      await rm(abs, { recursive: true });
+    } catch (err) {
+      throw fsError(err, siteRelPath, "remove");
+    }
+    return change("removed");
+  }
+
+  /** Renames a whole site folder (the hostmaster's move to the new platform, or its undo). Idempotent. */
+  async moveSiteFolder(fromRel: string, toRel: string): Promise<ChangeRecord[]> {
+    const src = await this.resolve(fromRel);
+    const dst = await this.resolve(toRel);
+    const s = await lstatOrNull(src);
+    const d = await lstatOrNull(dst);
+    const change = (result: ChangeResult): ChangeRecord[] => [{ dataDir: "", from: fromRel, to: toRel, kind: "directory", result }];
+    if (!s && d) return change("already-done");
+    if (!s) throw new QmError("PRECONDITION", `site folder ${fromRel} does not exist`, { path: fromRel });
+    if (s.isSymbolicLink() || !s.isDirectory()) {
+      throw new QmError("PRECONDITION", `site folder ${fromRel} is not a real directory`, { path: fromRel });
+    }
+    if (d) throw new QmError("CONFLICT", `cannot move ${fromRel}: ${toRel} already exists`, { path: toRel });
+    try {
+      await rename(src, dst);
+    } catch (err) {
+      throw fsError(err, fromRel, `rename to ${toRel}`);
+    }
+    return change("renamed");
+  }
+
+  /**
+   * Deletes what the ledger says is parked (the hostmaster's stale copy only; fronts never call this).
+   * A parked symlink is unlinked, never followed.
+   */
+  async discardParked(m: MigrationSpec, ledger: Ledger): Promise<ChangeRecord[]> {
+    const entries = await ledger.entries();
+    const changes: ChangeRecord[] = [];
+    for (const entry of entries) {
+      if (entry.at !== "park") continue;
+      const rel = placeRel(m, entry.dataDir, "park");
+      const abs = await this.resolve(rel);
+      const st = await lstatOrNull(abs);
+      if (st?.isSymbolicLink()) await unlink(abs);
+      else if (st) await rm(abs, { recursive: true });
+      changes.push({ dataDir: entry.dataDir, from: rel, to: "", kind: entry.kind, result: st ? "removed" : "already-done" });
+    }
+    await ledger.save(entries.filter((e) => e.at !== "park"));
+    await this.removeEmptyParkFolders(m.id);
+    return changes;
+  }
+}
+
+function lost(dataDir: string, rel: string): QmError {
+  return new QmError("CONFLICT", `data dir ${dataDir} is missing: expected at ${rel}`, { path: rel });
+}
