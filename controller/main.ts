@@ -69,7 +69,18 @@ async function migrate(uri: string, opts: MigrateOptions): Promise<number> {
     const tunnel = await RsyncTunnel.open(config.rsync, log.child({ component: "tunnel" }));
     cleanup.push(() => tunnel.close());
 
+    // a signal cancels running hooks and rsync; the step fails and is rolled back like any failure
     const abort = new AbortController();
+    const onSignal = (signal: string) => {
+      log.warn({ signal }, "interrupted: cancelling the running step");
+      abort.abort(new QmError("INTERNAL", `interrupted by ${signal}`));
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    cleanup.push(() => {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+    });
     const runner = new MigrationRunner({
       plan,
       root: config.root,

@@ -16,6 +16,7 @@ const CROSS = "✘";
 
 export class HumanReporter implements Reporter {
   private acks: Array<{ host: string; ok: boolean; detail: string }> = [];
+  private hostOrder: string[] = [];
 
   constructor(
     private readonly out: Writable,
@@ -33,6 +34,7 @@ export class HumanReporter implements Reporter {
   event(e: RunEvent): void {
     switch (e.event) {
       case "plan": {
+        this.hostOrder = [...new Set(e.steps.flatMap((s) => s.hosts))];
         const rename = e.site === e.newSite ? e.site : `${e.site} → ${e.newSite}`;
         this.line(`quick-migrate ${rename}: ${e.from} → ${e.to}  (migration ${e.migrationId}${e.dryRun ? ", dry run" : ""})`);
         for (const [i, s] of e.steps.entries()) {
@@ -59,6 +61,7 @@ export class HumanReporter implements Reporter {
           return;
         }
         const mark = e.ok ? this.paint(32, TICK) : this.paint(31, CROSS);
+        this.acks.sort((a, b) => this.hostOrder.indexOf(a.host) - this.hostOrder.indexOf(b.host));
         const hosts = this.acks.map((a) => `${a.host} ${a.ok ? this.paint(32, TICK) : this.paint(31, CROSS)}`).join("  ");
         this.line(`  ${mark} ${label} ${hosts}  (${e.acked}/${e.expected})  ${e.durationMs} ms`);
         for (const a of this.acks) {

@@ -1,0 +1,29 @@
+#!/usr/bin/env node
+// Stands in for drush in the demo and the tests: records how a hook called it, fakes a dump,
+// and fails on demand (QM_FAKE_DRUSH_FAIL=<an argument value>, e.g. updatedb).
+import { appendFileSync, writeFileSync } from "node:fs";
+
+const argv = process.argv.slice(2);
+
+const log = process.env.QM_FAKE_DRUSH_LOG;
+if (log) {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith("QM_") && !k.startsWith("QM_FAKE_")));
+  appendFileSync(log, `${JSON.stringify({ argv, env, cwd: process.cwd(), pid: process.pid, time: new Date().toISOString() })}\n`);
+}
+
+const fail = process.env.QM_FAKE_DRUSH_FAIL;
+if (fail && argv.includes(fail)) {
+  process.stderr.write(`fake drush: failing on purpose (QM_FAKE_DRUSH_FAIL=${fail})\n`);
+  process.exit(1);
+}
+
+for (const arg of argv) {
+  if (arg.startsWith("--result-file=")) {
+    const site = argv.find((a) => a.startsWith("@")) ?? "@unknown";
+    writeFileSync(
+      arg.slice("--result-file=".length),
+      `-- fake drush sql-dump of ${site}\nCREATE TABLE variable (name varchar(128), value longblob);\nINSERT INTO variable VALUES ('maintenance_mode', 'i:1;');\n`,
+    );
+  }
+}
+process.exit(0);

@@ -1,0 +1,370 @@
+// A local cluster for the demo, the benchmark and the integration tests: a hostmaster root and one
+// real agent process per web front on 127.0.0.1, each front with its own root folder.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa, type ResultPromise } from 'execa';
+import YAML from 'yaml';
+
+export const RSYNC_MISSING = 'rsync is not installed: apt-get install -y rsync';
+
+/** Throws `RSYNC_MISSING` when no executable `rsync` is on PATH. Returns its path. */
+export function checkRsync(): string {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (dir === '') continue;
+    const candidate = path.join(dir, 'rsync');
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      if (fs.statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not in this PATH entry
+    }
+  }
+  throw new Error(RSYNC_MISSING);
+}
+
+/** The repository root: the nearest folder above this file with quick-migrate's package.json (works from src and dist). */
+export function repoRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    if (fs.existsSync(pkg)) {
+      const { name } = JSON.parse(fs.readFileSync(pkg, 'utf8')) as { name?: unknown };
+      if (name === 'quick-migrate') return dir;
+    }
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new Error(`quick-migrate repository root not found above ${fileURLToPath(import.meta.url)}`);
+    dir = parent;
+  }
+}
+
+/** Hooks that run scripts/fake-drush.mjs with the arguments a real drush would get. */
+export function fakeDrushHooks(): Record<string, string[]> {
+  const drush = [process.execPath, path.join(repoRoot(), 'scripts', 'fake-drush.mjs')];
+  return {
+    maintenanceOn: [...drush, '@{site}', 'vset', 'maintenance_mode', '1'],
+    dbDump: [...drush, '@{site}', 'sql-dump', '--result-file={dump}'],
+    deploy: [...drush, '@{newSite}', 'provision-verify'],
+    updatedb: [...drush, '@{newSite}', 'updatedb', '-y'],
+    maintenanceOff: [...drush, '@{newSite}', 'vset', 'maintenance_mode', '0'],
+    dbRestore: [...drush, '@{site}', 'sql-query', '--file={dump}'],
+  };
+}
+
+export interface FrontSpec {
+  readonly name: string;
+  /** the hostmaster is this web front: the agent serves the hostmaster's root */
+  readonly local?: boolean;
+}
+
+export interface ClusterOptions {
+  readonly baseDir: string;
+  readonly fronts: readonly FrontSpec[];
+  readonly hooks?: Record<string, string[]>;
+  /** default: the controller's default, written out as `[files, private/files]` */
+  readonly dataDirs?: readonly string[];
+  /** default `<repo>/dist/agent/main.js` */
+  readonly agentBin?: string;
+  /** default 15000 */
+  readonly listenTimeoutMs?: number;
+}
+
+export type AgentProcess = ResultPromise<{ buffer: false; reject: false; stdin: 'ignore'; stdout: 'pipe'; stderr: 'pipe' }>;
+
+export interface ClusterFront {
+  readonly name: string;
+  readonly local: boolean;
+  readonly root: string;
+  readonly stateDir: string;
+  /** `127.0.0.1:PORT` of the running agent (the last one, when stopped) */
+  address: string;
+  readonly configFile: string;
+  /** stdout and stderr of every run of this front's agent */
+  readonly logFile: string;
+  /** null while stopped */
+  process: AgentProcess | null;
+}
+
+export interface Cluster {
+  readonly baseDir: string;
+  readonly masterRoot: string;
+  readonly masterState: string;
+  readonly controllerConfig: string;
+  readonly fronts: readonly ClusterFront[];
+  front(name: string): ClusterFront;
+  frontRoot(name: string): string;
+  /** every distinct root with a name for messages: `hostmaster` first, then each non-local front */
+  roots(): Array<{ name: string; root: string }>;
+  /** SIGTERM (SIGKILL after 5 s) and wait for the exit. No-op when stopped. */
+  stopAgent(name: string): Promise<void>;
+  /** Starts a stopped agent with the same config; its port may change, so controller.yaml is rewritten. */
+  startAgent(name: string): Promise<void>;
+  /** Rewrites controller.yaml, e.g. with other hooks or extra keys for a test. */
+  writeControllerConfig(patch?: { hooks?: Record<string, string[]> | undefined; dataDirs?: readonly string[]; extra?: Record<string, unknown> }): void;
+  /** Stops every agent and waits for them to exit. */
+  stop(): Promise<void>;
+}
+
+export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
+  const baseDir = path.resolve(opts.baseDir);
+  const agentBin = opts.agentBin ?? path.join(repoRoot(), 'dist', 'agent', 'main.js');
+  if (!fs.existsSync(agentBin)) throw new Error(`agent not built: ${agentBin} is missing (run npm run build)`);
+  const listenTimeoutMs = opts.listenTimeoutMs ?? 15_000;
+  const names = new Set<string>(['hostmaster']);
+  for (const f of opts.fronts) {
+    if (!/^[a-z0-9][a-z0-9._-]*$/i.test(f.name) || names.has(f.name)) throw new Error(`bad or duplicate front name: ${f.name}`);
+    names.add(f.name);
+  }
+
+  const masterRoot = path.join(baseDir, 'hostmaster', 'root');
+  const masterState = path.join(baseDir, 'hostmaster', 'state');
+  fs.mkdirSync(masterRoot, { recursive: true });
+  fs.mkdirSync(masterState, { recursive: true });
+  const controllerConfig = path.join(baseDir, 'hostmaster', 'controller.yaml');
+
+  const fronts: ClusterFront[] = opts.fronts.map((spec) => {
+    const dir = path.join(baseDir, spec.name);
+    const local = spec.local === true;
+    const root = local ? masterRoot : path.join(dir, 'root');
+    const stateDir = path.join(dir, 'state');
+    fs.mkdirSync(root, { recursive: true });
+    fs.mkdirSync(stateDir, { recursive: true });
+    const configFile = path.join(dir, 'agent.yaml');
+    fs.writeFileSync(configFile, YAML.stringify({ listen: '127.0.0.1:0', root, stateDir, insecure: true }));
+    return { name: spec.name, local, root, stateDir, address: '', configFile, logFile: path.join(dir, 'agent.log'), process: null };
+  });
+
+  let hooks = opts.hooks;
+  let dataDirs: readonly string[] = opts.dataDirs ?? ['files', 'private/files'];
+  let extra: Record<string, unknown> = {};
+  const writeControllerConfig: Cluster['writeControllerConfig'] = (patch = {}) => {
+    if ('hooks' in patch) hooks = patch.hooks;
+    if (patch.dataDirs !== undefined) dataDirs = patch.dataDirs;
+    if (patch.extra !== undefined) extra = patch.extra;
+    const doc: Record<string, unknown> = {
+      root: masterRoot,
+      stateDir: masterState,
+      dataDirs: [...dataDirs],
+      insecure: true,
+      fronts: fronts.map((f) => (f.local ? { name: f.name, address: f.address, local: true } : { name: f.name, address: f.address })),
+      ...(hooks !== undefined ? { hooks } : {}),
+      ...extra,
+    };
+    const tmp = `${controllerConfig}.tmp`;
+    fs.writeFileSync(tmp, YAML.stringify(doc));
+    fs.renameSync(tmp, controllerConfig);
+  };
+
+  const front = (name: string): ClusterFront => {
+    const f = fronts.find((x) => x.name === name);
+    if (f === undefined) throw new Error(`no front named ${name}`);
+    return f;
+  };
+
+  const stopAgent = async (name: string): Promise<void> => {
+    const f = front(name);
+    const child = f.process;
+    if (child === null) return;
+    f.process = null;
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM'); // execa sends SIGKILL after 5 s
+    await child;
+    await logClosed.get(child);
+  };
+
+  const stop = async (): Promise<void> => {
+    await Promise.all(fronts.map((f) => stopAgent(f.name)));
+  };
+
+  const startAgent = async (name: string): Promise<void> => {
+    const f = front(name);
+    if (f.process !== null) throw new Error(`agent ${name} is already running`);
+    const { child, address } = await spawnAgent(f, agentBin, listenTimeoutMs);
+    f.process = child;
+    f.address = address;
+    writeControllerConfig();
+  };
+
+  const started = await Promise.allSettled(
+    fronts.map(async (f) => {
+      const { child, address } = await spawnAgent(f, agentBin, listenTimeoutMs);
+      f.process = child;
+      f.address = address;
+    }),
+  );
+  const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed !== undefined) {
+    await stop();
+    throw failed.reason;
+  }
+  writeControllerConfig();
+
+  return {
+    baseDir,
+    masterRoot,
+    masterState,
+    controllerConfig,
+    fronts,
+    front,
+    frontRoot: (name) => front(name).root,
+    roots: () => [{ name: 'hostmaster', root: masterRoot }, ...fronts.filter((f) => !f.local).map((f) => ({ name: f.name, root: f.root }))],
+    stopAgent,
+    startAgent,
+    writeControllerConfig,
+    stop,
+  };
+}
+
+/** Resolves once an agent has exited and its log file is flushed and closed. */
+const logClosed = new WeakMap<AgentProcess, Promise<void>>();
+
+/** Starts one agent and resolves once it logged `agent listening`; its output goes on into the front's log file. */
+function spawnAgent(f: ClusterFront, agentBin: string, timeoutMs: number): Promise<{ child: AgentProcess; address: string }> {
+  const log = fs.createWriteStream(f.logFile, { flags: 'a' });
+  // A test may remove the base dir right after stop(); a lost log line must not crash it.
+  log.on('error', () => undefined);
+  const child: AgentProcess = execa(process.execPath, [agentBin, '--config', f.configFile], {
+    buffer: false,
+    reject: false,
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'pipe',
+    // The listening line is logged at info; a QM_LOG_LEVEL=warn inherited from a test would hide it.
+    env: { QM_LOG_LEVEL: process.env.QM_AGENT_LOG_LEVEL ?? 'info' },
+  });
+  child.stdout.on('data', (chunk: Buffer) => log.write(chunk));
+  child.stderr.on('data', (chunk: Buffer) => log.write(chunk));
+  const closed = child.then(
+    () =>
+      new Promise<void>((resolve) => {
+        log.once('close', resolve);
+        log.end();
+      }),
+  );
+  logClosed.set(child, closed);
+
+  return new Promise((resolve, reject) => {
+    let output = '';
+    let pending = '';
+    let settled = false;
+    const done = (): void => {
+      settled = true;
+      clearTimeout(timer);
+      child.stdout.off('data', onStdout);
+      child.stderr.off('data', onStderr);
+      child.off('close', onClose);
+    };
+    const fail = (why: string): void => {
+      done();
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      const tail = output.length > 4000 ? `...${output.slice(-4000)}` : output;
+      reject(new Error(`agent ${f.name} (${f.configFile}) ${why}; its output:\n${tail || '(none)'}`));
+    };
+    const onStdout = (chunk: Buffer): void => {
+      const text = chunk.toString('utf8');
+      output += text;
+      pending += text;
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const line of lines) {
+        const address = listeningAddress(line);
+        if (address !== null && !settled) {
+          done();
+          resolve({ child, address });
+          return;
+        }
+      }
+    };
+    const onStderr = (chunk: Buffer): void => {
+      output += chunk.toString('utf8');
+    };
+    const onClose = (): void => {
+      if (!settled) fail(`exited (code ${String(child.exitCode)}, signal ${String(child.signalCode)}) before listening`);
+    };
+    const timer = setTimeout(() => fail(`did not log "agent listening" within ${timeoutMs / 1000} s`), timeoutMs);
+    child.stdout.on('data', onStdout);
+    child.stderr.on('data', onStderr);
+    child.on('close', onClose);
+  });
+}
+
+function listeningAddress(line: string): string | null {
+  if (!line.includes('agent listening')) return null;
+  let rec: unknown;
+  try {
+    rec = JSON.parse(line);
+  } catch {
+    return null;
+  }
+  if (typeof rec !== 'object' || rec === null) return null;
+  const { msg, address, port } = rec as { msg?: unknown; address?: unknown; port?: unknown };
+  if (msg !== 'agent listening') return null;
+  if (typeof address === 'string' && address !== '') return address;
+  if (typeof port === 'number') return `127.0.0.1:${port}`;
+  return null;
+}
+
+export interface RunControllerOptions {
+  /** added to the environment (after `QM_LOG_LEVEL=warn`, so it can be overridden) */
+  readonly env?: Record<string, string>;
+  /** stdout and stderr go to this process's (the demo); `stdout`/`stderr` are then empty */
+  readonly inherit?: boolean;
+  /** default 120000; the controller is killed after it */
+  readonly timeoutMs?: number;
+  readonly signal?: AbortSignal;
+  /** default `<repo>/dist/controller/main.js` */
+  readonly controllerBin?: string;
+}
+
+export type ControllerEvent = Record<string, unknown> & { readonly event?: string };
+
+export interface ControllerRun {
+  /** -1 when killed by a signal or the timeout */
+  readonly exitCode: number;
+  readonly stdout: string;
+  readonly stderr: string;
+  /** stdout's JSON lines when `--json` is among the arguments (lines that are not JSON objects are skipped) */
+  readonly events: ControllerEvent[];
+  readonly durationMs: number;
+  readonly timedOut: boolean;
+}
+
+/** Runs `node dist/controller/main.js <args...> --config <configFile>`; never throws on a non-zero exit. */
+export async function runController(configFile: string, args: readonly string[], opts: RunControllerOptions = {}): Promise<ControllerRun> {
+  const bin = opts.controllerBin ?? path.join(repoRoot(), 'dist', 'controller', 'main.js');
+  if (!fs.existsSync(bin)) throw new Error(`controller not built: ${bin} is missing (run npm run build)`);
+  const started = performance.now();
+  const result = await execa(process.execPath, [bin, ...args, '--config', configFile], {
+    reject: false,
+    stdin: 'ignore',
+    stdout: opts.inherit === true ? 'inherit' : 'pipe',
+    stderr: opts.inherit === true ? 'inherit' : 'pipe',
+    env: { QM_LOG_LEVEL: 'warn', ...opts.env },
+    timeout: opts.timeoutMs ?? 120_000,
+    ...(opts.signal !== undefined ? { cancelSignal: opts.signal } : {}),
+  });
+  const durationMs = performance.now() - started;
+  const stdout = typeof result.stdout === 'string' ? result.stdout : '';
+  const stderr = typeof result.stderr === 'string' ? result.stderr : '';
+  return {
+    exitCode: result.exitCode ?? -1,
+    stdout,
+    stderr,
+    events: args.includes('--json') ? parseJsonLines(stdout) : [],
+    durationMs,
+    timedOut: result.timedOut,
+  };
+}
+
+function parseJsonLines(text: string): ControllerEvent[] {
+  const events: ControllerEvent[] = [];
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') continue;
+    try {
+      const value: unknown = JSON.parse(line);
+      if (typeof value === 'object' && value !== null && !Array.isArray(value)) events.push(value as ControllerEvent);
+    } catch {
+      // not an event line
+    }
+  }
+  return events;
+}

@@ -1,0 +1,172 @@
+// A migration scenario on a real local cluster: agents as processes, a site on every root, snapshots
+// of every tree before, and the checks a user would make after (trees byte for byte, links, park areas).
+import fs from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { expect } from "vitest";
+import { type Cluster, type FrontSpec, checkRsync, startCluster } from "../../scripts/lib/cluster.js";
+import { makePlatform, makeSite } from "../../scripts/lib/fixtures.js";
+import { type Manifest, diffManifests, excludePaths, manifest, manifestOrAbsent, summarizeDiff } from "../../scripts/lib/manifest.js";
+
+export const DATA_DIRS = ["files", "private/files"] as const;
+export const PARK = ".quick-migrate-park";
+
+export interface ScenarioOptions {
+  fronts: FrontSpec[];
+  site?: string;
+  from?: string;
+  to?: string;
+  files?: number;
+  hooks?: Record<string, string[]>;
+  /** fronts whose `files` is a symlink to shared storage (outside every root) */
+  symlinkFiles?: string[];
+  /** fronts without a private/files dir */
+  noPrivateFiles?: string[];
+  /** make the target platform on these roots ("hostmaster" or a front name); default every root */
+  targetPlatformOn?: string[];
+}
+
+export interface Scenario {
+  readonly cluster: Cluster;
+  readonly baseDir: string;
+  readonly site: string;
+  readonly from: string;
+  readonly to: string;
+  readonly sharedStorage: string;
+  /** every root (hostmaster first) and the shared storage, before the migration */
+  readonly before: Map<string, Manifest>;
+  /** per front: manifest of each data dir (walked without following links) before */
+  readonly dataBefore: Map<string, Map<string, Manifest | null>>;
+  /** the code (site folder minus data dirs) of each front before */
+  readonly codeBefore: Map<string, Manifest>;
+  cleanup(): Promise<void>;
+}
+
+export function siteDir(root: string, platform: string, site: string): string {
+  return path.join(root, platform, "sites", site);
+}
+
+export async function setupScenario(opts: ScenarioOptions): Promise<Scenario> {
+  checkRsync();
+  const baseDir = await mkdtemp(path.join(tmpdir(), "qm-test-"));
+  const site = opts.site ?? "shop.example.com";
+  const from = opts.from ?? "drupal-7.98";
+  const to = opts.to ?? "drupal-7.99";
+  const sharedStorage = path.join(baseDir, "shared-storage");
+  const cluster = await startCluster({ baseDir, fronts: opts.fronts, ...(opts.hooks ? { hooks: opts.hooks } : {}) });
+  const masterIsFront = opts.fronts.some((f) => f.local);
+
+  for (const { name, root } of cluster.roots()) {
+    makePlatform(root, from);
+    if (!opts.targetPlatformOn || opts.targetPlatformOn.includes(name)) makePlatform(root, to);
+    const front = name !== "hostmaster" || masterIsFront;
+    const frontName = name === "hostmaster" ? (opts.fronts.find((f) => f.local)?.name ?? name) : name;
+    const info = makeSite(root, from, site, {
+      files: front ? (opts.files ?? 120) : 7,
+      privateFiles: front ? 15 : 2,
+      seed: front ? `${site}:${frontName}` : `${site}:stale`,
+      ...(opts.symlinkFiles?.includes(frontName) ? { filesSymlinkTo: path.join(sharedStorage, frontName, "files") } : {}),
+    });
+    if (front) {
+      // code the fronts have and the hostmaster's stale copy lacks: fetch-site must bring it
+      fs.writeFileSync(path.join(info.siteDir, "modules", "custom", "m", "new.inc"), `<?php // ${site} live\n`, { mode: 0o644 });
+    } else {
+      // code only the stale copy has: fetch-site (rsync --delete) must drop it
+      fs.writeFileSync(path.join(info.siteDir, "modules", "custom", "m", "stale-only.inc"), "<?php // stale\n", { mode: 0o644 });
+    }
+    if (opts.noPrivateFiles?.includes(frontName)) fs.rmSync(info.privateFilesDir, { recursive: true });
+  }
+  fs.mkdirSync(sharedStorage, { recursive: true });
+
+  const before = await snapshotAll(cluster, sharedStorage);
+  const dataBefore = new Map<string, Map<string, Manifest | null>>();
+  const codeBefore = new Map<string, Manifest>();
+  for (const f of cluster.fronts) {
+    const dir = siteDir(f.root, from, site);
+    const data = new Map<string, Manifest | null>();
+    for (const d of DATA_DIRS) data.set(d, await manifestOrAbsent(path.join(dir, d)));
+    dataBefore.set(f.name, data);
+    codeBefore.set(f.name, excludePaths(await manifest(dir), [...DATA_DIRS]));
+  }
+  return {
+    cluster,
+    baseDir,
+    site,
+    from,
+    to,
+    sharedStorage,
+    before,
+    dataBefore,
+    codeBefore,
+    cleanup: async () => {
+      await cluster.stop();
+      await rm(baseDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function snapshotAll(cluster: Cluster, sharedStorage: string): Promise<Map<string, Manifest>> {
+  const out = new Map<string, Manifest>();
+  for (const { name, root } of cluster.roots()) out.set(name, await manifest(root));
+  out.set("shared-storage", await manifest(sharedStorage));
+  return out;
+}
+
+/** Every root and the shared storage are exactly as before: content, mode, link targets. */
+export async function expectUnchanged(s: Scenario): Promise<void> {
+  const after = await snapshotAll(s.cluster, s.sharedStorage);
+  for (const [name, m] of s.before) {
+    const diff = diffManifests(m, after.get(name) ?? new Map());
+    expect(diff, `${name} changed:\n${summarizeDiff(diff)}`).toEqual([]);
+  }
+}
+
+function expectNoPark(name: string, root: string): void {
+  const park = path.join(root, PARK);
+  const left = fs.existsSync(park) ? fs.readdirSync(park, { recursive: true }) : [];
+  expect(left, `${name}: park area not empty`).toEqual([]);
+}
+
+/**
+ * The migration is complete on every host: the old site folder is gone, the new one holds the fetched
+ * code, and each front's data dirs are the very same trees (or the same links) as before.
+ */
+export async function expectMigrated(s: Scenario, opts: { newSite?: string; fetchFrom?: string } = {}): Promise<void> {
+  const newSite = opts.newSite ?? s.site;
+  const fetchFrom = opts.fetchFrom ?? (s.cluster.fronts.find((f) => f.local) ?? s.cluster.fronts[0])?.name ?? "";
+  const code = s.codeBefore.get(fetchFrom);
+  if (!code) throw new Error(`no front ${fetchFrom}`);
+
+  for (const f of s.cluster.fronts) {
+    const oldDir = siteDir(f.root, s.from, s.site);
+    const newDir = siteDir(f.root, s.to, newSite);
+    expect(fs.existsSync(oldDir), `${f.name}: old site folder still there`).toBe(false);
+    const after = await manifest(newDir);
+    const codeDiff = diffManifests(code, excludePaths(after, [...DATA_DIRS]));
+    expect(codeDiff, `${f.name}: code differs:\n${summarizeDiff(codeDiff)}`).toEqual([]);
+    for (const d of DATA_DIRS) {
+      const expected = s.dataBefore.get(f.name)?.get(d) ?? null;
+      const actual = await manifestOrAbsent(path.join(newDir, d));
+      if (expected === null) {
+        expect(actual, `${f.name}: ${d} appeared`).toBeNull();
+      } else {
+        expect(actual, `${f.name}: ${d} missing`).not.toBeNull();
+        const diff = diffManifests(expected, actual as Manifest);
+        expect(diff, `${f.name}: ${d} differs:\n${summarizeDiff(diff)}`).toEqual([]);
+      }
+    }
+    expectNoPark(f.name, f.root);
+  }
+  if (!s.cluster.fronts.some((f) => f.local)) {
+    const root = s.cluster.masterRoot;
+    expect(fs.existsSync(siteDir(root, s.from, s.site)), "hostmaster: old site folder still there").toBe(false);
+    const after = await manifest(siteDir(root, s.to, newSite));
+    const diff = diffManifests(code, after);
+    expect(diff, `hostmaster: new site folder differs from the fetched code (stale data must be gone):\n${summarizeDiff(diff)}`).toEqual([]);
+    expectNoPark("hostmaster", root);
+  }
+  const shared = await manifest(s.sharedStorage);
+  const sharedDiff = diffManifests(s.before.get("shared-storage") ?? new Map(), shared);
+  expect(sharedDiff, `shared storage changed:\n${summarizeDiff(sharedDiff)}`).toEqual([]);
+}
