@@ -3,7 +3,10 @@ import { isAbsolute } from "node:path";
 import { z } from "zod";
 import { loadYamlConfig } from "../shared/config.js";
 
-const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be host:port");
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be host:port")
+  .refine((v) => !(Number(/:(\d+)$/.exec(v)?.[1] ?? 0) > 65535), "port must be at most 65535");
 const absPath = z.string().refine(isAbsolute, "must be an absolute path");
 
 const schema = z

@@ -10,7 +10,10 @@ import { HOOK_NAMES, PLACEHOLDERS } from "./hooks.js";
 export const DEFAULT_CONTROLLER_CONFIG = "/etc/quick-migrate/controller.yaml";
 export const MASTER = "hostmaster";
 
-const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be host:port");
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be host:port")
+  .refine((v) => !(Number(/:(\d+)$/.exec(v)?.[1] ?? 0) > 65535), "port must be at most 65535");
 const absPath = z.string().refine(isAbsolute, "must be an absolute path");
 const hookArgv = z.array(z.string()).min(1, "must name a command");
 

@@ -23,7 +23,7 @@ const ENV_NAMES: Record<keyof HookValues, string> = {
 
 /** Replaces each {placeholder} inside each argument. Pure. */
 export function expandHook(argv: readonly string[], values: HookValues): string[] {
-  return argv.map((arg) => arg.replace(/\{([A-Za-z]+)\}/g, (whole, key: string) => (key in values ? values[key as keyof HookValues] : whole)));
+  return argv.map((arg) => arg.replace(/\{([A-Za-z]+)\}/g, (whole, key: string) => (Object.hasOwn(values, key) ? values[key as keyof HookValues] : whole)));
 }
 
 export function hookEnv(values: HookValues): Record<string, string> {

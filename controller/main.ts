@@ -134,6 +134,12 @@ try {
 } catch (err) {
   const code = (err as { code?: string }).code;
   if (code === "commander.helpDisplayed" || code === "commander.version" || code === "commander.help") process.exit(0);
-  if (typeof code !== "string" || !code.startsWith("commander.")) process.stderr.write(`quick-migrate: ${describeError(err)}\n`);
+  const message = describeError(err).replace(/^error: /, "");
+  if (process.argv.includes("--json")) {
+    // hostmaster tasks parse stdout: a usage error ends with a result event like any refusal
+    new JsonReporter(process.stdout).event({ event: "result", migrationId: null, outcome: "refused", exitCode: OUTCOMES.refused, message, durationMs: 0 });
+  } else if (typeof code !== "string" || !code.startsWith("commander.")) {
+    process.stderr.write(`quick-migrate: ${message}\n`);
+  }
   process.exit(OUTCOMES.refused);
 }

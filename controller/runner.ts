@@ -66,6 +66,8 @@ export class MigrationRunner {
   private readonly started = Date.now();
   private readonly m;
   private readonly values: HookValues;
+  /** the values as they are again after a rollback: the site on its old platform under its old name */
+  private readonly oldValues: HookValues;
 
   constructor(private readonly deps: RunnerDeps) {
     this.m = deps.plan.migration;
@@ -81,6 +83,7 @@ export class MigrationRunner {
       dump: join(Journal.folder(deps.stateDir, this.m.id), "db-dump.sql"),
       migrationId: this.m.id,
     };
+    this.oldValues = { ...this.values, newSite: this.m.site, to: this.m.from, toPath: fromPath };
   }
 
   async run(): Promise<RunResult> {
@@ -173,7 +176,7 @@ export class MigrationRunner {
           return "lock released";
         });
       case "maintenance-on":
-        return this.run1(step, () => this.hook("maintenanceOn"), () => this.hook("maintenanceOff"));
+        return this.run1(step, () => this.hook("maintenanceOn"), () => this.hook("maintenanceOff", this.oldValues));
       case "db-dump":
         return this.run1(step, () => this.hook("dbDump"));
       case "master-park-data": {
@@ -242,7 +245,6 @@ export class MigrationRunner {
     const { master } = this.deps;
     const m = this.m;
     const undone = { moved: false, updatedb: false };
-    const oldValues: HookValues = { ...this.values, newSite: m.site, to: m.from, toPath: this.values.fromPath };
     return this.run1(
       step,
       async () => {
@@ -257,19 +259,19 @@ export class MigrationRunner {
       },
       async () => {
         const parts: string[] = [];
-        if (undone.updatedb) parts.push(await this.hook("dbRestore"));
+        if (undone.updatedb) parts.push(await this.hook("dbRestore", this.oldValues));
         if (undone.moved) {
           await master.moveSiteFolder(newSiteRel(m), oldSiteRel(m));
           parts.push(`${newSiteRel(m)} → ${oldSiteRel(m)}`);
-          parts.push((await this.deps.hooks.run("deploy", oldValues, this.deps.signal)).detail);
+          parts.push(await this.hook("deploy", this.oldValues));
         }
         return parts.join("; ");
       },
     );
   }
 
-  private async hook(name: HookName): Promise<string> {
-    return (await this.deps.hooks.run(name, this.values, this.deps.signal)).detail;
+  private async hook(name: HookName, values = this.values): Promise<string> {
+    return (await this.deps.hooks.run(name, values, this.deps.signal)).detail;
   }
 
   /** A hostmaster step; its undo also runs when the work failed part-way (say, in updatedb after the rename). */

@@ -14,7 +14,10 @@ const FLAT_RATIO = 1.5;
 
 interface Sample {
   size: number;
+  /** wall time of the whole controller command */
   ms: number;
+  /** each step's duration as the controller reported it */
+  steps: Map<string, number>;
 }
 
 async function main(): Promise<number> {
@@ -61,39 +64,43 @@ async function main(): Promise<number> {
     console.log(`quick-migrate bench: 2 fronts, no hooks, ${runs} run(s) per size, hostmaster stale copy ${masterFiles} files, in ${baseDir}`);
 
     const c = cluster;
-    let seq = 0;
-    const migrateOnce = async (size: number): Promise<number> => {
-      abort.signal.throwIfAborted();
-      const uri = `s${size}-${seq++}.bench.test`;
-      const t = performance.now();
+    // Every site is built first and written back (sync) before any timing, so the disk's work of
+    // creating (and later deleting) 100,000 files never overlaps a measured migration.
+    const build = (size: number, uri: string): void => {
       for (const f of c.fronts) makeSite(f.root, FROM, uri, { files: size, privateFiles: Math.min(size, 100), seed: f.name });
       makeSite(c.masterRoot, FROM, uri, { files: masterFiles, privateFiles: 0, seed: 'stale' });
-      // Let the kernel write back the fresh trees now, not during the timed migration.
-      await execa('sync');
-      process.stdout.write(`  ${uri}: built ${size} files x ${c.fronts.length} fronts in ${Math.round(performance.now() - t)} ms, migrating... `);
+    };
+    const order = [{ size: sizes[0] ?? 50, warmUp: true }, ...Array.from({ length: runs }, () => sizes.map((size) => ({ size, warmUp: false }))).flat()];
+    const jobs = order.map((o, i) => ({ ...o, uri: `s${o.size}-${i}.bench.test` }));
+    const t = performance.now();
+    for (const job of jobs) {
       abort.signal.throwIfAborted();
-      const run = await runController(c.controllerConfig, ['migrate', uri, '--from', FROM, '--to', TO, '--json'], { signal: abort.signal });
+      build(job.size, job.uri);
+    }
+    await execa('sync');
+    console.log(`built ${jobs.length} sites (${sizes.join(', ')} files in files/, x ${c.fronts.length} fronts) in ${Math.round(performance.now() - t)} ms`);
+
+    const samples: Sample[] = [];
+    for (const job of jobs) {
       abort.signal.throwIfAborted();
+      const run = await runController(c.controllerConfig, ['migrate', job.uri, '--from', FROM, '--to', TO, '--json'], { signal: abort.signal });
       const result = run.events.at(-1);
       if (run.exitCode !== 0 || result?.event !== 'result' || result.outcome !== 'migrated') {
-        console.log('FAILED');
-        console.error(`migrate ${uri} exited ${run.exitCode}${run.timedOut ? ' (timed out)' : ''}; last event: ${JSON.stringify(result)}\n${run.stderr.slice(-3000)}`);
+        console.error(`migrate ${job.uri} FAILED: exit ${run.exitCode}${run.timedOut ? ' (timed out)' : ''}; last event: ${JSON.stringify(result)}\n${run.stderr.slice(-3000)}`);
         throw new MigrationFailed();
       }
-      console.log(`${Math.round(run.durationMs)} ms`);
-      for (const { root } of c.roots()) {
-        for (const p of [FROM, TO]) fs.rmSync(path.join(root, p, 'sites', uri), { recursive: true, force: true });
-      }
-      return run.durationMs;
-    };
+      const steps = new Map<string, number>();
+      for (const e of run.events) if (e.event === 'step-end' && typeof e.durationMs === 'number') steps.set(String(e.step), e.durationMs);
+      console.log(`  ${job.uri}${job.warmUp ? ' (warm-up, not counted)' : ''}: ${Math.round(run.durationMs)} ms`);
+      if (!job.warmUp) samples.push({ size: job.size, ms: run.durationMs, steps });
+    }
 
-    console.log('warm-up (not counted):');
-    await migrateOnce(sizes[0] ?? 50);
-    const samples: Sample[] = [];
-    // Sizes interleaved, so drift over time (caches, other load) hits all of them alike.
-    for (let r = 0; r < runs; r++) {
-      console.log(`run ${r + 1}/${runs}:`);
-      for (const size of sizes) samples.push({ size, ms: await migrateOnce(size) });
+    console.log('\nmedian per step (ms):');
+    const stepNames = [...(samples[0]?.steps.keys() ?? [])];
+    console.log(`  ${'step'.padEnd(22)}${sizes.map((n) => label(n).padStart(8)).join('')}`);
+    for (const name of stepNames) {
+      const row = sizes.map((n) => fmt(median(samples.filter((x) => x.size === n).map((x) => x.steps.get(name) ?? 0))).padStart(8));
+      console.log(`  ${name.padEnd(22)}${row.join('')}`);
     }
 
     console.log('');

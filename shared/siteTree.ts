@@ -193,6 +193,7 @@ export class SiteTree {
       }
     }
 
+    await this.checkDestinations(m, from, to);
     for (const dataDir of m.dataDirs) {
       const srcRel = placeRel(m, dataDir, from);
       const dstRel = placeRel(m, dataDir, to);
@@ -240,8 +241,8 @@ export class SiteTree {
         } else {
           throw new QmError("CONFLICT", `cannot move data dir ${srcRel}: ${dstRel} already exists`, { path: dstRel });
         }
-      } else if (!s && d && entry.moving === to) {
-        // the rename happened, the record of it did not
+      } else if (!s && d && (entry.moving === to || entry.at === to)) {
+        // the rename happened and its record did not, or a crash left an intent that never ran
         entry.at = to;
         delete entry.moving;
         await ledger.save(entries);
@@ -272,6 +273,19 @@ export class SiteTree {
 
     if (from === "park") await this.removeEmptyParkFolders(m.id);
     return changes;
+  }
+
+  /** Refuses the whole move, before anything is renamed, when a destination holds something that must not be replaced. */
+  private async checkDestinations(m: MigrationSpec, from: DataPlace, to: DataPlace): Promise<void> {
+    for (const dataDir of m.dataDirs) {
+      const srcRel = placeRel(m, dataDir, from);
+      const dstRel = placeRel(m, dataDir, to);
+      const s = await lstatOrNull(await this.resolve(srcRel));
+      const d = await lstatOrNull(await this.resolve(dstRel));
+      if (!s || !d) continue;
+      const placeholder = to === "new" && d.isDirectory() && !d.isSymbolicLink() && (await isEmptyDir(join(this.root, dstRel)));
+      if (!placeholder) throw new QmError("CONFLICT", `cannot move data dir ${srcRel}: ${dstRel} already exists`, { path: dstRel });
+    }
   }
 
   /** Drops this migration's park folder, and the park area itself, when they are empty. */

@@ -333,7 +333,10 @@ export async function runController(configFile: string, args: readonly string[],
   const bin = opts.controllerBin ?? path.join(repoRoot(), 'dist', 'controller', 'main.js');
   if (!fs.existsSync(bin)) throw new Error(`controller not built: ${bin} is missing (run npm run build)`);
   const started = performance.now();
-  const result = await execa(process.execPath, [bin, ...args, '--config', configFile], {
+  // `--config` goes before a `--` (after it, everything is an argument)
+  const end = args.indexOf('--');
+  const withConfig = end < 0 ? [...args, '--config', configFile] : [...args.slice(0, end), '--config', configFile, ...args.slice(end)];
+  const result = await execa(process.execPath, [bin, ...withConfig], {
     reject: false,
     stdin: 'ignore',
     stdout: opts.inherit === true ? 'inherit' : 'pipe',

@@ -1,0 +1,107 @@
+// The error catalogue is a contract between agent and controller (codes travel in gRPC metadata): pinned here.
+import { describe, expect, it } from "vitest";
+import { ErrorCodes, QmError, describeError, fsError, isErrorCode } from "../../shared/errors.js";
+
+// gRPC status numbers, written out: INVALID_ARGUMENT 3, ALREADY_EXISTS 6, PERMISSION_DENIED 7,
+// FAILED_PRECONDITION 9, INTERNAL 13, UNAVAILABLE 14. Changing the catalogue means changing this table.
+const CATALOGUE: [string, number, boolean][] = [
+  ["INVALID_NAME", 3, false],
+  ["CONFIG_INVALID", 3, false],
+  ["USAGE", 3, false],
+  ["NOT_REGISTERED", 9, false],
+  ["PRECONDITION", 9, false],
+  ["CONFLICT", 9, false],
+  ["CROSS_DEVICE", 9, false],
+  ["NOT_EMPTY", 9, false],
+  ["OUTSIDE_ROOT", 7, false],
+  ["TUNNEL_REFUSED", 7, false],
+  ["LOCKED", 6, false],
+  ["UNREACHABLE", 14, true],
+  ["INCOMPATIBLE", 9, false],
+  ["HOOK_FAILED", 13, false],
+  ["RSYNC_FAILED", 13, true],
+  ["IO", 13, true],
+  ["INTERNAL", 13, false],
+];
+
+describe("ErrorCodes", () => {
+  it("is exactly the pinned catalogue, in order", () => {
+    expect(Object.entries(ErrorCodes).map(([code, v]) => [code, v.grpc, v.retryable])).toEqual(CATALOGUE);
+  });
+
+  it("QmError takes its gRPC status and retryability from the catalogue", () => {
+    for (const [code, grpc, retryable] of CATALOGUE) {
+      const err = new QmError(code as keyof typeof ErrorCodes, "x");
+      expect(err.grpcStatus).toBe(grpc);
+      expect(err.retryable).toBe(retryable);
+    }
+  });
+
+  it("QmError can override retryability and keeps code, context and cause", () => {
+    const cause = new Error("inner");
+    const err = new QmError("IO", "outer", { host: "web1", step: "push-site", path: "p/sites/a" }, { cause, retryable: false });
+    expect(err).toBeInstanceOf(Error);
+    expect(err.name).toBe("QmError");
+    expect(err.code).toBe("IO");
+    expect(err.retryable).toBe(false);
+    expect(err.context).toEqual({ host: "web1", step: "push-site", path: "p/sites/a" });
+    expect(err.cause).toBe(cause);
+    expect(new QmError("IO", "no cause").cause).toBeUndefined();
+  });
+
+  it("isErrorCode knows only the catalogue's own codes", () => {
+    for (const [code] of CATALOGUE) expect(isErrorCode(code)).toBe(true);
+    for (const s of ["", "io", "NOPE", "toString", "constructor", "__proto__", "hasOwnProperty"]) expect(isErrorCode(s)).toBe(false);
+  });
+});
+
+function errno(code: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`${code}: something`), { code });
+}
+
+describe("fsError", () => {
+  it("maps EXDEV to CROSS_DEVICE, not retryable, naming the path and keeping the cause", () => {
+    const cause = errno("EXDEV");
+    const err = fsError(cause, "p1/sites/a.com/files", "rename to .quick-migrate-park/m1/files");
+    expect(err.code).toBe("CROSS_DEVICE");
+    expect(err.retryable).toBe(false);
+    expect(err.grpcStatus).toBe(9);
+    expect(err.message).toContain("p1/sites/a.com/files");
+    expect(err.message).toContain("refusing to copy");
+    expect(err.context.path).toBe("p1/sites/a.com/files");
+    expect(err.cause).toBe(cause);
+  });
+
+  it.each(["ENOTEMPTY", "EEXIST"])("maps %s to CONFLICT", (code) => {
+    const err = fsError(errno(code), "x/y", "rename");
+    expect(err.code).toBe("CONFLICT");
+    expect(err.retryable).toBe(false);
+    expect(err.message).toContain("x/y");
+  });
+
+  it("maps other errno codes to IO (retryable), naming the code", () => {
+    const err = fsError(errno("EIO"), "x/y", "rename");
+    expect(err.code).toBe("IO");
+    expect(err.retryable).toBe(true);
+    expect(err.message).toContain("EIO");
+    expect(err.message).toContain("x/y");
+  });
+
+  it("passes a QmError through unchanged", () => {
+    const inner = new QmError("OUTSIDE_ROOT", "nope");
+    expect(fsError(inner, "x", "rename")).toBe(inner);
+  });
+
+  it("handles values that are not errors", () => {
+    const err = fsError("weird", "x", "rename");
+    expect(err.code).toBe("IO");
+    expect(err.message).toContain("weird");
+  });
+});
+
+describe("describeError", () => {
+  it("gives the first line of an error's message, or the value as a string", () => {
+    expect(describeError(new Error("first\nsecond"))).toBe("first");
+    expect(describeError(42)).toBe("42");
+  });
+});

@@ -1,0 +1,190 @@
+// Hooks are argument arrays with placeholders replaced inside each argument, run without a shell (DESIGN §9).
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { pino } from "pino";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { type HookValues, HookRunner, expandHook, hookEnv } from "../../controller/hooks.js";
+import { QmError } from "../../shared/errors.js";
+
+const values: HookValues = {
+  site: "a.com",
+  newSite: "b.com",
+  from: "p1",
+  to: "d10/web",
+  fromPath: "/var/aegir/platforms/p1",
+  toPath: "/var/aegir/platforms/d10/web",
+  dump: "/var/lib/quick-migrate/m1/db dump.sql",
+  migrationId: "m1",
+};
+
+describe("expandHook", () => {
+  it("replaces placeholders inside arguments", () => {
+    expect(expandHook(["drush", "@{site}", "sql-dump", "--result-file={dump}"], values)).toEqual([
+      "drush",
+      "@a.com",
+      "sql-dump",
+      "--result-file=/var/lib/quick-migrate/m1/db dump.sql",
+    ]);
+  });
+
+  it("replaces every placeholder, several per argument and repeated ones", () => {
+    expect(expandHook(["{from}/{site}->{to}/{newSite}:{site}", "{fromPath}|{toPath}|{migrationId}"], values)).toEqual([
+      "p1/a.com->d10/web/b.com:a.com",
+      "/var/aegir/platforms/p1|/var/aegir/platforms/d10/web|m1",
+    ]);
+  });
+
+  it("leaves unknown and malformed braces alone", () => {
+    const argv = ["{nope}", "{}", "{ site }", "{site", "site}", "{{site}}", "{SITE}", "${HOME}", "{site-name}"];
+    expect(expandHook(argv, values)).toEqual(["{nope}", "{}", "{ site }", "{site", "site}", "{a.com}", "{SITE}", "${HOME}", "{site-name}"]);
+  });
+
+  it("leaves braces naming Object.prototype members alone", () => {
+    expect(expandHook(["{constructor}", "{toString}", "{hasOwnProperty}", "{valueOf}"], values)).toEqual([
+      "{constructor}",
+      "{toString}",
+      "{hasOwnProperty}",
+      "{valueOf}",
+    ]);
+  });
+
+  it("never splits or joins arguments", () => {
+    const argv = ["cmd", "an arg with spaces", "{dump}", "", "a;b", "x y {site}"];
+    const out = expandHook(argv, values);
+    expect(out).toHaveLength(argv.length);
+    expect(out).toEqual(["cmd", "an arg with spaces", "/var/lib/quick-migrate/m1/db dump.sql", "", "a;b", "x y a.com"]);
+  });
+
+  it("inserts values literally (no $-patterns, no re-expansion)", () => {
+    const odd: HookValues = { ...values, dump: "$&-$1-{site}", site: "$'" };
+    expect(expandHook(["{dump}", "{site}"], odd)).toEqual(["$&-$1-{site}", "$'"]);
+  });
+
+  it("does not change the input array", () => {
+    const argv = ["@{site}"];
+    expandHook(argv, values);
+    expect(argv).toEqual(["@{site}"]);
+  });
+});
+
+describe("hookEnv", () => {
+  it("gives every value as a QM_* variable", () => {
+    expect(hookEnv(values)).toEqual({
+      QM_SITE: "a.com",
+      QM_NEW_SITE: "b.com",
+      QM_FROM: "p1",
+      QM_TO: "d10/web",
+      QM_FROM_PATH: "/var/aegir/platforms/p1",
+      QM_TO_PATH: "/var/aegir/platforms/d10/web",
+      QM_DUMP: "/var/lib/quick-migrate/m1/db dump.sql",
+      QM_MIGRATION_ID: "m1",
+    });
+  });
+});
+
+describe("HookRunner.run with a real command", () => {
+  const log = pino({ level: "silent" });
+  let tmp: string;
+  beforeEach(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "qm-hooks-"));
+  });
+  afterEach(() => {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  // A hook that records its argv, cwd-independent env and stdin state as JSON into the file named by its first argument.
+  const RECORDER = [
+    'const fs = require("node:fs");',
+    "const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith(\"QM_\")));",
+    "fs.writeFileSync(process.argv[1], JSON.stringify([process.argv.slice(2), env]));",
+  ].join("\n");
+
+  function recorded(out: string): [string[], Record<string, string>] {
+    return JSON.parse(fs.readFileSync(out, "utf8")) as [string[], Record<string, string>];
+  }
+
+  it("passes expanded arguments one by one and the QM_* environment", async () => {
+    const out = path.join(tmp, "out.json");
+    const runner = new HookRunner({ dbDump: [process.execPath, "-e", RECORDER, "--", out, "@{site}", "--result-file={dump}", "two words"] }, log);
+    expect(runner.has("dbDump")).toBe(true);
+    const result = await runner.run("dbDump", values);
+    expect(result.skipped).toBe(false);
+    const [argv, env] = recorded(out);
+    expect(argv).toEqual(["@a.com", "--result-file=/var/lib/quick-migrate/m1/db dump.sql", "two words"]);
+    expect(env).toEqual(hookEnv(values));
+  });
+
+  it("uses no shell: shell syntax arrives literally and is not executed", async () => {
+    const out = path.join(tmp, "out.json");
+    const marker = path.join(tmp, "marker");
+    const nasty = [`$(touch ${marker})`, `\`touch ${marker}\``, `; touch ${marker}`, `&& touch ${marker}`, "; rm -rf /", "| cat", "$HOME", "*", "'\"", "a\nb"];
+    const runner = new HookRunner({ maintenanceOn: [process.execPath, "-e", RECORDER, "--", out, ...nasty] }, log);
+    await runner.run("maintenanceOn", values);
+    const [argv] = recorded(out);
+    expect(argv).toEqual(nasty);
+    expect(fs.existsSync(marker)).toBe(false);
+  });
+
+  it("a placeholder value with shell syntax stays one literal argument", async () => {
+    const out = path.join(tmp, "out.json");
+    const marker = path.join(tmp, "marker2");
+    const odd: HookValues = { ...values, dump: `x; touch ${marker} $(touch ${marker})` };
+    const runner = new HookRunner({ dbDump: [process.execPath, "-e", RECORDER, "--", out, "--result-file={dump}"] }, log);
+    await runner.run("dbDump", odd);
+    const [argv, env] = recorded(out);
+    expect(argv).toEqual([`--result-file=x; touch ${marker} $(touch ${marker})`]);
+    expect(env.QM_DUMP).toBe(odd.dump);
+    expect(fs.existsSync(marker)).toBe(false);
+  });
+
+  it("a non-zero exit throws HOOK_FAILED naming the hook, the exit code and the last output line", async () => {
+    const runner = new HookRunner(
+      { updatedb: [process.execPath, "-e", 'console.log("first"); console.error("updb: table missing"); process.exit(3)'] },
+      log,
+    );
+    const err = await runner.run("updatedb", values).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(QmError);
+    const q = err as QmError;
+    expect(q.code).toBe("HOOK_FAILED");
+    expect(q.retryable).toBe(false);
+    expect(q.message).toContain("hook updatedb");
+    expect(q.message).toContain("exit 3");
+    expect(q.message).toContain("updb: table missing");
+    expect(q.context.key).toBe("hooks.updatedb");
+  });
+
+  it("a command that does not exist throws HOOK_FAILED naming the hook", async () => {
+    const runner = new HookRunner({ deploy: [path.join(tmp, "no-such-command"), "{site}"] }, log);
+    await expect(runner.run("deploy", values)).rejects.toMatchObject({ code: "HOOK_FAILED", message: expect.stringContaining("hook deploy") });
+  });
+
+  it("a missing hook is skipped and nothing runs", async () => {
+    const runner = new HookRunner({ dbDump: [process.execPath, "-e", "process.exit(1)"] }, log);
+    expect(runner.has("maintenanceOff")).toBe(false);
+    const result = await runner.run("maintenanceOff", values);
+    expect(result.skipped).toBe(true);
+    expect(result.detail).toContain("maintenanceOff");
+  });
+
+  it("the hook gets no stdin (it cannot hang waiting for input)", async () => {
+    const out = path.join(tmp, "stdin.txt");
+    const script = 'let s = ""; process.stdin.on("data", (d) => (s += d)); process.stdin.on("end", () => require("node:fs").writeFileSync(process.argv[1], "eof:" + s));';
+    const runner = new HookRunner({ maintenanceOn: [process.execPath, "-e", script, "--", out] }, log);
+    await runner.run("maintenanceOn", values);
+    expect(fs.readFileSync(out, "utf8")).toBe("eof:");
+  });
+
+  it("an aborted hook is stopped and reported as failed", async () => {
+    const runner = new HookRunner({ dbDump: [process.execPath, "-e", "setTimeout(() => {}, 60000)"] }, log);
+    const ac = new AbortController();
+    const started = Date.now();
+    const p = runner.run("dbDump", values, ac.signal);
+    setTimeout(() => ac.abort(), 200);
+    await expect(p).rejects.toMatchObject({ code: "HOOK_FAILED" });
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+});

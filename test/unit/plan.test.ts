@@ -1,0 +1,268 @@
+// The plan is the sequence of DESIGN §4 as data: which hosts acknowledge each step and what moves where.
+import { describe, expect, it } from "vitest";
+import { type Plan, type PlanInput, type PlanStep, type StepName, POINT_OF_NO_RETURN, STEP_NAMES, buildPlan } from "../../controller/plan.js";
+import type { HookName } from "../../controller/hooks.js";
+import type { MigrationSpec } from "../../shared/migration.js";
+
+const m: MigrationSpec = { id: "m1", from: "p1", site: "a.com", to: "p2", newSite: "a.com", dataDirs: ["files", "private/files"] };
+const renamed: MigrationSpec = { ...m, newSite: "b.com" };
+const ALL_HOOKS: ReadonlySet<HookName> = new Set(["maintenanceOn", "dbDump", "deploy", "updatedb", "maintenanceOff", "dbRestore"]);
+
+function plan(over: Partial<PlanInput> = {}): Plan {
+  return buildPlan({
+    migration: m,
+    master: "hostmaster",
+    fronts: [
+      { name: "web1", local: false },
+      { name: "web2", local: false },
+    ],
+    hooks: ALL_HOOKS,
+    ...over,
+  });
+}
+
+function withLocal(over: Partial<PlanInput> = {}): Plan {
+  return plan({
+    fronts: [
+      { name: "web1", local: false },
+      { name: "self", local: true },
+      { name: "web2", local: false },
+    ],
+    ...over,
+  });
+}
+
+function stepOf(p: Plan, name: StepName): PlanStep {
+  const s = p.steps.find((x) => x.name === name);
+  if (!s) throw new Error(`no step ${name}`);
+  return s;
+}
+
+describe("buildPlan: the sequence", () => {
+  it("has the 13 steps of DESIGN §4, in order", () => {
+    const names = [
+      "preflight",
+      "lock",
+      "maintenance-on",
+      "db-dump",
+      "master-park-data",
+      "fronts-park-data",
+      "fetch-site",
+      "master-move-site",
+      "push-site",
+      "fronts-restore-data",
+      "fronts-remove-old",
+      "maintenance-off",
+      "finish",
+    ];
+    expect(STEP_NAMES).toEqual(names);
+    expect(plan().steps.map((s) => s.name)).toEqual(names);
+    expect(withLocal().steps.map((s) => s.name)).toEqual(names);
+    expect(POINT_OF_NO_RETURN).toBe("fronts-remove-old");
+  });
+
+  it("preflight asks the hostmaster and every front", () => {
+    expect(stepOf(plan(), "preflight").hosts).toEqual(["hostmaster", "web1", "web2"]);
+    expect(stepOf(withLocal(), "preflight").hosts).toEqual(["hostmaster", "web1", "self", "web2"]);
+  });
+
+  it("lock, master-move-site and finish are the hostmaster's", () => {
+    const p = plan();
+    for (const name of ["lock", "master-move-site", "finish"] as const) expect(stepOf(p, name).hosts).toEqual(["hostmaster"]);
+  });
+
+  it("refuses a plan without fronts", () => {
+    expect(() => plan({ fronts: [] })).toThrow(/front/);
+  });
+
+  it("is frozen", () => {
+    const p = plan();
+    expect(Object.isFrozen(p)).toBe(true);
+    expect(Object.isFrozen(p.steps)).toBe(true);
+    expect(Object.isFrozen(p.steps[0])).toBe(true);
+  });
+});
+
+describe("buildPlan without a local front", () => {
+  it("fetches from the first front by default", () => {
+    const p = plan();
+    expect(p.fetchFrom).toBe("web1");
+    expect(p.masterIsFront).toBe(false);
+    const fetch = stepOf(p, "fetch-site");
+    expect(fetch.skipped).toBeUndefined();
+    expect(fetch.hosts).toEqual(["web1"]);
+    expect(fetch.moves).toEqual([{ host: "hostmaster", what: "rsync from web1", from: "web1:p1/sites/a.com/", to: "p1/sites/a.com/" }]);
+  });
+
+  it("fetches from the front it is told to", () => {
+    const p = plan({ fetchFrom: "web2" });
+    expect(p.fetchFrom).toBe("web2");
+    expect(stepOf(p, "fetch-site").hosts).toEqual(["web2"]);
+    expect(stepOf(p, "fetch-site").moves[0]?.from).toBe("web2:p1/sites/a.com/");
+  });
+
+  it("throws on an unknown fetch-from front, naming it", () => {
+    expect(() => plan({ fetchFrom: "web9" })).toThrow(/web9/);
+  });
+
+  it("parks the hostmaster's stale copy, pushes to every front and deletes the stale copy at the end", () => {
+    const p = plan();
+    const park = stepOf(p, "master-park-data");
+    expect(park.skipped).toBeUndefined();
+    expect(park.hosts).toEqual(["hostmaster"]);
+    expect(park.moves.map((x) => [x.host, x.from, x.to])).toEqual([
+      ["hostmaster", "p1/sites/a.com/files", ".quick-migrate-park/m1/files"],
+      ["hostmaster", "p1/sites/a.com/private/files", ".quick-migrate-park/m1/private%2Ffiles"],
+    ]);
+    expect(stepOf(p, "push-site").hosts).toEqual(["web1", "web2"]);
+    expect(stepOf(p, "fronts-park-data").hosts).toEqual(["web1", "web2"]);
+    expect(stepOf(p, "fronts-restore-data").hosts).toEqual(["web1", "web2"]);
+    expect(stepOf(p, "fronts-remove-old").hosts).toEqual(["web1", "web2"]);
+    expect(stepOf(p, "finish").does).toMatch(/delete/);
+    expect(p.keepMasterData).toBe(false);
+  });
+
+  it("keeps the stale copy when told to", () => {
+    const p = plan({ keepMasterData: true });
+    expect(p.keepMasterData).toBe(true);
+    expect(stepOf(p, "finish").does).not.toMatch(/delete the/);
+  });
+});
+
+describe("buildPlan with a local front (the hostmaster is also a web front)", () => {
+  it("skips master-park-data: the hostmaster's data is live and parked as a front's", () => {
+    const p = withLocal();
+    expect(p.masterIsFront).toBe(true);
+    const s = stepOf(p, "master-park-data");
+    expect(s.hosts).toEqual([]);
+    expect(s.moves).toEqual([]);
+    expect(s.skipped).toMatch(/self/);
+  });
+
+  it("skips fetch-site by default: the fetch-from front is the local one", () => {
+    const p = withLocal();
+    expect(p.fetchFrom).toBe("self");
+    const s = stepOf(p, "fetch-site");
+    expect(s.hosts).toEqual([]);
+    expect(s.moves).toEqual([]);
+    expect(s.skipped).toBeDefined();
+  });
+
+  it("still fetches from a remote front when told to", () => {
+    const p = withLocal({ fetchFrom: "web2" });
+    expect(stepOf(p, "fetch-site").skipped).toBeUndefined();
+    expect(stepOf(p, "fetch-site").hosts).toEqual(["web2"]);
+  });
+
+  it("does not push to the local front", () => {
+    const s = stepOf(withLocal(), "push-site");
+    expect(s.hosts).toEqual(["web1", "web2"]);
+    expect(s.moves.map((x) => x.host)).toEqual(["web1", "web2"]);
+  });
+
+  it("skips push-site when the local front is the only front", () => {
+    const p = plan({ fronts: [{ name: "self", local: true }] });
+    const s = stepOf(p, "push-site");
+    expect(s.hosts).toEqual([]);
+    expect(s.skipped).toBeDefined();
+    expect(stepOf(p, "fetch-site").hosts).toEqual([]);
+  });
+
+  it("parks, restores and removes on the local front like on any other", () => {
+    const p = withLocal();
+    for (const name of ["fronts-park-data", "fronts-restore-data", "fronts-remove-old"] as const) {
+      expect(stepOf(p, name).hosts).toEqual(["web1", "self", "web2"]);
+    }
+    expect(stepOf(p, "fronts-park-data").moves.filter((x) => x.host === "self")).toHaveLength(2);
+  });
+
+  it("never deletes the hostmaster's data at finish, even without keepMasterData", () => {
+    const s = stepOf(withLocal(), "finish");
+    expect(s.does).not.toMatch(/delete the/);
+    expect(s.does).toMatch(/nothing parked on the hostmaster is deleted/);
+  });
+});
+
+describe("buildPlan hooks", () => {
+  const hookSteps = [
+    ["maintenance-on", "maintenanceOn"],
+    ["db-dump", "dbDump"],
+    ["maintenance-off", "maintenanceOff"],
+  ] as const;
+
+  it.each(hookSteps)("%s runs on the hostmaster when %s is configured", (step, hook) => {
+    const s = stepOf(plan({ hooks: new Set([hook]) }), step);
+    expect(s.hosts).toEqual(["hostmaster"]);
+    expect(s.skipped).toBeUndefined();
+    expect(s.does).toContain(hook);
+  });
+
+  it.each(hookSteps)("%s is skipped when %s is not configured", (step, hook) => {
+    const others = new Set([...ALL_HOOKS].filter((h) => h !== hook));
+    const s = stepOf(plan({ hooks: others }), step);
+    expect(s.hosts).toEqual([]);
+    expect(s.skipped).toContain(hook);
+    expect(s.undo).toBeNull();
+  });
+
+  it("maintenance-on is undone by maintenanceOff", () => {
+    expect(stepOf(plan(), "maintenance-on").undo).toContain("maintenanceOff");
+  });
+
+  it("master-move-site mentions unconfigured deploy/updatedb hooks as skipped", () => {
+    const s = stepOf(plan({ hooks: new Set() }), "master-move-site");
+    expect(s.does).toMatch(/deploy \(not configured/);
+    expect(s.hosts).toEqual(["hostmaster"]);
+  });
+});
+
+describe("buildPlan moves (the dry-run listing)", () => {
+  it("a --new-uri migration moves the site folder to the new folder", () => {
+    const p = plan({ migration: renamed });
+    expect(stepOf(p, "master-move-site").moves).toEqual([
+      { host: "hostmaster", what: "rename site folder", from: "p1/sites/a.com", to: "p2/sites/b.com" },
+    ]);
+    expect(stepOf(p, "push-site").moves.map((x) => [x.host, x.from, x.to])).toEqual([
+      ["web1", "hostmaster:p2/sites/b.com/", "p2/sites/b.com/"],
+      ["web2", "hostmaster:p2/sites/b.com/", "p2/sites/b.com/"],
+    ]);
+    expect(stepOf(p, "fronts-restore-data").moves.every((x) => x.to.startsWith("p2/sites/b.com/"))).toBe(true);
+    expect(stepOf(p, "fronts-remove-old").moves.map((x) => [x.host, x.from])).toEqual([
+      ["web1", "p1/sites/a.com"],
+      ["web2", "p1/sites/a.com"],
+    ]);
+  });
+
+  it("per front, each data dir goes from the old folder to the park area and from there into the new folder", () => {
+    const p = plan({ migration: renamed });
+    const park = stepOf(p, "fronts-park-data").moves.map((x) => [x.host, x.from, x.to]);
+    const restore = stepOf(p, "fronts-restore-data").moves.map((x) => [x.host, x.from, x.to]);
+    expect(park).toEqual([
+      ["web1", "p1/sites/a.com/files", ".quick-migrate-park/m1/files"],
+      ["web1", "p1/sites/a.com/private/files", ".quick-migrate-park/m1/private%2Ffiles"],
+      ["web2", "p1/sites/a.com/files", ".quick-migrate-park/m1/files"],
+      ["web2", "p1/sites/a.com/private/files", ".quick-migrate-park/m1/private%2Ffiles"],
+    ]);
+    expect(restore).toEqual([
+      ["web1", ".quick-migrate-park/m1/files", "p2/sites/b.com/files"],
+      ["web1", ".quick-migrate-park/m1/private%2Ffiles", "p2/sites/b.com/private/files"],
+      ["web2", ".quick-migrate-park/m1/files", "p2/sites/b.com/files"],
+      ["web2", ".quick-migrate-park/m1/private%2Ffiles", "p2/sites/b.com/private/files"],
+    ]);
+  });
+
+  it("steps that change nothing list no moves", () => {
+    const p = plan();
+    for (const name of ["preflight", "lock", "maintenance-on", "db-dump", "maintenance-off", "finish"] as const) {
+      expect(stepOf(p, name).moves).toEqual([]);
+    }
+  });
+
+  it("every move in an executed step is on a host that acknowledges it (or the hostmaster)", () => {
+    for (const p of [plan(), withLocal(), plan({ migration: renamed, fetchFrom: "web2" })]) {
+      for (const s of p.steps) {
+        for (const mv of s.moves) expect([...s.hosts, "hostmaster"]).toContain(mv.host);
+      }
+    }
+  });
+});
