@@ -64,7 +64,7 @@ export async function serveRsync(call: Stream, agent: FrontAgent, rsyncBin: stri
   await Promise.all([forward(child.stdout, "data"), forward(child.stderr, "stderr")]);
   const result = await child;
   const code = result.exitCode ?? 255;
-  opLog.info({ exitCode: code, signal: result.signal }, "rsync server end");
+  opLog.info({ exitCode: code, signal: result.signal, maxRssKb: process.resourceUsage().maxRSS }, "rsync server end");
   await write({ frame: { $case: "exit", value: { code, signal: result.signal ?? "" } } });
   call.end();
 }

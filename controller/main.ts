@@ -95,6 +95,8 @@ async function migrate(uri: string, opts: MigrateOptions): Promise<number> {
       signal: abort.signal,
     });
     const result = await runner.run();
+    // peak memory: the rsync tunnel streams with backpressure, so this must not grow with what is pushed
+    log.info({ migrationId: migration.id, outcome: result.outcome, maxRssKb: process.resourceUsage().maxRSS }, "controller finished");
     return result.exitCode;
   } catch (err) {
     const message = describeError(err);

@@ -26,6 +26,7 @@ async function main(): Promise<number> {
       runs: { type: 'string', default: '3' },
       sizes: { type: 'string', default: '50,50000' },
       'master-files': { type: 'string', default: '50' },
+      'push-mb': { type: 'string', default: '500' },
       keep: { type: 'boolean', default: false },
     },
   });
@@ -117,6 +118,9 @@ async function main(): Promise<number> {
     const ratio = (medians.get(large) ?? NaN) / (medians.get(small) ?? NaN);
     const flat = ratio < FLAT_RATIO;
     console.log(`\n${flat ? 'flat' : 'NOT flat'}: ${label(large)}/${label(small)} ratio ${ratio.toFixed(2)} (${flat ? '<' : '>='}${FLAT_RATIO})`);
+
+    const pushMb = Number(values['push-mb']);
+    if (pushMb > 0) await largePush(c, pushMb, abort.signal);
     return 0;
   } catch (err) {
     if (abort.signal.aborted) return 130;
@@ -130,6 +134,45 @@ async function main(): Promise<number> {
 }
 
 class MigrationFailed extends Error {}
+
+/**
+ * A site whose code holds one large file: it crosses the rsync tunnel once to the hostmaster and once
+ * to each front. Peak memory of the controller and the agents shows that nothing buffers it whole.
+ */
+async function largePush(c: Cluster, mb: number, signal: AbortSignal): Promise<void> {
+  const uri = `push${mb}.bench.test`;
+  for (const f of c.fronts) makeSite(f.root, FROM, uri, { files: 10, privateFiles: 0, seed: f.name });
+  makeSite(c.masterRoot, FROM, uri, { files: 0, privateFiles: 0, seed: 'stale' });
+  const web1 = c.fronts[0];
+  if (!web1) return;
+  const big = path.join(web1.root, FROM, 'sites', uri, 'libraries', 'big.bin');
+  const fd = fs.openSync(big, 'w', 0o644);
+  const chunk = Buffer.alloc(1024 * 1024);
+  for (let i = 0; i < mb; i++) {
+    // incompressible enough and different per MB, without the cost of random bytes
+    chunk.fill(i % 251);
+    chunk.writeUInt32LE(i, 0);
+    fs.writeSync(fd, chunk);
+  }
+  fs.closeSync(fd);
+  await execa('sync');
+  const logBefore = new Map(c.fronts.map((f) => [f.name, fs.statSync(f.logFile).size]));
+  const run = await runController(c.controllerConfig, ['migrate', uri, '--from', FROM, '--to', TO, '--json'], { signal, env: { QM_LOG_LEVEL: 'info' } });
+  if (run.exitCode !== 0) {
+    console.error(`large push FAILED: exit ${run.exitCode}\n${run.stderr.slice(-3000)}`);
+    throw new MigrationFailed();
+  }
+  const rss = (text: string, msg: string): number =>
+    Math.max(0, ...text.split('\n').filter((l) => l.includes(`"msg":"${msg}"`)).map((l) => (JSON.parse(l) as { maxRssKb: number }).maxRssKb));
+  const steps = new Map(run.events.filter((e) => e.event === 'step-end').map((e) => [String(e.step), Number(e.durationMs)]));
+  console.log(`\nlarge push: ${mb} MB file in the site code, fetched once and pushed to ${c.fronts.length} fronts in ${Math.round(run.durationMs)} ms`);
+  console.log(`  fetch-site ${steps.get('fetch-site')} ms, push-site ${steps.get('push-site')} ms`);
+  console.log(`  peak RSS: controller ${Math.round(rss(run.stderr, 'controller finished') / 1024)} MB`);
+  for (const f of c.fronts) {
+    const log = fs.readFileSync(f.logFile).subarray(logBefore.get(f.name) ?? 0).toString('utf8');
+    console.log(`  peak RSS: agent ${f.name} ${Math.round(rss(log, 'rsync server end') / 1024)} MB`);
+  }
+}
 
 function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
