@@ -1,11 +1,15 @@
 // The hostmaster's journal (DESIGN §7): one folder per migration under the state dir with the plan,
 // written once atomically, and an append-only event log, one fsynced JSON line per event. Also the
 // hostmaster's own ledger of parked data, the database dump's place, and the per-site lock.
+import { readFileSync } from "node:fs";
 import { mkdir, open, readFile, rm } from "node:fs/promises";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { QmError } from "../shared/errors.js";
-import { appendLineDurable, fsyncDir, writeJsonAtomic } from "../shared/fsutil.js";
+import { appendLineDurable, fsyncDir, writeFileAtomic, writeJsonAtomic } from "../shared/fsutil.js";
+import { checkMigrationId } from "../shared/names.js";
 import type { Ledger, LedgerEntry } from "../shared/siteTree.js";
+import type { JournalEvent } from "./journalState.js";
 
 export class Journal {
   private constructor(readonly dir: string) {}
@@ -31,8 +35,62 @@ export class Journal {
     return new Journal(dir);
   }
 
+  /** Opens an existing migration's journal: its plan document and every event, in order. */
+  static async load(stateDir: string, migrationId: string): Promise<{ journal: Journal; document: unknown; events: JournalEvent[] }> {
+    checkMigrationId(migrationId);
+    const dir = Journal.folder(stateDir, migrationId);
+    let planText: string;
+    try {
+      planText = await readFile(join(dir, "plan.json"), "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+        throw new QmError("USAGE", `no migration ${migrationId} in ${join(stateDir, "migrations")}`, { key: migrationId });
+      }
+      throw err;
+    }
+    const bad = (what: string) => new QmError("JOURNAL_INVALID", `journal ${dir} does not parse: ${what}`, { path: dir });
+    let document: unknown;
+    try {
+      document = JSON.parse(planText);
+    } catch {
+      throw bad("plan.json is not JSON");
+    }
+    let text = "";
+    try {
+      text = await readFile(join(dir, "events.jsonl"), "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+    const lines = text.split("\n");
+    // a crash can tear only the line being appended: one last line without its newline is dropped
+    const torn = lines.pop();
+    if (torn) {
+      try {
+        JSON.parse(torn);
+        lines.push(torn);
+      } catch {
+        // dropped
+      }
+    }
+    const events = lines.map((line, i) => {
+      try {
+        const e = JSON.parse(line) as JournalEvent;
+        if (typeof e !== "object" || e === null || typeof e.event !== "string") throw new Error();
+        return e;
+      } catch {
+        throw bad(`events.jsonl line ${i + 1}`);
+      }
+    });
+    return { journal: new Journal(dir), document, events };
+  }
+
   async append(event: object): Promise<void> {
     await appendLineDurable(join(this.dir, "events.jsonl"), JSON.stringify({ time: new Date().toISOString(), ...event }));
+  }
+
+  /** Only for an attempt that changed nothing (it lost the race for the lock). */
+  async remove(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
   }
 
   get dumpPath(): string {
@@ -56,7 +114,30 @@ export class Journal {
   }
 }
 
-/** Per-site lock: a file created exclusively, holding the migration id. Not stolen silently. */
+/** Who holds a site lock: the migration, and the controller process (to tell running from interrupted). */
+export interface LockHolder {
+  readonly migrationId: string;
+  readonly pid: number;
+  /** the process's start time in clock ticks since boot (/proc/<pid>/stat field 22), so a reused pid is not mistaken for it */
+  readonly startTime: string;
+  readonly host: string;
+}
+
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // the command name may hold spaces and parentheses: fields are counted after its closing ")"
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  } catch {
+    return undefined;
+  }
+}
+
+function thisProcess(migrationId: string): LockHolder {
+  return { migrationId, pid: process.pid, startTime: processStartTime(process.pid) ?? "", host: hostname() };
+}
+
+/** Per-site lock: a file created exclusively, naming the migration and the controller process. Not stolen silently. */
 export class SiteLock {
   private constructor(private readonly files: readonly string[]) {}
 
@@ -64,13 +145,26 @@ export class SiteLock {
     return join(stateDir, "locks", `${site}.lock`);
   }
 
-  static async holder(stateDir: string, site: string): Promise<string | undefined> {
+  static async holder(stateDir: string, site: string): Promise<LockHolder | undefined> {
+    let text: string;
     try {
-      return (await readFile(SiteLock.file(stateDir, site), "utf8")).trim();
+      text = (await readFile(SiteLock.file(stateDir, site), "utf8")).trim();
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw err;
     }
+    try {
+      return JSON.parse(text) as LockHolder;
+    } catch {
+      // a hand-made or truncated lock file: the first word is taken as the migration id
+      return { migrationId: text.split(/\s/)[0] ?? "?", pid: 0, startTime: "", host: "" };
+    }
+  }
+
+  /** Whether the controller process that took the lock is still running (on this host). */
+  static isAlive(holder: LockHolder): boolean {
+    if (holder.pid <= 0 || holder.host !== hostname()) return false;
+    return processStartTime(holder.pid) === holder.startTime;
   }
 
   /** Locks every named site (the source and, when renamed, the new name), or none of them. */
@@ -86,13 +180,13 @@ export class SiteLock {
           fh = await open(file, "wx", 0o600);
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code === "EEXIST") {
-            const holder = (await SiteLock.holder(stateDir, site)) ?? "?";
+            const holder = (await SiteLock.holder(stateDir, site))?.migrationId ?? "?";
             throw new QmError("LOCKED", `site ${site} is locked by migration ${holder}`, { key: site });
           }
           throw err;
         }
         try {
-          await fh.writeFile(`${migrationId}\n`);
+          await fh.writeFile(`${JSON.stringify(thisProcess(migrationId))}\n`);
           await fh.sync();
         } finally {
           await fh.close();
@@ -105,6 +199,27 @@ export class SiteLock {
       throw err;
     }
     return new SiteLock(taken);
+  }
+
+  /**
+   * Takes over the locks of an interrupted migration (resume, rollback): each must name this
+   * migration and its process must be gone. A missing lock is taken again.
+   */
+  static async takeOver(stateDir: string, sites: readonly string[], migrationId: string): Promise<SiteLock> {
+    const files: string[] = [];
+    for (const site of new Set(sites)) {
+      const holder = await SiteLock.holder(stateDir, site);
+      if (holder && holder.migrationId !== migrationId) {
+        throw new QmError("LOCKED", `site ${site} is locked by migration ${holder.migrationId}`, { key: site });
+      }
+      if (holder && SiteLock.isAlive(holder)) {
+        throw new QmError("LOCKED", `migration ${migrationId} is running (controller pid ${holder.pid})`, { key: site });
+      }
+      const file = SiteLock.file(stateDir, site);
+      await writeFileAtomic(file, `${JSON.stringify(thisProcess(migrationId))}\n`);
+      files.push(file);
+    }
+    return new SiteLock(files);
   }
 
   async release(): Promise<void> {

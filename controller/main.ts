@@ -3,30 +3,36 @@ import { randomBytes } from "node:crypto";
 import { Command, Option } from "commander";
 import { pino } from "pino";
 import { QmError, describeError } from "../shared/errors.js";
-import { createRootLogger } from "../shared/logger.js";
+import { type Logger, createRootLogger } from "../shared/logger.js";
 import { checkMigration } from "../shared/migration.js";
-import { checkSiteName } from "../shared/names.js";
+import { checkMigrationId, checkSiteName } from "../shared/names.js";
 import { SiteTree } from "../shared/siteTree.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
 import { AgentFront, type FrontLike, channelCredentials } from "./agentClient.js";
-import { DEFAULT_CONTROLLER_CONFIG, MASTER, loadControllerConfig } from "./config.js";
+import { type ControllerConfig, DEFAULT_CONTROLLER_CONFIG, MASTER, loadControllerConfig } from "./config.js";
 import { OUTCOMES, type Reporter } from "./events.js";
+import { FaultPlan } from "./faults.js";
 import { HOOK_NAMES, type HookName, HookRunner } from "./hooks.js";
+import { Journal } from "./journal.js";
 import { HumanReporter, JsonReporter } from "./output.js";
-import { buildPlan } from "./plan.js";
+import { type Plan, buildPlan } from "./plan.js";
 import { checkExecutable, findSourcePlatform, platformArg } from "./platforms.js";
-import { MigrationRunner } from "./runner.js";
+import { MigrationRunner, type RunMode } from "./runner.js";
+import { type MigrationStatus, listStatuses, planFromDocument, readStatus } from "./status.js";
 import { RsyncTunnel } from "./tunnel.js";
 
-interface MigrateOptions {
+interface CommonOptions {
+  config: string;
+  json?: boolean;
+}
+
+interface MigrateOptions extends CommonOptions {
   to: string;
   from?: string;
   newUri?: string;
   fetchFrom?: string;
   keepMasterData?: boolean;
-  config: string;
   dryRun?: boolean;
-  json?: boolean;
 }
 
 function reporterFor(json: boolean | undefined): Reporter {
@@ -38,13 +44,72 @@ function newMigrationId(): string {
   return `${stamp}-${randomBytes(3).toString("hex")}`;
 }
 
+function loggerFor(config: ControllerConfig): Logger {
+  return createRootLogger("quick-migrate", process.env.QM_LOG_LEVEL ?? config.logLevel, pino.destination(2));
+}
+
+/**
+ * Runs a plan with real agents, the rsync tunnel and the hooks; cleans up the channels after.
+ * Signals cancel the running hook or rsync: the step fails and the failure policy applies.
+ */
+async function execute(config: ControllerConfig, log: Logger, plan: Plan, mode: RunMode, reporter: Reporter): Promise<number> {
+  const m = plan.migration;
+  for (const f of plan.fronts) {
+    if (!config.fronts.some((c) => c.name === f.name)) {
+      throw new QmError("USAGE", `front ${f.name} of migration ${m.id} is not in the config any more`, { host: f.name });
+    }
+  }
+  const credentials = channelCredentials(config);
+  const fronts = new Map<string, FrontLike>(config.fronts.map((f) => [f.name, new AgentFront(f, credentials)]));
+  const tunnel = await RsyncTunnel.open(config.rsync, log.child({ component: "tunnel" }));
+  const abort = new AbortController();
+  const onSignal = (signal: string) => {
+    log.warn({ signal }, "interrupted: cancelling the running step");
+    abort.abort(new QmError("INTERNAL", `interrupted by ${signal}`));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    const faults = FaultPlan.fromEnv(process.env);
+    const runner = new MigrationRunner({
+      plan,
+      mode,
+      root: config.root,
+      stateDir: config.stateDir,
+      fronts,
+      master: new SiteTree(config.root),
+      hooks: new HookRunner(config.hooks, log.child({ component: "hooks", migrationId: m.id })),
+      tunnel,
+      reporter,
+      log: log.child({ component: "runner", migrationId: m.id }),
+      signal: abort.signal,
+      ...(faults ? { faults } : {}),
+    });
+    const result = await runner.run();
+    // peak memory: the rsync tunnel streams with backpressure, so this must not grow with what is pushed
+    log.info({ migrationId: m.id, outcome: result.outcome, maxRssKb: process.resourceUsage().maxRSS }, "controller finished");
+    return result.exitCode;
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    for (const f of fronts.values()) f.close();
+    await tunnel.close();
+  }
+}
+
+/** Any error before a run could start: a refusal, printed as the last event with --json. */
+function refused(reporter: Reporter, err: unknown, started: number, migrationId: string | null = null): number {
+  const message = err instanceof QmError ? err.message : describeError(err);
+  reporter.event({ event: "result", migrationId, outcome: "refused", exitCode: OUTCOMES.refused, message, durationMs: Date.now() - started });
+  return OUTCOMES.refused;
+}
+
 async function migrate(uri: string, opts: MigrateOptions): Promise<number> {
   const started = Date.now();
   const reporter = reporterFor(opts.json);
-  let cleanup: Array<() => unknown> = [];
   try {
     const config = await loadControllerConfig(opts.config);
-    const log = createRootLogger("quick-migrate", process.env.QM_LOG_LEVEL ?? config.logLevel, pino.destination(2));
+    const log = loggerFor(config);
     const site = checkSiteName(uri, "site");
     const newSite = checkSiteName(opts.newUri ?? uri, "new site");
     const to = platformArg(opts.to, config.root, "target platform");
@@ -54,7 +119,6 @@ async function migrate(uri: string, opts: MigrateOptions): Promise<number> {
     }
     const migration = checkMigration({ id: newMigrationId(), from, site, to, newSite, dataDirs: config.dataDirs });
     await checkExecutable(config.rsync);
-
     const plan = buildPlan({
       migration,
       master: MASTER,
@@ -63,48 +127,57 @@ async function migrate(uri: string, opts: MigrateOptions): Promise<number> {
       hooks: new Set(HOOK_NAMES.filter((h: HookName) => config.hooks[h] !== undefined)),
       keepMasterData: opts.keepMasterData ?? false,
     });
-    const credentials = channelCredentials(config);
-    const fronts = new Map<string, FrontLike>(config.fronts.map((f) => [f.name, new AgentFront(f, credentials)]));
-    cleanup.push(() => fronts.forEach((f) => f.close()));
-    const tunnel = await RsyncTunnel.open(config.rsync, log.child({ component: "tunnel" }));
-    cleanup.push(() => tunnel.close());
-
-    // a signal cancels running hooks and rsync; the step fails and is rolled back like any failure
-    const abort = new AbortController();
-    const onSignal = (signal: string) => {
-      log.warn({ signal }, "interrupted: cancelling the running step");
-      abort.abort(new QmError("INTERNAL", `interrupted by ${signal}`));
-    };
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
-    cleanup.push(() => {
-      process.off("SIGINT", onSignal);
-      process.off("SIGTERM", onSignal);
-    });
-    const runner = new MigrationRunner({
-      plan,
-      root: config.root,
-      stateDir: config.stateDir,
-      fronts,
-      master: new SiteTree(config.root),
-      hooks: new HookRunner(config.hooks, log.child({ component: "hooks", migrationId: migration.id })),
-      tunnel,
-      reporter,
-      log: log.child({ component: "runner", migrationId: migration.id }),
-      dryRun: opts.dryRun ?? false,
-      signal: abort.signal,
-    });
-    const result = await runner.run();
-    // peak memory: the rsync tunnel streams with backpressure, so this must not grow with what is pushed
-    log.info({ migrationId: migration.id, outcome: result.outcome, maxRssKb: process.resourceUsage().maxRSS }, "controller finished");
-    return result.exitCode;
+    return await execute(config, log, plan, { kind: "migrate", dryRun: opts.dryRun ?? false }, reporter);
   } catch (err) {
-    const message = describeError(err);
-    reporter.event({ event: "result", migrationId: null, outcome: "refused", exitCode: OUTCOMES.refused, message: err instanceof QmError ? err.message : message, durationMs: Date.now() - started });
+    return refused(reporter, err, started);
+  }
+}
+
+/** resume and rollback: the plan and the events come from the journal. */
+async function continueMigration(kind: "resume" | "rollback", id: string, opts: CommonOptions): Promise<number> {
+  const started = Date.now();
+  const reporter = reporterFor(opts.json);
+  try {
+    checkMigrationId(id);
+    const config = await loadControllerConfig(opts.config);
+    const log = loggerFor(config);
+    const { journal, document, events } = await Journal.load(config.stateDir, id);
+    const { plan } = planFromDocument(document, journal.dir);
+    const status = await readStatus(config.stateDir, id);
+    if (status.state === "migrated" || status.state === "rolled-back") {
+      throw new QmError("USAGE", `migration ${id} is finished (${status.state}): nothing to ${kind}`, { key: id });
+    }
+    if (status.state === "running") throw new QmError("LOCKED", `migration ${id} is running: wait for it, or stop its controller first`, { key: id });
+    await checkExecutable(config.rsync);
+    return await execute(config, log, plan, { kind, journal, events }, reporter);
+  } catch (err) {
+    if (err instanceof QmError && err.code === "LOCKED") {
+      reporter.event({ event: "result", migrationId: id, outcome: "locked", exitCode: OUTCOMES.locked, message: err.message, durationMs: Date.now() - started });
+      return OUTCOMES.locked;
+    }
+    return refused(reporter, err, started, null);
+  }
+}
+
+async function status(id: string | undefined, opts: CommonOptions): Promise<number> {
+  try {
+    const config = await loadControllerConfig(opts.config);
+    const list: MigrationStatus[] = id ? [await readStatus(config.stateDir, checkMigrationId(id))] : await listStatuses(config.stateDir);
+    if (opts.json) {
+      process.stdout.write(`${JSON.stringify(list)}\n`);
+      return 0;
+    }
+    if (list.length === 0) process.stdout.write("no migrations\n");
+    for (const s of list) {
+      const rename = s.site === s.newSite ? s.site : `${s.site} → ${s.newSite}`;
+      process.stdout.write(`${s.id}  ${s.state.padEnd(15)} ${rename}: ${s.from} → ${s.to}  (last step: ${s.lastStep ?? "-"})\n`);
+      for (const [host, pos] of Object.entries(s.hosts)) process.stdout.write(`    ${host.padEnd(12)} ${pos}\n`);
+      if (s.message && s.state !== "migrated") process.stdout.write(`    ${s.message}\n`);
+    }
+    return 0;
+  } catch (err) {
+    process.stderr.write(`quick-migrate: ${describeError(err)}\n`);
     return OUTCOMES.refused;
-  } finally {
-    for (const c of cleanup.reverse()) await c();
-    cleanup = [];
   }
 }
 
@@ -113,6 +186,8 @@ const program = new Command("quick-migrate")
   .version(PACKAGE_VERSION)
   .exitOverride()
   .configureOutput({ outputError: (s, write) => write(`quick-migrate: ${s.replace(/^error: /, "")}`) });
+
+const configOption = () => new Option("-c, --config <file>", "controller config").default(DEFAULT_CONTROLLER_CONFIG);
 
 program
   .command("migrate")
@@ -123,13 +198,37 @@ program
   .option("--new-uri <uri>", "rename the site on the way")
   .option("--fetch-from <front>", "front whose site folder is fetched (default: the hostmaster's own front, else the first front)")
   .option("--keep-master-data", "keep the hostmaster's parked stale copy of the data dirs instead of deleting it")
-  .addOption(new Option("-c, --config <file>", "controller config").default(DEFAULT_CONTROLLER_CONFIG))
+  .addOption(configOption())
   .option("--dry-run", "run preflight and print the plan per host; change nothing")
   .option("--json", "one JSON object per line on stdout")
   .exitOverride()
   .action(async (uri: string, opts: MigrateOptions) => {
     process.exitCode = await migrate(uri, opts);
   });
+
+program
+  .command("status")
+  .description("every migration (or one): state, last step, each host's position")
+  .argument("[id]", "a migration id")
+  .addOption(configOption())
+  .option("--json", "one JSON array on stdout")
+  .exitOverride()
+  .action(async (id: string | undefined, opts: CommonOptions) => {
+    process.exitCode = await status(id, opts);
+  });
+
+for (const kind of ["resume", "rollback"] as const) {
+  program
+    .command(kind)
+    .description(kind === "resume" ? "continue an interrupted migration from its journal" : "undo an interrupted migration (refused after the point of no return)")
+    .argument("<id>", "the migration id (see status)")
+    .addOption(configOption())
+    .option("--json", "one JSON object per line on stdout")
+    .exitOverride()
+    .action(async (id: string, opts: CommonOptions) => {
+      process.exitCode = await continueMigration(kind, id, opts);
+    });
+}
 
 try {
   await program.parseAsync(process.argv);

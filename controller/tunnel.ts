@@ -36,6 +36,8 @@ export interface RsyncRun {
   readonly source: string;
   readonly destination: string;
   readonly dataDirs: readonly string[];
+  /** receiver side: a local folder with an older copy to take unchanged files from */
+  readonly copyDest?: string;
   readonly signal?: AbortSignal;
 }
 
@@ -75,7 +77,13 @@ export class RsyncTunnel {
     this.grants.set(token, grant);
     try {
       const rsh = [process.execPath, RSH_SCRIPT].map((w) => `"${w}"`).join(" ");
-      const args = rsyncClientArgs({ rsh, source: run.source, destination: run.destination, dataDirs: run.dataDirs });
+      const args = rsyncClientArgs({
+        rsh,
+        source: run.source,
+        destination: run.destination,
+        dataDirs: run.dataDirs,
+        ...(run.copyDest ? { copyDest: run.copyDest } : {}),
+      });
       const result = await execa(this.rsyncBin, args, {
         env: { QM_TUNNEL_SOCKET: this.socketPath, QM_TUNNEL_TOKEN: token },
         stdin: "ignore",

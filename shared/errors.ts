@@ -19,6 +19,7 @@ export const ErrorCodes = {
   HOOK_FAILED: { grpc: status.INTERNAL, retryable: false },
   RSYNC_FAILED: { grpc: status.INTERNAL, retryable: true },
   IO: { grpc: status.INTERNAL, retryable: true },
+  JOURNAL_INVALID: { grpc: status.INTERNAL, retryable: false },
   INTERNAL: { grpc: status.INTERNAL, retryable: false },
 } as const;
 

@@ -11,11 +11,14 @@ export function rsyncClientArgs(opts: {
   source: string;
   destination: string;
   dataDirs: readonly string[];
+  /** a local folder rsync may copy unchanged files from (receiver side only: never sent to the agent) */
+  copyDest?: string;
 }): string[] {
   return [
     "--archive",
     "--delete",
     ...opts.dataDirs.map((d) => `--exclude=/${d}`),
+    ...(opts.copyDest ? [`--copy-dest=${opts.copyDest}`] : []),
     "--rsh",
     opts.rsh,
     opts.source,

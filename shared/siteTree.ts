@@ -68,6 +68,19 @@ export interface PreflightOptions {
   readonly restoresHere: boolean;
 }
 
+export interface MoveDataOptions {
+  /**
+   * An empty real directory at a destination (a placeholder) may be removed with rmdir and replaced.
+   * Default: only when moving into the new site folder (`to === "new"`).
+   */
+  readonly placeholderOk?: boolean;
+  /**
+   * Called after a data dir's rename has happened on disk and before the ledger records it (the entry
+   * still has `moving` set). Fault injection for tests; nothing else sets it.
+   */
+  readonly afterRename?: (dataDir: string) => void | Promise<void>;
+}
+
 export class SiteTree {
   private rootReal: string | undefined;
 
@@ -179,7 +192,8 @@ export class SiteTree {
    * the ledger. Repeating it after it completed (or after a crash mid-way) finishes the work and
    * reports "already-done" for what was done. Never copies: EXDEV is an error.
    */
-  async moveData(m: MigrationSpec, ledger: Ledger, from: DataPlace, to: DataPlace): Promise<ChangeRecord[]> {
+  async moveData(m: MigrationSpec, ledger: Ledger, from: DataPlace, to: DataPlace, opts: MoveDataOptions = {}): Promise<ChangeRecord[]> {
+    const placeholderOk = opts.placeholderOk ?? to === "new";
     const entries = await ledger.entries();
     const changes: ChangeRecord[] = [];
     if (to === "park") {
@@ -193,7 +207,7 @@ export class SiteTree {
       }
     }
 
-    await this.checkDestinations(m, from, to);
+    await this.checkDestinations(m, from, to, placeholderOk);
     for (const dataDir of m.dataDirs) {
       const srcRel = placeRel(m, dataDir, from);
       const dstRel = placeRel(m, dataDir, to);
@@ -236,7 +250,7 @@ export class SiteTree {
 
       let placeholder = false;
       if (s && d) {
-        if (to === "new" && d.isDirectory() && !d.isSymbolicLink() && (await isEmptyDir(dst))) {
+        if (placeholderOk && d.isDirectory() && !d.isSymbolicLink() && (await isEmptyDir(dst))) {
           placeholder = true;
         } else {
           throw new QmError("CONFLICT", `cannot move data dir ${srcRel}: ${dstRel} already exists`, { path: dstRel });
@@ -265,6 +279,7 @@ export class SiteTree {
         await ledger.save(entries);
         throw fsError(err, srcRel, `rename to ${dstRel}`);
       }
+      await opts.afterRename?.(dataDir);
       entry.at = to;
       delete entry.moving;
       await ledger.save(entries);
@@ -276,14 +291,14 @@ export class SiteTree {
   }
 
   /** Refuses the whole move, before anything is renamed, when a destination holds something that must not be replaced. */
-  private async checkDestinations(m: MigrationSpec, from: DataPlace, to: DataPlace): Promise<void> {
+  private async checkDestinations(m: MigrationSpec, from: DataPlace, to: DataPlace, placeholderOk: boolean): Promise<void> {
     for (const dataDir of m.dataDirs) {
       const srcRel = placeRel(m, dataDir, from);
       const dstRel = placeRel(m, dataDir, to);
       const s = await lstatOrNull(await this.resolve(srcRel));
       const d = await lstatOrNull(await this.resolve(dstRel));
       if (!s || !d) continue;
-      const placeholder = to === "new" && d.isDirectory() && !d.isSymbolicLink() && (await isEmptyDir(join(this.root, dstRel)));
+      const placeholder = placeholderOk && d.isDirectory() && !d.isSymbolicLink() && (await isEmptyDir(join(this.root, dstRel)));
       if (!placeholder) throw new QmError("CONFLICT", `cannot move data dir ${srcRel}: ${dstRel} already exists`, { path: dstRel });
     }
   }

@@ -21,6 +21,7 @@ const CATALOGUE: [string, number, boolean][] = [
   ["HOOK_FAILED", 13, false],
   ["RSYNC_FAILED", 13, true],
   ["IO", 13, true],
+  ["JOURNAL_INVALID", 13, false],
   ["INTERNAL", 13, false],
 ];
 

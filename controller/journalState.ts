@@ -1,0 +1,119 @@
+// What a migration's journal says: replayed from its events, with no I/O. The single source of truth
+// for `status`, `resume` and `rollback`: which steps are done, which hosts were sent which step, what
+// must be undone and where, and where each host stands.
+import { POINT_OF_NO_RETURN, STEP_NAMES, type StepName } from "./plan.js";
+
+export type MigrationStateName = "running" | "migrated" | "rolled-back" | "needs-attention" | "interrupted";
+
+/** A journal line, as written by the runner (RunEvent or IntentEvent, with a time). */
+export interface JournalEvent {
+  readonly event: string;
+  readonly time?: string;
+  readonly step?: string;
+  readonly host?: string;
+  readonly ok?: boolean;
+  readonly undo?: boolean;
+  readonly action?: string;
+  readonly outcome?: string;
+  readonly exitCode?: number;
+  readonly message?: string;
+  readonly detail?: string;
+}
+
+/** Steps that have an undo; the others (dumps, hooks after the point of no return, removals) have none. */
+export const UNDOABLE: ReadonlySet<StepName> = new Set<StepName>([
+  "lock",
+  "maintenance-on",
+  "master-park-data",
+  "fronts-park-data",
+  "fetch-site",
+  "master-move-site",
+  "push-site",
+  "fronts-restore-data",
+]);
+
+export interface HostPosition {
+  readonly step: string;
+  readonly undo: boolean;
+  /** undefined while the host's part is in flight (intent without acknowledgement) */
+  readonly ok: boolean | undefined;
+}
+
+export interface Replay {
+  /** the last result event, if the last run of this migration ended */
+  readonly result: { outcome: string; exitCode: number; message: string } | undefined;
+  readonly lastStep: { step: string; undo: boolean } | undefined;
+  /** forward steps that completed and were not undone since */
+  readonly done: ReadonlySet<StepName>;
+  /** the first step `resume` has to run; undefined when every step is done */
+  readonly resumeFrom: StepName | undefined;
+  /** whether any host was sent a step at or after the point of no return */
+  readonly pastPointOfNoReturn: boolean;
+  /** what `rollback` has to undo, latest step first, on the hosts that were sent it and have not undone it */
+  readonly undoPlan: ReadonlyArray<{ step: StepName; hosts: string[] }>;
+  /** "step/action" of every sub-action a forward step journaled an intent for (e.g. master-move-site/hook:updatedb) */
+  readonly ran: ReadonlySet<string>;
+  readonly hosts: ReadonlyMap<string, HostPosition>;
+}
+
+const isStep = (s: string | undefined): s is StepName => s !== undefined && (STEP_NAMES as readonly string[]).includes(s);
+
+export function replay(events: readonly JournalEvent[]): Replay {
+  let result: Replay["result"];
+  let lastStep: Replay["lastStep"];
+  const done = new Set<StepName>();
+  const ran = new Set<string>();
+  /** per step: hosts sent the forward step since their last completed undo */
+  const pending = new Map<StepName, Set<string>>();
+  const hosts = new Map<string, HostPosition>();
+  let pastPointOfNoReturn = false;
+
+  for (const e of events) {
+    const step = e.step;
+    switch (e.event) {
+      case "result":
+        result = { outcome: String(e.outcome), exitCode: Number(e.exitCode), message: String(e.message ?? "") };
+        break;
+      case "step-start":
+        if (!isStep(step)) break;
+        lastStep = { step, undo: e.undo === true };
+        result = undefined;
+        if (e.undo) done.delete(step);
+        break;
+      case "step-end":
+        if (isStep(step) && !e.undo && e.ok) done.add(step);
+        break;
+      case "intent":
+        if (!isStep(step) || e.host === undefined) break;
+        hosts.set(e.host, { step, undo: e.undo === true, ok: undefined });
+        if (e.undo) break;
+        if (e.action && e.action !== step) ran.add(`${step}/${e.action}`);
+        if (STEP_NAMES.indexOf(step) >= STEP_NAMES.indexOf(POINT_OF_NO_RETURN)) pastPointOfNoReturn = true;
+        if (!pending.has(step)) pending.set(step, new Set());
+        pending.get(step)?.add(e.host);
+        break;
+      case "ack":
+        if (!isStep(step) || e.host === undefined) break;
+        hosts.set(e.host, { step, undo: e.undo === true, ok: e.ok === true });
+        if (e.undo && e.ok) pending.get(step)?.delete(e.host);
+        break;
+    }
+  }
+
+  const resumeFrom = STEP_NAMES.slice(1).find((s) => !done.has(s));
+  const undoPlan = [...STEP_NAMES]
+    .reverse()
+    .filter((s) => UNDOABLE.has(s))
+    .map((s) => ({ step: s, hosts: [...(pending.get(s) ?? [])] }))
+    .filter((u) => u.hosts.length > 0);
+  return { result, lastStep, done, resumeFrom, pastPointOfNoReturn, undoPlan, ran, hosts };
+}
+
+/** The state `status` shows: from the last result, else from whether the controller still runs. */
+export function stateOf(r: Replay, controllerAlive: boolean): MigrationStateName {
+  if (r.result) {
+    const o = r.result.outcome;
+    if (o === "migrated" || o === "rolled-back" || o === "needs-attention") return o;
+  }
+  return controllerAlive ? "running" : "interrupted";
+}
