@@ -13,12 +13,12 @@ import { type ControllerConfig, DEFAULT_CONTROLLER_CONFIG, MASTER, loadControlle
 import { OUTCOMES, type Reporter } from "./events.js";
 import { FaultPlan } from "./faults.js";
 import { HOOK_NAMES, type HookName, HookRunner } from "./hooks.js";
-import { Journal } from "./journal.js";
+import { Journal, SiteLock } from "./journal.js";
 import { HumanReporter, JsonReporter } from "./output.js";
 import { type Plan, buildPlan } from "./plan.js";
 import { checkExecutable, findSourcePlatform, platformArg } from "./platforms.js";
 import { MigrationRunner, type RunMode } from "./runner.js";
-import { type MigrationStatus, listStatuses, planFromDocument, readStatus } from "./status.js";
+import { type MigrationStatus, describeLockHolder, listStatuses, planFromDocument, readStatus } from "./status.js";
 import { RsyncTunnel } from "./tunnel.js";
 
 interface CommonOptions {
@@ -97,13 +97,6 @@ async function execute(config: ControllerConfig, log: Logger, plan: Plan, mode: 
   }
 }
 
-/** Any error before a run could start: a refusal, printed as the last event with --json. */
-function refused(reporter: Reporter, err: unknown, started: number, migrationId: string | null = null): number {
-  const message = err instanceof QmError ? err.message : describeError(err);
-  reporter.event({ event: "result", migrationId, outcome: "refused", exitCode: OUTCOMES.refused, message, durationMs: Date.now() - started });
-  return OUTCOMES.refused;
-}
-
 async function migrate(uri: string, opts: MigrateOptions): Promise<number> {
   const started = Date.now();
   const reporter = reporterFor(opts.json);
@@ -112,6 +105,11 @@ async function migrate(uri: string, opts: MigrateOptions): Promise<number> {
     const log = loggerFor(config);
     const site = checkSiteName(uri, "site");
     const newSite = checkSiteName(opts.newUri ?? uri, "new site");
+    // first: an unfinished migration of this site may have moved it already, so nothing else would make sense
+    for (const name of new Set([site, newSite])) {
+      const holder = await SiteLock.holder(config.stateDir, name);
+      if (holder) throw new QmError("LOCKED", `site ${name} is locked by ${await describeLockHolder(config.stateDir, holder)}`, { key: name });
+    }
     const to = platformArg(opts.to, config.root, "target platform");
     const from = opts.from ? platformArg(opts.from, config.root, "source platform") : await findSourcePlatform(config.root, site);
     if (opts.fetchFrom && !config.fronts.some((f) => f.name === opts.fetchFrom)) {
@@ -133,6 +131,14 @@ async function migrate(uri: string, opts: MigrateOptions): Promise<number> {
   }
 }
 
+/** Exit 4 for a held lock, exit 2 for everything else that stops a command before it starts. */
+function refused(reporter: Reporter, err: unknown, started: number, migrationId: string | null = null): number {
+  const message = err instanceof QmError ? err.message : describeError(err);
+  const outcome = err instanceof QmError && err.code === "LOCKED" ? "locked" : "refused";
+  reporter.event({ event: "result", migrationId, outcome, exitCode: OUTCOMES[outcome], message, durationMs: Date.now() - started });
+  return OUTCOMES[outcome];
+}
+
 /** resume and rollback: the plan and the events come from the journal. */
 async function continueMigration(kind: "resume" | "rollback", id: string, opts: CommonOptions): Promise<number> {
   const started = Date.now();
@@ -151,11 +157,7 @@ async function continueMigration(kind: "resume" | "rollback", id: string, opts: 
     await checkExecutable(config.rsync);
     return await execute(config, log, plan, { kind, journal, events }, reporter);
   } catch (err) {
-    if (err instanceof QmError && err.code === "LOCKED") {
-      reporter.event({ event: "result", migrationId: id, outcome: "locked", exitCode: OUTCOMES.locked, message: err.message, durationMs: Date.now() - started });
-      return OUTCOMES.locked;
-    }
-    return refused(reporter, err, started, null);
+    return refused(reporter, err, started, err instanceof QmError && err.code === "LOCKED" ? id : null);
   }
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Stands in for drush in the demo and the tests: records how a hook called it, fakes a dump,
-// and fails on demand (QM_FAKE_DRUSH_FAIL=<an argument value>, e.g. updatedb).
+// and fails on demand (QM_FAKE_DRUSH_FAIL=<an argument value>, e.g. updatedb), first killing the process
+// QM_FAKE_DRUSH_KILL_PID if set.
 import { appendFileSync, writeFileSync } from "node:fs";
 
 const argv = process.argv.slice(2);
@@ -13,6 +14,9 @@ if (log) {
 
 const fail = process.env.QM_FAKE_DRUSH_FAIL;
 if (fail && argv.includes(fail)) {
+  // a host going away at the worst moment: the tests name an agent's pid to kill before failing
+  const victim = Number(process.env.QM_FAKE_DRUSH_KILL_PID);
+  if (victim > 0) process.kill(victim, "SIGKILL");
   process.stderr.write(`fake drush: failing on purpose (QM_FAKE_DRUSH_FAIL=${fail})\n`);
   process.exit(1);
 }

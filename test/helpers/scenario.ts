@@ -170,3 +170,31 @@ export async function expectMigrated(s: Scenario, opts: { newSite?: string; fetc
   const sharedDiff = diffManifests(s.before.get("shared-storage") ?? new Map(), shared);
   expect(sharedDiff, `shared storage changed:\n${summarizeDiff(sharedDiff)}`).toEqual([]);
 }
+
+/**
+ * Wherever a migration stopped, each data dir that existed before is in exactly one place on its host:
+ * the old site folder, the park area or the new site folder (a rename moves the whole tree, so this
+ * holds for every file in it). Its content is checked too, wherever it is.
+ */
+export async function expectDataExactlyOnce(s: Scenario, migrationId: string, newSite = s.site): Promise<void> {
+  for (const f of s.cluster.fronts) {
+    for (const d of DATA_DIRS) {
+      const expected = s.dataBefore.get(f.name)?.get(d) ?? null;
+      if (expected === null) continue;
+      const places = [
+        path.join(siteDir(f.root, s.from, s.site), d),
+        path.join(f.root, PARK, migrationId, encodeURIComponent(d)),
+        path.join(siteDir(f.root, s.to, newSite), d),
+      ];
+      const found: string[] = [];
+      for (const p of places) {
+        const m = await manifestOrAbsent(p);
+        if (m === null || (m.get(".")?.type === "dir" && m.size === 1 && expected.size > 1)) continue;
+        found.push(p);
+        const diff = diffManifests(expected, m);
+        expect(diff, `${f.name}: ${d} at ${p} differs:\n${summarizeDiff(diff)}`).toEqual([]);
+      }
+      expect(found, `${f.name}: ${d} must be in exactly one place`).toHaveLength(1);
+    }
+  }
+}
