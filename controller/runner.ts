@@ -333,14 +333,15 @@ export class MigrationRunner {
     return this.runHosts(step, async (host) => summarize((await this.front(host).apply(this.m.id, step.name, action)).changes));
   }
 
-  /** Runs one step on its hosts in parallel; after the point of no return, retryable failures are retried. */
+  /**
+   * Runs one step on its hosts in parallel. From the point of no return on, the only way is forward:
+   * the hosts that failed are tried again (a hook or a host may come back) before giving up.
+   */
   private async runHosts(step: PlanStep, work: HostWork): Promise<void> {
     const forward = STEP_NAMES.indexOf(step.name) >= STEP_NAMES.indexOf(POINT_OF_NO_RETURN);
     const attempts = forward ? (this.deps.forwardAttempts ?? 3) : 1;
     let tally = await this.fanOut(step.name, step.hosts, work);
     for (let attempt = 2; attempt <= attempts && !tally.ok; attempt++) {
-      const retryable = [...tally.failed.values()].every((e) => !(e instanceof QmError) || e.retryable);
-      if (!retryable) break;
       await new Promise((r) => setTimeout(r, (this.deps.retryDelayMs ?? 1000) * (attempt - 1)));
       tally = await this.fanOut(step.name, [...tally.failed.keys()], work, { previous: tally });
     }

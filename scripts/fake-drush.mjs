@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Stands in for drush in the demo and the tests: records how a hook called it, fakes a dump,
-// and fails on demand (QM_FAKE_DRUSH_FAIL=<an argument value>, e.g. updatedb), first killing the process
+// and fails on demand (QM_FAKE_DRUSH_FAIL or QM_FAKE_DRUSH_FAIL_ALSO=<an argument value>, e.g. updatedb), first killing the process
 // QM_FAKE_DRUSH_KILL_PID if set.
 import { appendFileSync, writeFileSync } from "node:fs";
 
@@ -12,8 +12,9 @@ if (log) {
   appendFileSync(log, `${JSON.stringify({ argv, env, cwd: process.cwd(), pid: process.pid, time: new Date().toISOString() })}\n`);
 }
 
-const fail = process.env.QM_FAKE_DRUSH_FAIL;
-if (fail && argv.includes(fail)) {
+const fails = [process.env.QM_FAKE_DRUSH_FAIL, process.env.QM_FAKE_DRUSH_FAIL_ALSO].filter(Boolean);
+const fail = fails.find((f) => argv.includes(f));
+if (fail) {
   // a host going away at the worst moment: the tests name an agent's pid to kill before failing
   const victim = Number(process.env.QM_FAKE_DRUSH_KILL_PID);
   if (victim > 0) process.kill(victim, "SIGKILL");
