@@ -1,11 +1,12 @@
 // The state and logic behind the agent's RPCs: checks a migration, registers it, and does each step's
 // work on this front's root. The gRPC handlers in server.ts are thin wrappers over this class.
 import { hostname } from "node:os";
-import { QmError } from "../shared/errors.js";
+import { QmError, describeError } from "../shared/errors.js";
 import { type MigrationSpec, checkMigration, newSiteRel, oldSiteRel } from "../shared/migration.js";
 import { PACKAGE_VERSION, PROTOCOL_VERSION } from "../shared/version.js";
 import { type ChangeRecord, type PreflightReport, SiteTree } from "../shared/siteTree.js";
-import type { Registry } from "./registry.js";
+import { type AgentFaults, NO_FAULTS } from "./faults.js";
+import type { MigrationRecord, Registry } from "./registry.js";
 
 export type AgentAction = "park-data" | "unpark-data" | "restore-data" | "unrestore-data" | "remove-old-site" | "remove-new-site";
 
@@ -17,6 +18,7 @@ export class FrontAgent {
   constructor(
     root: string,
     readonly registry: Registry,
+    private readonly faults: AgentFaults = NO_FAULTS,
   ) {
     this.tree = new SiteTree(root);
   }
@@ -32,10 +34,14 @@ export class FrontAgent {
     return report;
   }
 
-  /** Runs one action for a registered migration. Every action is safe to repeat. */
-  async apply(migrationId: string, action: AgentAction): Promise<ChangeRecord[]> {
+  /**
+   * Runs one action of one step for a registered migration. Every action is safe to repeat, and a
+   * repeat always does the work again (checked against the disk): a rollback may have undone it since.
+   * The result is kept in the migration's record under `"<step>/<action>"`, for audit only.
+   */
+  async apply(migrationId: string, step: string, action: AgentAction): Promise<ChangeRecord[]> {
     const previous = this.queues.get(migrationId) ?? Promise.resolve();
-    const run = previous.catch(() => undefined).then(() => this.applyNow(migrationId, action));
+    const run = previous.catch(() => undefined).then(() => this.applyNow(migrationId, step, action));
     this.queues.set(migrationId, run);
     try {
       return await run;
@@ -44,19 +50,35 @@ export class FrontAgent {
     }
   }
 
-  private async applyNow(migrationId: string, action: AgentAction): Promise<ChangeRecord[]> {
+  private async applyNow(migrationId: string, step: string, action: AgentAction): Promise<ChangeRecord[]> {
     const record = await this.registry.get(migrationId);
+    const key = `${step || "-"}/${action}`;
+    let changes: ChangeRecord[];
+    try {
+      changes = await this.act(record, action);
+    } catch (err) {
+      const error = err instanceof QmError ? { code: err.code, message: err.message } : { code: "INTERNAL", message: describeError(err) };
+      // the failure is what the caller must see, even if it cannot be kept
+      await this.registry.recordOperation(record, key, { error }).catch(() => undefined);
+      throw err;
+    }
+    await this.registry.recordOperation(record, key, { changes });
+    return changes;
+  }
+
+  private async act(record: MigrationRecord, action: AgentAction): Promise<ChangeRecord[]> {
     const m = record.migration;
     const ledger = this.registry.ledger(record);
+    const afterRename = (dataDir: string) => this.faults.afterRename(action, m.id, dataDir);
     switch (action) {
       case "park-data":
-        return this.tree.moveData(m, ledger, "old", "park");
+        return this.tree.moveData(m, ledger, "old", "park", { afterRename });
       case "unpark-data":
-        return this.tree.moveData(m, ledger, "park", "old");
+        return this.tree.moveData(m, ledger, "park", "old", { afterRename });
       case "restore-data":
-        return this.tree.moveData(m, ledger, "park", "new");
+        return this.tree.moveData(m, ledger, "park", "new", { afterRename });
       case "unrestore-data":
-        return this.tree.moveData(m, ledger, "new", "park");
+        return this.tree.moveData(m, ledger, "new", "park", { afterRename });
       case "remove-old-site": {
         const notRestored = record.ledger.filter((e) => e.at !== "new" || e.moving !== undefined);
         if (notRestored.length > 0) {

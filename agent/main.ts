@@ -1,16 +1,26 @@
-// quick-migrate-agent: the gRPC service on each web front (run by systemd).
+// quick-migrate-agent: the gRPC service on each web front (run by systemd), and `parked list|restore`,
+// which read the agent's own records directly to recover a front without its hostmaster.
 import { Command } from "commander";
 import { QmError, describeError } from "../shared/errors.js";
 import { createRootLogger } from "../shared/logger.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
 import { DEFAULT_AGENT_CONFIG, loadAgentConfig } from "./config.js";
+import { FAULT_ENV, parseFaults } from "./faults.js";
+import { formatParkedList, formatRestoreReport, listParked, restoreExitCode, restoreParked } from "./parked.js";
+import { Registry } from "./registry.js";
 import { AgentGrpcServer } from "./server.js";
+
+/** Exit codes of `parked …`: 0 done, 1 something refused or missing, 2 usage, config or unknown id. */
+const USAGE_CODES = new Set(["CONFIG_INVALID", "USAGE", "INVALID_NAME", "NOT_REGISTERED"]);
 
 async function serve(configFile: string): Promise<void> {
   const config = await loadAgentConfig(configFile);
   const log = createRootLogger("quick-migrate-agent", config.logLevel);
+  const faultSetting = process.env[FAULT_ENV];
+  const faults = parseFaults(faultSetting, (fault, fields) => log.warn({ fault, ...fields }, "fault injection: killing the agent"));
+  if (faultSetting) log.warn({ fault: faultSetting }, "fault injection is on: for tests only");
   if (config.insecure) log.warn({ listen: config.listen }, "insecure plaintext mode: for development only");
-  const server = new AgentGrpcServer(config, log);
+  const server = new AgentGrpcServer(config, log, "rsync", faults);
   const address = await server.listen();
   log.info({ address, root: config.root, stateDir: config.stateDir, version: PACKAGE_VERSION }, "agent listening");
   const shutdown = (signal: string) => {
@@ -21,19 +31,60 @@ async function serve(configFile: string): Promise<void> {
   process.once("SIGINT", () => shutdown("SIGINT"));
 }
 
+async function parkedList(configFile: string, json: boolean): Promise<number> {
+  const config = await loadAgentConfig(configFile);
+  const list = await listParked(config.root, new Registry(config.stateDir));
+  for (const u of list.unreadable) process.stderr.write(`quick-migrate-agent: cannot read ${u.file}: ${u.message}\n`);
+  const out = json ? [JSON.stringify(list.entries, null, 2)] : formatParkedList(list);
+  process.stdout.write(`${out.join("\n")}\n`);
+  return list.unreadable.length > 0 ? 1 : 0;
+}
+
+async function parkedRestore(configFile: string, migrationId: string): Promise<number> {
+  const config = await loadAgentConfig(configFile);
+  const report = await restoreParked(config.root, new Registry(config.stateDir), migrationId);
+  process.stdout.write(`${formatRestoreReport(report).join("\n")}\n`);
+  return restoreExitCode(report);
+}
+
 const program = new Command("quick-migrate-agent")
   .description("quick-migrate agent: renames, removes and rsyncs site folders on this web front, on the controller's command")
   .version(PACKAGE_VERSION)
   .option("-c, --config <file>", "agent config file", DEFAULT_AGENT_CONFIG)
+  .configureHelp({ showGlobalOptions: true })
   .exitOverride()
   .action(async (opts: { config: string }) => serve(opts.config));
 
+// `--config` is the program's option; commander also recognises it after the subcommand.
+const globalConfig = (): string => (program.opts() as { config: string }).config;
+let exitCode: number | undefined;
+
+const parked = program
+  .command("parked")
+  .description("data dirs this agent's records say are not back in their old site folder; works while the service is stopped");
+parked
+  .command("list")
+  .description("one line per data dir of every recorded migration that is parked or in the new site folder")
+  .option("--json", "print one JSON array")
+  .action(async (opts: { json?: boolean }) => {
+    exitCode = await parkedList(globalConfig(), opts.json === true);
+  });
+parked
+  .command("restore")
+  .description("put every data dir of one migration back at its original path in the old site folder")
+  .argument("<migration-id>")
+  .action(async (migrationId: string) => {
+    exitCode = await parkedRestore(globalConfig(), migrationId);
+  });
+
 try {
   await program.parseAsync(process.argv);
+  // a subcommand ends with its own code; the service (no subcommand) keeps running
+  if (exitCode !== undefined) process.exitCode = exitCode;
 } catch (err) {
   const code = (err as { code?: string }).code;
   if (code === "commander.helpDisplayed" || code === "commander.version") process.exit(0);
   if (typeof code === "string" && code.startsWith("commander.")) process.exit(2);
   process.stderr.write(`quick-migrate-agent: ${err instanceof QmError ? err.message : describeError(err)}\n`);
-  process.exit(err instanceof QmError && err.code === "CONFIG_INVALID" ? 2 : 1);
+  process.exit(err instanceof QmError && USAGE_CODES.has(err.code) ? 2 : 1);
 }

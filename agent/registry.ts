@@ -6,7 +6,22 @@ import { QmError } from "../shared/errors.js";
 import { writeJsonAtomic } from "../shared/fsutil.js";
 import { type MigrationSpec, checkMigration } from "../shared/migration.js";
 import { checkMigrationId } from "../shared/names.js";
-import type { Ledger, LedgerEntry } from "../shared/siteTree.js";
+import type { ChangeRecord, Ledger, LedgerEntry } from "../shared/siteTree.js";
+
+/**
+ * The last result of one Apply of a (step, action), for audit. Never replayed: a repeated Apply does the
+ * work again (a rollback may have undone it in between) and this record is overwritten.
+ */
+export interface OperationRecord {
+  /** when the last Apply of this step and action ended */
+  at: string;
+  /** how many times it was applied */
+  count: number;
+  /** what it did, when it succeeded */
+  changes?: ChangeRecord[];
+  /** why it failed, when it failed */
+  error?: { code: string; message: string };
+}
 
 export interface MigrationRecord {
   migration: MigrationSpec;
@@ -14,10 +29,12 @@ export interface MigrationRecord {
   local: boolean;
   registeredAt: string;
   ledger: LedgerEntry[];
+  /** by `"<step>/<action>"`; absent in records written before operations were kept */
+  operations?: Record<string, OperationRecord>;
 }
 
 export class Registry {
-  constructor(private readonly stateDir: string) {}
+  constructor(readonly stateDir: string) {}
 
   private file(id: string): string {
     return join(this.stateDir, "migrations", `${checkMigrationId(id)}.json`);
@@ -31,7 +48,7 @@ export class Registry {
       }
       return existing;
     }
-    const record: MigrationRecord = { migration, local, registeredAt: new Date().toISOString(), ledger: [] };
+    const record: MigrationRecord = { migration, local, registeredAt: new Date().toISOString(), ledger: [], operations: {} };
     await writeJsonAtomic(this.file(migration.id), record);
     return record;
   }
@@ -56,6 +73,11 @@ export class Registry {
   }
 
   async list(): Promise<MigrationRecord[]> {
+    return Promise.all((await this.ids()).map((id) => this.get(id)));
+  }
+
+  /** The ids of every record on disk (their files are not read). */
+  async ids(): Promise<string[]> {
     let names: string[];
     try {
       names = await readdir(join(this.stateDir, "migrations"));
@@ -63,8 +85,15 @@ export class Registry {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
       throw err;
     }
-    const ids = names.filter((n) => n.endsWith(".json") && !n.startsWith(".")).map((n) => n.slice(0, -5));
-    return Promise.all(ids.map((id) => this.get(id)));
+    return names.filter((n) => n.endsWith(".json") && !n.startsWith(".")).map((n) => n.slice(0, -5)).sort();
+  }
+
+  /** Keeps the result of one Apply in the record, with the same atomic write as the ledger. */
+  async recordOperation(record: MigrationRecord, key: string, result: { changes: ChangeRecord[] } | { error: { code: string; message: string } }): Promise<void> {
+    const operations = (record.operations ??= {});
+    const count = (operations[key]?.count ?? 0) + 1;
+    operations[key] = { at: new Date().toISOString(), count, ...structuredClone(result) };
+    await writeJsonAtomic(this.file(record.migration.id), record);
   }
 
   /** The ledger of one migration, saved (atomically, fsynced) inside its record. */

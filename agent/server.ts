@@ -15,6 +15,7 @@ import type { Logger } from "../shared/logger.js";
 import type { MigrationSpec } from "../shared/migration.js";
 import type { ChangeRecord, EntryKindName } from "../shared/siteTree.js";
 import type { AgentConfig } from "./config.js";
+import { type AgentFaults, NO_FAULTS } from "./faults.js";
 import { type AgentAction, FrontAgent } from "./frontAgent.js";
 import { Registry } from "./registry.js";
 import { serveRsync } from "./rsyncServer.js";
@@ -71,8 +72,9 @@ export class AgentGrpcServer {
     private readonly config: AgentConfig,
     private readonly log: Logger,
     rsyncBin = "rsync",
+    faults: AgentFaults = NO_FAULTS,
   ) {
-    this.agent = new FrontAgent(config.root, new Registry(config.stateDir));
+    this.agent = new FrontAgent(config.root, new Registry(config.stateDir), faults);
     this.server = new grpc.Server({
       "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
       "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
@@ -117,7 +119,9 @@ export class AgentGrpcServer {
         async (req) => {
           const action = ACTIONS[req.action];
           if (!action) throw new QmError("USAGE", `unknown action ${req.action}`, { key: "action" });
-          return changesToWire(await this.agent.apply(req.migrationId, action));
+          // the step names the operation's record: a short lowercase name, never a path
+          if (!/^[a-z][a-z-]{0,39}$/.test(req.step)) throw new QmError("INVALID_NAME", `invalid step ${JSON.stringify(req.step.slice(0, 60))}`, { key: "step" });
+          return changesToWire(await this.agent.apply(req.migrationId, req.step, action));
         },
       ),
       rsync: (call) => {

@@ -55,6 +55,8 @@ export interface FrontSpec {
   readonly name: string;
   /** the hostmaster is this web front: the agent serves the hostmaster's root */
   readonly local?: boolean;
+  /** extra environment of this front's agent, e.g. `QM_AGENT_FAULT` */
+  readonly env?: Record<string, string>;
 }
 
 export interface ClusterOptions {
@@ -83,6 +85,8 @@ export interface ClusterFront {
   readonly logFile: string;
   /** null while stopped */
   process: AgentProcess | null;
+  /** extra environment of this front's agent (FrontSpec.env, or the last one given to startAgent) */
+  env: Record<string, string>;
 }
 
 export interface Cluster {
@@ -97,8 +101,11 @@ export interface Cluster {
   roots(): Array<{ name: string; root: string }>;
   /** SIGTERM (SIGKILL after 5 s) and wait for the exit. No-op when stopped. */
   stopAgent(name: string): Promise<void>;
-  /** Starts a stopped agent with the same config; its port may change, so controller.yaml is rewritten. */
-  startAgent(name: string): Promise<void>;
+  /**
+   * Starts a stopped agent with the same config; its port may change, so controller.yaml is rewritten.
+   * `env` replaces the front's extra environment from now on (say `{}` to drop a fault).
+   */
+  startAgent(name: string, opts?: { env?: Record<string, string> }): Promise<void>;
   /** Rewrites controller.yaml, e.g. with other hooks or extra keys for a test. */
   writeControllerConfig(patch?: { hooks?: Record<string, string[]> | undefined; dataDirs?: readonly string[]; extra?: Record<string, unknown> }): void;
   /** Stops every agent and waits for them to exit. */
@@ -131,7 +138,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     fs.mkdirSync(stateDir, { recursive: true });
     const configFile = path.join(dir, 'agent.yaml');
     fs.writeFileSync(configFile, YAML.stringify({ listen: '127.0.0.1:0', root, stateDir, insecure: true }));
-    return { name: spec.name, local, root, stateDir, address: '', configFile, logFile: path.join(dir, 'agent.log'), process: null };
+    return { name: spec.name, local, root, stateDir, address: '', configFile, logFile: path.join(dir, 'agent.log'), process: null, env: { ...spec.env } };
   });
 
   let hooks = opts.hooks;
@@ -175,9 +182,10 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     await Promise.all(fronts.map((f) => stopAgent(f.name)));
   };
 
-  const startAgent = async (name: string): Promise<void> => {
+  const startAgent = async (name: string, startOpts: { env?: Record<string, string> } = {}): Promise<void> => {
     const f = front(name);
     if (f.process !== null) throw new Error(`agent ${name} is already running`);
+    if (startOpts.env !== undefined) f.env = { ...startOpts.env };
     const { child, address } = await spawnAgent(f, agentBin, listenTimeoutMs);
     f.process = child;
     f.address = address;
@@ -229,7 +237,7 @@ function spawnAgent(f: ClusterFront, agentBin: string, timeoutMs: number): Promi
     stdout: 'pipe',
     stderr: 'pipe',
     // The listening line is logged at info; a QM_LOG_LEVEL=warn inherited from a test would hide it.
-    env: { QM_LOG_LEVEL: process.env.QM_AGENT_LOG_LEVEL ?? 'info' },
+    env: { QM_LOG_LEVEL: process.env.QM_AGENT_LOG_LEVEL ?? 'info', ...f.env },
   });
   child.stdout.on('data', (chunk: Buffer) => log.write(chunk));
   child.stderr.on('data', (chunk: Buffer) => log.write(chunk));

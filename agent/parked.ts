@@ -1,0 +1,246 @@
+// Recovery on a front without its hostmaster: lists the data dirs that the agent's own records say are
+// not back in their old site folder, and puts one migration's back. Reads the state dir directly, so it
+// works while the service is stopped; no gRPC.
+import { join } from "node:path";
+import { QmError, describeError } from "../shared/errors.js";
+import { isEmptyDir, lstatOrNull } from "../shared/fsutil.js";
+import { type DataPlace, type MigrationSpec, oldSiteRel, placeRel } from "../shared/migration.js";
+import { type LedgerEntry, SiteTree } from "../shared/siteTree.js";
+import type { MigrationRecord, Registry } from "./registry.js";
+
+/** One data dir that is not back at its original path, as `parked list` shows it. */
+export interface ParkedEntry {
+  migrationId: string;
+  site: string;
+  newSite: string;
+  from: string;
+  to: string;
+  dataDir: string;
+  kind: "directory" | "symlink";
+  linkTarget?: string;
+  /** absolute: `<root>/<from>/sites/<site>/<dataDir>` */
+  originalPath: string;
+  /** where it is now: the ledger's place, checked against the disk when a rename was in flight */
+  place: DataPlace;
+  /** absolute path of that place */
+  path: string;
+  /** something is at `path` now (lstat; a symlink counts, dangling or not) */
+  exists: boolean;
+  /** the ledger's record as written */
+  ledgerAt: DataPlace;
+  moving?: DataPlace;
+}
+
+export interface UnreadableRecord {
+  file: string;
+  message: string;
+}
+
+export interface ParkedList {
+  /** how many migration records were read */
+  migrations: number;
+  entries: ParkedEntry[];
+  unreadable: UnreadableRecord[];
+}
+
+function abs(root: string, m: MigrationSpec, dataDir: string, place: DataPlace): string {
+  return join(root, placeRel(m, dataDir, place));
+}
+
+/**
+ * Where a data dir is: the ledger's `at`, unless a rename to `moving` was in flight and the disk shows
+ * it happened (nothing at `at`, something at `moving`).
+ */
+export async function locate(root: string, m: MigrationSpec, entry: LedgerEntry): Promise<{ place: DataPlace; exists: boolean }> {
+  const atNow = await lstatOrNull(abs(root, m, entry.dataDir, entry.at));
+  if (atNow || entry.moving === undefined || entry.moving === entry.at) return { place: entry.at, exists: atNow !== null };
+  const movedNow = await lstatOrNull(abs(root, m, entry.dataDir, entry.moving));
+  return movedNow ? { place: entry.moving, exists: true } : { place: entry.at, exists: false };
+}
+
+/** Ledger entries in the migration's data-dir order. */
+function orderedLedger(record: MigrationRecord): LedgerEntry[] {
+  const order = record.migration.dataDirs;
+  return [...record.ledger].sort((a, b) => order.indexOf(a.dataDir) - order.indexOf(b.dataDir));
+}
+
+export async function listParked(root: string, registry: Registry): Promise<ParkedList> {
+  const out: ParkedList = { migrations: 0, entries: [], unreadable: [] };
+  for (const id of await registry.ids()) {
+    let record: MigrationRecord | undefined;
+    try {
+      record = await registry.find(id);
+    } catch (err) {
+      // one damaged record must not hide the others
+      out.unreadable.push({ file: join(registry.stateDir, "migrations", `${id}.json`), message: describeError(err) });
+      continue;
+    }
+    if (!record) continue;
+    out.migrations++;
+    const m = record.migration;
+    // a finished migration's data is live in its new site folder: nothing of it is parked
+    const finished = record.operations?.["fronts-remove-old/remove-old-site"]?.changes !== undefined;
+    for (const entry of orderedLedger(record)) {
+      if (entry.at === "old" && entry.moving === undefined) continue;
+      if (finished && entry.at === "new" && entry.moving === undefined) continue;
+      const { place, exists } = await locate(root, m, entry);
+      out.entries.push({
+        migrationId: m.id,
+        site: m.site,
+        newSite: m.newSite,
+        from: m.from,
+        to: m.to,
+        dataDir: entry.dataDir,
+        kind: entry.kind,
+        ...(entry.linkTarget === undefined ? {} : { linkTarget: entry.linkTarget }),
+        originalPath: abs(root, m, entry.dataDir, "old"),
+        place,
+        path: abs(root, m, entry.dataDir, place),
+        exists,
+        ledgerAt: entry.at,
+        ...(entry.moving === undefined ? {} : { moving: entry.moving }),
+      });
+    }
+  }
+  return out;
+}
+
+export type RestoreOutcome = "restored" | "already-done" | "refused" | "missing" | "failed";
+
+export interface RestoreResult {
+  dataDir: string;
+  outcome: RestoreOutcome;
+  /** absolute original path (in the old site folder) */
+  originalPath: string;
+  /** where the data dir was found (absent when it was found nowhere) */
+  place?: DataPlace;
+  path?: string;
+  /** an empty placeholder directory at the original path was removed to make room */
+  placeholderRemoved?: boolean;
+  /** why, for refused, missing and failed */
+  reason?: string;
+}
+
+export interface RestoreReport {
+  migration: MigrationSpec;
+  oldSitePath: string;
+  results: RestoreResult[];
+}
+
+/** Throws NOT_REGISTERED for an id this agent has no record of (INVALID_NAME for a malformed one). */
+export async function restoreParked(root: string, registry: Registry, migrationId: string): Promise<RestoreReport> {
+  const record = await registry.find(migrationId);
+  if (!record) {
+    throw new QmError("NOT_REGISTERED", `no record of migration ${migrationId} in ${registry.stateDir}/migrations`, { key: "migrationId" });
+  }
+  const m = record.migration;
+  const tree = new SiteTree(root);
+  const ledger = registry.ledger(record);
+  const oldSitePath = join(root, oldSiteRel(m));
+  const site = await lstatOrNull(oldSitePath);
+  const siteMissing = !site ? `the old site folder ${oldSitePath} is gone` : site.isSymbolicLink() || !site.isDirectory() ? `the old site folder ${oldSitePath} is not a real directory` : undefined;
+
+  const results: RestoreResult[] = [];
+  for (const recorded of orderedLedger(record)) {
+    const { dataDir } = recorded;
+    const originalPath = abs(root, m, dataDir, "old");
+    const where = await locate(root, m, recorded);
+    const path = abs(root, m, dataDir, where.place);
+    const found = { place: where.place, path };
+    if (!where.exists) {
+      const looked = [recorded.at, recorded.moving].filter((p): p is DataPlace => p !== undefined).map((p) => abs(root, m, dataDir, p));
+      results.push({ dataDir, outcome: "missing", originalPath, reason: `not found at ${[...new Set(looked)].join(" nor at ")}` });
+      continue;
+    }
+    try {
+      if (recorded.moving !== undefined) {
+        // a rename was in flight when the agent stopped: record where the disk shows the data dir is
+        const entries = await ledger.entries();
+        const entry = entries.find((e) => e.dataDir === dataDir);
+        if (entry) {
+          entry.at = where.place;
+          delete entry.moving;
+          await ledger.save(entries);
+        }
+      }
+      if (where.place === "old") {
+        results.push({ dataDir, outcome: "already-done", originalPath, ...found });
+        continue;
+      }
+      if (siteMissing) {
+        results.push({ dataDir, outcome: "refused", originalPath, ...found, reason: siteMissing });
+        continue;
+      }
+      const occupant = await lstatOrNull(originalPath);
+      let placeholder = false;
+      if (occupant) {
+        placeholder = occupant.isDirectory() && !occupant.isSymbolicLink() && (await isEmptyDir(originalPath));
+        if (!placeholder) {
+          const what = occupant.isSymbolicLink() ? "a symlink" : occupant.isDirectory() ? "a non-empty directory" : "a file";
+          results.push({ dataDir, outcome: "refused", originalPath, ...found, reason: `${originalPath} is occupied by ${what}` });
+          continue;
+        }
+      }
+      const [change] = await tree.moveData({ ...m, dataDirs: [dataDir] }, ledger, where.place, "old", { placeholderOk: true });
+      results.push({
+        dataDir,
+        outcome: "restored",
+        originalPath,
+        ...found,
+        ...(change?.result === "rmdir-placeholder" ? { placeholderRemoved: true } : {}),
+      });
+    } catch (err) {
+      results.push({ dataDir, outcome: "failed", originalPath, ...found, reason: describeError(err) });
+    }
+  }
+  return { migration: m, oldSitePath, results };
+}
+
+/** 0 when every data dir is back at its original path, 1 otherwise. */
+export function restoreExitCode(report: RestoreReport): number {
+  return report.results.every((r) => r.outcome === "restored" || r.outcome === "already-done") ? 0 : 1;
+}
+
+// ---- output --------------------------------------------------------------------------------------
+
+export function formatParkedList(list: ParkedList): string[] {
+  if (list.entries.length === 0) {
+    return [
+      list.migrations === 0
+        ? "nothing parked: no migration is recorded on this agent"
+        : `nothing parked: every data dir of the ${list.migrations} recorded migration(s) is at its original path`,
+    ];
+  }
+  return list.entries.map((e) => {
+    const kind = e.kind === "symlink" ? `symlink → ${e.linkTarget ?? "?"}` : "directory";
+    const inFlight = e.moving === undefined ? "" : ` (ledger: at ${e.ledgerAt}, moving to ${e.moving})`;
+    return `${e.migrationId} ${e.site} ${e.dataDir}: at ${e.place} ${e.path}${inFlight} [${kind}, ${e.exists ? "present" : "MISSING"}]; original ${e.originalPath}`;
+  });
+}
+
+export function formatRestoreReport(report: RestoreReport): string[] {
+  const m = report.migration;
+  if (report.results.length === 0) return [`migration ${m.id} (${m.site}): nothing to restore: no data dir of it was ever moved on this front`];
+  const lines = report.results.map((r) => {
+    switch (r.outcome) {
+      case "restored":
+        return `${r.dataDir}: restored to ${r.originalPath} from ${r.place} ${r.path}${r.placeholderRemoved ? " (an empty placeholder directory there was removed)" : ""}`;
+      case "already-done":
+        return `${r.dataDir}: already at ${r.originalPath}`;
+      case "refused":
+        return `${r.dataDir}: refused: ${r.reason}; it stays at ${r.place} ${r.path}`;
+      case "missing":
+        return `${r.dataDir}: missing: ${r.reason}`;
+      case "failed":
+        return `${r.dataDir}: failed: ${r.reason}; it stays at ${r.place} ${r.path}`;
+    }
+  });
+  const back = report.results.filter((r) => r.outcome === "restored" || r.outcome === "already-done").length;
+  const total = report.results.length;
+  lines.push(
+    back === total
+      ? `migration ${m.id} (${m.site}): all ${total} data dir(s) are back in ${report.oldSitePath}`
+      : `migration ${m.id} (${m.site}): ${back} of ${total} data dir(s) back in ${report.oldSitePath}; fix what is named above and run restore again`,
+  );
+  return lines;
+}
