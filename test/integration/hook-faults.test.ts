@@ -84,6 +84,23 @@ describe("a failing hook", () => {
   }
 });
 
+describe("the controller killed during its own rollback", () => {
+  for (const recovery of ["resume", "rollback"] as const) {
+    it(`after updatedb failed, killed while undoing fronts-park-data (web1 done), then ${recovery}`, async () => {
+      const { s, id, run } = await failingRun({ QM_FAKE_DRUSH_FAIL: "updatedb", QM_FAULT: "kill-after-ack:undo:fronts-park-data:web1" });
+      expect(run.exitCode, run.stdout + run.stderr).toBe(-1);
+      await expectDataExactlyOnce(s, id);
+      const status = await runController(s.cluster.controllerConfig, ["status", id]);
+      expect(status.stdout).toContain(`${id}  interrupted`);
+      expect(status.stdout).toMatch(/web1 +undo fronts-park-data ok/);
+      const fixed = await runController(s.cluster.controllerConfig, [recovery, id, "--json"]);
+      expect(fixed.exitCode, fixed.stdout + fixed.stderr).toBe(0);
+      if (recovery === "resume") await expectMigrated(s);
+      else await expectUnchanged(s);
+    });
+  }
+});
+
 describe("resume and rollback refuse bad input, changing nothing", () => {
   it("an unknown id, an invalid id, and a journal that does not parse", async () => {
     const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }] }));
