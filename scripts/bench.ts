@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
-import { checkRsync, startCluster, runController, type Cluster } from './lib/cluster.js';
+import { abortOnSignals, checkRsync, startCluster, runController, type Cluster } from './lib/cluster.js';
 import { makePlatform, makeSite } from './lib/fixtures.js';
 
 const FROM = 'bench-a';
@@ -47,14 +47,7 @@ async function main(): Promise<number> {
   const baseDir = fs.mkdtempSync(path.join(os.tmpdir(), 'quick-migrate-bench-'));
   let cluster: Cluster | undefined;
   // A signal aborts the run; the finally below then stops the agents and removes the temp dir.
-  const abort = new AbortController();
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (abort.signal.aborted) process.exit(130); // second signal: give up on cleaning
-    console.error(`\n${signal}: stopping agents and removing ${baseDir}`);
-    abort.abort(new Error(`interrupted by ${signal}`));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const abort = abortOnSignals(baseDir);
 
   try {
     cluster = await startCluster({ baseDir, fronts: [{ name: 'web1' }, { name: 'web2' }] });

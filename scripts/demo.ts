@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { checkRsync, fakeDrushHooks, startCluster, runController, type Cluster } from './lib/cluster.js';
+import { abortOnSignals, checkRsync, fakeDrushHooks, startCluster, runController, type Cluster } from './lib/cluster.js';
 import { makePlatform, makeSite } from './lib/fixtures.js';
 import { countTypes, diffManifests, excludePaths, manifest, manifestOrAbsent, summarizeDiff, type Manifest } from './lib/manifest.js';
 
@@ -33,14 +33,7 @@ async function main(): Promise<number> {
   const baseDir = fs.mkdtempSync(path.join(os.tmpdir(), 'quick-migrate-demo-'));
   let cluster: Cluster | undefined;
   // A signal aborts the run; the finally below then stops the agents and removes the temp dir.
-  const abort = new AbortController();
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (abort.signal.aborted) process.exit(130); // second signal: give up on cleaning
-    console.error(`\n${signal}: stopping agents and removing ${baseDir}`);
-    abort.abort(new Error(`interrupted by ${signal}`));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const abort = abortOnSignals(baseDir);
   const checkpoint = (): void => abort.signal.throwIfAborted();
 
   try {

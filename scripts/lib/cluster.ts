@@ -38,6 +38,22 @@ export function repoRoot(): string {
   }
 }
 
+/**
+ * For the demo and the bench: SIGINT/SIGTERM abort the returned signal, so that the caller's cleanup
+ * (stopping agents, removing `baseDir`) runs; a second signal exits at once.
+ */
+export function abortOnSignals(baseDir: string): AbortController {
+  const abort = new AbortController();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (abort.signal.aborted) process.exit(130);
+    console.error(`\n${signal}: stopping agents and removing ${baseDir}`);
+    abort.abort(new Error(`interrupted by ${signal}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return abort;
+}
+
 /** Hooks that run scripts/fake-drush.mjs with the arguments a real drush would get. */
 export function fakeDrushHooks(): Record<string, string[]> {
   const drush = [process.execPath, path.join(repoRoot(), 'scripts', 'fake-drush.mjs')];
