@@ -2,6 +2,7 @@
 // work on this front's root. The gRPC handlers in server.ts are thin wrappers over this class.
 import { hostname } from "node:os";
 import { QmError, describeError } from "../shared/errors.js";
+import { lstatOrNull } from "../shared/fsutil.js";
 import { type MigrationSpec, checkMigration, newSiteRel, oldSiteRel } from "../shared/migration.js";
 import { PACKAGE_VERSION, PROTOCOL_VERSION } from "../shared/version.js";
 import { type ChangeRecord, type PreflightReport, SiteTree } from "../shared/siteTree.js";
@@ -95,6 +96,15 @@ export class FrontAgent {
         return this.tree.removeSiteFolder(newSiteRel(m), m.dataDirs);
       }
     }
+  }
+
+  /** The folder an rsync server will read (sender) or write: a real directory under the root, never a symlink. */
+  async checkRsyncFolder(rel: string, mustExist: boolean): Promise<void> {
+    const st = await lstatOrNull(await this.tree.resolve(rel));
+    if (st?.isSymbolicLink() || (st && !st.isDirectory())) {
+      throw new QmError("OUTSIDE_ROOT", `refusing rsync on ${rel}: it is not a real directory`, { path: rel });
+    }
+    if (!st && mustExist) throw new QmError("PRECONDITION", `refusing rsync on ${rel}: it does not exist`, { path: rel });
   }
 
   async migration(migrationId: string): Promise<MigrationSpec> {

@@ -1,8 +1,9 @@
 // quick-migrate-agent: the gRPC service on each web front (run by systemd), and `parked list|restore`,
 // which read the agent's own records directly to recover a front without its hostmaster.
+import { type FSWatcher, watch } from "chokidar";
 import { Command } from "commander";
 import { QmError, describeError } from "../shared/errors.js";
-import { createRootLogger } from "../shared/logger.js";
+import { type Logger, createRootLogger } from "../shared/logger.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
 import { DEFAULT_AGENT_CONFIG, loadAgentConfig } from "./config.js";
 import { FAULT_ENV, parseFaults } from "./faults.js";
@@ -22,13 +23,33 @@ async function serve(configFile: string): Promise<void> {
   if (config.insecure) log.warn({ listen: config.listen }, "insecure plaintext mode: for development only");
   const server = new AgentGrpcServer(config, log, "rsync", faults);
   const address = await server.listen();
-  log.info({ address, root: config.root, stateDir: config.stateDir, version: PACKAGE_VERSION }, "agent listening");
+  log.info({ address, root: config.root, stateDir: config.stateDir, tls: config.tls !== undefined, version: PACKAGE_VERSION }, "agent listening");
+  const configWatch = watchConfig(configFile, server, log);
   const shutdown = (signal: string) => {
     log.info({ signal }, "agent stopping");
-    void server.stop().then(() => process.exit(0));
+    void Promise.all([configWatch.close(), server.stop()]).then(() => process.exit(0));
   };
   process.once("SIGTERM", () => shutdown("SIGTERM"));
   process.once("SIGINT", () => shutdown("SIGINT"));
+}
+
+/**
+ * A changed config file is loaded again: if it is valid, what can change while running does (allowed
+ * clients, the concurrency bound); if not, a log line says why and the running config stays.
+ */
+function watchConfig(file: string, server: AgentGrpcServer, log: Logger): FSWatcher {
+  let timer: NodeJS.Timeout | undefined;
+  const reload = () =>
+    loadAgentConfig(file).then(
+      (next) => server.updateConfig(next),
+      (err: unknown) => log.warn({ file, err: describeError(err) }, "config reload rejected: the running config stays in force"),
+    );
+  const watcher = watch(file, { ignoreInitial: true, awaitWriteFinish: { stabilityThreshold: 100, pollInterval: 25 } });
+  watcher.on("all", () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => void reload(), 150);
+  });
+  return watcher;
 }
 
 async function parkedList(configFile: string, json: boolean): Promise<number> {

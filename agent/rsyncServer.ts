@@ -12,7 +12,8 @@ import type { FrontAgent } from "./frontAgent.js";
 
 type Stream = ServerDuplexStream<RsyncFrame, RsyncFrame>;
 
-export async function serveRsync(call: Stream, agent: FrontAgent, rsyncBin: string, log: Logger): Promise<void> {
+/** Serves one tunnelled rsync; resolves with what the audit line records. */
+export async function serveRsync(call: Stream, agent: FrontAgent, rsyncBin: string, log: Logger): Promise<{ migrationId: string; step: string; exitCode: number }> {
   const frames = call[Symbol.asyncIterator]() as AsyncIterator<RsyncFrame>;
   const first = await frames.next();
   const start = first.done ? undefined : first.value.frame;
@@ -20,6 +21,8 @@ export async function serveRsync(call: Stream, agent: FrontAgent, rsyncBin: stri
   const { migrationId, step, args } = start.value;
   const m = await agent.migration(migrationId);
   const invocation = checkServerArgs(args, m, step);
+  // rsync follows a symlinked site folder: it must be a real directory inside the root (the new one may not exist yet)
+  await agent.checkRsyncFolder(invocation.path.replace(/\/$/, ""), invocation.sender);
   const opLog = log.child({ migrationId, step });
   opLog.info({ args: invocation.args }, "rsync server start");
 
@@ -67,6 +70,7 @@ export async function serveRsync(call: Stream, agent: FrontAgent, rsyncBin: stri
   opLog.info({ exitCode: code, signal: result.signal, maxRssKb: process.resourceUsage().maxRSS }, "rsync server end");
   await write({ frame: { $case: "exit", value: { code, signal: result.signal ?? "" } } });
   call.end();
+  return { migrationId, step, exitCode: code };
 }
 
 function abortOnCancel(call: Stream): AbortSignal {

@@ -1,7 +1,7 @@
 // The agent's gRPC server: thin handlers over FrontAgent, errors mapped to a small set of status codes
 // with the quick-migrate error code in trailing metadata, one audit log line per operation.
-import { readFile } from "node:fs/promises";
 import * as grpc from "@grpc/grpc-js";
+import { HealthImplementation } from "grpc-health-check";
 import { ERROR_CODE_METADATA_KEY, QmError, describeError } from "../shared/errors.js";
 import {
   Action,
@@ -19,6 +19,7 @@ import { type AgentFaults, NO_FAULTS } from "./faults.js";
 import { type AgentAction, FrontAgent } from "./frontAgent.js";
 import { Registry } from "./registry.js";
 import { serveRsync } from "./rsyncServer.js";
+import { WatchedTls } from "./tlsFiles.js";
 
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
@@ -64,9 +65,21 @@ function changesToWire(changes: ChangeRecord[]): ApplyResponse {
   };
 }
 
+/** What a config reload may change while the agent runs; the rest takes effect at the next start. */
+interface LiveSettings {
+  readonly allowedClients: ReadonlySet<string>;
+  readonly maxConcurrentOps: number;
+}
+
+const liveSettings = (c: AgentConfig): LiveSettings => ({ allowedClients: new Set(c.allowedClients), maxConcurrentOps: c.maxConcurrentOps });
+
 export class AgentGrpcServer {
   readonly server: grpc.Server;
   readonly agent: FrontAgent;
+  readonly health: HealthImplementation;
+  private settings: LiveSettings;
+  private active = 0;
+  private tls: WatchedTls | undefined;
 
   constructor(
     private readonly config: AgentConfig,
@@ -75,29 +88,39 @@ export class AgentGrpcServer {
     faults: AgentFaults = NO_FAULTS,
   ) {
     this.agent = new FrontAgent(config.root, new Registry(config.stateDir), faults);
+    this.settings = liveSettings(config);
     this.server = new grpc.Server({
       "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
       "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
     });
+    // the standard health service: any client the TLS layer let in (CA-signed) may ask
+    this.health = new HealthImplementation({ "": "SERVING", "quickmigrate.v1.Agent": "SERVING" });
+    this.health.addToServer(this.server);
+
     const audit = log.child({ component: "rpc" });
     const unary = <Req, Res>(op: string, fields: (req: Req) => object, fn: (req: Req) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> =>
       (call, callback) => {
         let context: object = {};
+        let client = "?";
+        let release = () => undefined as void;
         Promise.resolve()
           .then(() => {
+            client = this.clientName(call);
             context = fields(call.request);
+            release = this.admit(client);
             return fn(call.request);
           })
           .then(
             (res) => {
-              audit.info({ op, ...context, peer: call.getPeer(), result: "ok" }, "operation");
+              audit.info({ op, client, ...context, peer: call.getPeer(), result: "ok" }, "operation");
               callback(null, res);
             },
             (err: unknown) => {
-              audit.warn({ op, ...context, peer: call.getPeer(), result: "error", err }, "operation");
+              audit.warn({ op, client, ...context, peer: call.getPeer(), result: "error", err }, "operation");
               callback(toServiceError(err));
             },
-          );
+          )
+          .finally(() => release());
       };
 
     const handlers: AgentServer = {
@@ -125,20 +148,66 @@ export class AgentGrpcServer {
         },
       ),
       rsync: (call) => {
-        serveRsync(call, this.agent, rsyncBin, log.child({ component: "rsync" })).catch((err: unknown) => {
-          audit.warn({ op: "rsync", peer: call.getPeer(), result: "error", err }, "operation");
-          call.destroy(Object.assign(new Error(describeError(err)), toServiceError(err)));
-        });
+        let client = "?";
+        let release = () => undefined as void;
+        Promise.resolve()
+          .then(() => {
+            client = this.clientName(call);
+            release = this.admit(client);
+            return serveRsync(call, this.agent, rsyncBin, log.child({ component: "rsync", client }));
+          })
+          .then(
+            (info) => audit.info({ op: "rsync", client, ...info, peer: call.getPeer(), result: "ok" }, "operation"),
+            (err: unknown) => {
+              audit.warn({ op: "rsync", client, peer: call.getPeer(), result: "error", err }, "operation");
+              call.destroy(Object.assign(new Error(describeError(err)), toServiceError(err)));
+            },
+          )
+          .finally(() => release());
       },
     };
     this.server.addService(AgentService, handlers);
   }
 
+  /** The client certificate's common name; in plaintext (development) mode there is none. */
+  private clientName(call: { getAuthContext(): { sslPeerCertificate?: { subject?: { CN?: string | string[] } } } }): string {
+    if (!this.config.tls) return "(plaintext)";
+    const cn = call.getAuthContext().sslPeerCertificate?.subject?.CN;
+    return Array.isArray(cn) ? cn.join(",") : (cn ?? "(no CN)");
+  }
+
+  /** Authorisation and the bound on concurrent operations; returns the release of the slot taken. */
+  private admit(client: string): () => void {
+    if (this.config.tls && !this.settings.allowedClients.has(client)) {
+      throw new QmError("NOT_ALLOWED", `client certificate CN=${client} is not in allowedClients`, {});
+    }
+    if (this.active >= this.settings.maxConcurrentOps) {
+      throw new QmError("BUSY", `agent busy: ${this.active} operations running (maxConcurrentOps ${this.settings.maxConcurrentOps})`, {});
+    }
+    this.active++;
+    let released = false;
+    return () => {
+      if (!released) this.active--;
+      released = true;
+    };
+  }
+
+  /** A reloaded config: allowedClients and maxConcurrentOps apply to new calls; the rest needs a restart. */
+  updateConfig(next: AgentConfig): void {
+    this.settings = liveSettings(next);
+    const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel"] as const).filter(
+      (k) => JSON.stringify(next[k]) !== JSON.stringify(this.config[k]),
+    );
+    this.log.info({ allowedClients: next.allowedClients, maxConcurrentOps: next.maxConcurrentOps }, "config reloaded");
+    if (fixed.length > 0) this.log.warn({ keys: fixed }, "config keys changed that take effect only at the next start");
+  }
+
   async credentials(): Promise<grpc.ServerCredentials> {
     const { tls, insecure } = this.config;
     if (insecure || !tls) return grpc.ServerCredentials.createInsecure();
-    const [ca, cert, key] = await Promise.all([readFile(tls.ca), readFile(tls.cert), readFile(tls.key)]);
-    return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: cert, private_key: key }], true);
+    this.tls = await WatchedTls.open(tls, this.log.child({ component: "tls" }));
+    // the same provider serves the CA (to check clients) and our identity; client certificates are required
+    return grpc.experimental.createCertificateProviderServerCredentials(this.tls, this.tls, true);
   }
 
   /** Binds the configured address; returns the address actually bound (the port may have been 0). */
@@ -151,6 +220,8 @@ export class AgentGrpcServer {
   }
 
   async stop(graceMs = 5000): Promise<void> {
+    this.health.setStatus("", "NOT_SERVING");
+    await this.tls?.close();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.server.forceShutdown();

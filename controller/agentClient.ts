@@ -40,9 +40,16 @@ export interface CallDeadlines {
   readonly helloMs: number;
   readonly preflightMs: number;
   readonly applyMs: number;
+  /** a whole tunnelled rsync run */
+  readonly rsyncMs: number;
 }
 
-export const DEFAULT_DEADLINES: CallDeadlines = { helloMs: 10_000, preflightMs: 60_000, applyMs: 300_000 };
+export const DEFAULT_DEADLINES: CallDeadlines = { helloMs: 10_000, preflightMs: 60_000, applyMs: 300_000, rsyncMs: 7_200_000 };
+
+export function deadlinesFrom(config: ControllerConfig): CallDeadlines {
+  const t = config.timeouts;
+  return { helloMs: t.hello * 1000, preflightMs: t.preflight * 1000, applyMs: t.apply * 1000, rsyncMs: t.rsync * 1000 };
+}
 
 /** One web front as the controller sees it. */
 export interface FrontLike {
@@ -75,6 +82,9 @@ export class AgentFront implements FrontLike {
     this.client = new AgentClient(front.address, credentials, {
       "grpc.max_receive_message_length": 4 * 1024 * 1024,
       "grpc.max_send_message_length": 4 * 1024 * 1024,
+      // the agent's certificate must name the front as configured (a SAN DNS name or IP), whatever its address
+      "grpc.ssl_target_name_override": front.name,
+      "grpc.default_authority": front.name,
     });
   }
 
@@ -103,7 +113,7 @@ export class AgentFront implements FrontLike {
   }
 
   openRsync(): grpc.ClientDuplexStream<RsyncFrame, RsyncFrame> {
-    return this.client.rsync();
+    return this.client.rsync({ deadline: Date.now() + this.deadlines.rsyncMs });
   }
 
   close(): void {

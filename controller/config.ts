@@ -2,7 +2,7 @@
 // unknown keys rejected, every problem reported at once with file and key.
 import { isAbsolute } from "node:path";
 import { z } from "zod";
-import { loadYamlConfig } from "../shared/config.js";
+import { isLoopback, loadYamlConfig } from "../shared/config.js";
 import { QmError } from "../shared/errors.js";
 import { checkDataDirSet } from "../shared/names.js";
 import { HOOK_NAMES, PLACEHOLDERS } from "./hooks.js";
@@ -35,6 +35,16 @@ const schema = z
     fronts: z.array(front).min(1, "at least one front is needed"),
     hooks: z.object(Object.fromEntries(HOOK_NAMES.map((h) => [h, hookArgv.optional()])) as Record<(typeof HOOK_NAMES)[number], z.ZodOptional<typeof hookArgv>>).strict().default({}),
     rsync: z.string().default("rsync"),
+    /** deadlines of the calls to agents, in seconds */
+    timeouts: z
+      .object({
+        hello: z.number().positive().default(10),
+        preflight: z.number().positive().default(60),
+        apply: z.number().positive().default(300),
+        rsync: z.number().positive().default(7200),
+      })
+      .strict()
+      .default({ hello: 10, preflight: 60, apply: 300, rsync: 7200 }),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("warn"),
   })
   .strict();
@@ -51,6 +61,9 @@ export async function loadControllerConfig(file: string): Promise<ControllerConf
       if (names.has(f.name)) problem(`fronts.${i}.name`, `front ${f.name} is listed twice`);
       if (f.name === MASTER) problem(`fronts.${i}.name`, `"${MASTER}" is reserved for the hostmaster itself; mark its front with local: true and another name`);
       names.add(f.name);
+      if (c.insecure && !isLoopback(f.address)) {
+        problem(`fronts.${i}.address`, `insecure (plaintext) mode is only allowed to a loopback address, not ${f.address}`);
+      }
     });
     if (c.fronts.filter((f) => f.local).length > 1) problem("fronts", "at most one front can be local: true (the hostmaster itself)");
     try {

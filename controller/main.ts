@@ -8,7 +8,7 @@ import { checkMigration } from "../shared/migration.js";
 import { checkMigrationId, checkSiteName } from "../shared/names.js";
 import { SiteTree } from "../shared/siteTree.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
-import { AgentFront, type FrontLike, channelCredentials } from "./agentClient.js";
+import { AgentFront, type FrontLike, channelCredentials, deadlinesFrom } from "./agentClient.js";
 import { type ControllerConfig, DEFAULT_CONTROLLER_CONFIG, MASTER, loadControllerConfig } from "./config.js";
 import { OUTCOMES, type Reporter } from "./events.js";
 import { FaultPlan } from "./faults.js";
@@ -60,7 +60,8 @@ async function execute(config: ControllerConfig, log: Logger, plan: Plan, mode: 
     }
   }
   const credentials = channelCredentials(config);
-  const fronts = new Map<string, FrontLike>(config.fronts.map((f) => [f.name, new AgentFront(f, credentials)]));
+  const deadlines = deadlinesFrom(config);
+  const fronts = new Map<string, FrontLike>(config.fronts.map((f) => [f.name, new AgentFront(f, credentials, deadlines)]));
   const tunnel = await RsyncTunnel.open(config.rsync, log.child({ component: "tunnel" }));
   const abort = new AbortController();
   const onSignal = (signal: string) => {

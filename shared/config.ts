@@ -55,3 +55,9 @@ function deepFreeze<T>(value: T): T {
   }
   return value;
 }
+
+/** Plaintext is for development only, and only on loopback: localhost, 127.0.0.0/8 or ::1. */
+export function isLoopback(hostPort: string): boolean {
+  const host = hostPort.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}

@@ -45,9 +45,9 @@ stateDir: /var/lib/quick-migrate
 insecure: true
 fronts:
   - name: web1
-    address: 10.0.0.1:7101
+    address: 127.0.0.1:7101
   - name: web2
-    address: "[fd00::2]:7101"
+    address: "[::1]:7102"
 `;
 
 describe("loadControllerConfig", () => {
@@ -59,11 +59,12 @@ describe("loadControllerConfig", () => {
       dataDirs: ["files", "private/files"],
       insecure: true,
       fronts: [
-        { name: "web1", address: "10.0.0.1:7101", local: false },
-        { name: "web2", address: "[fd00::2]:7101", local: false },
+        { name: "web1", address: "127.0.0.1:7101", local: false },
+        { name: "web2", address: "[::1]:7102", local: false },
       ],
       hooks: {},
       rsync: "rsync",
+      timeouts: { hello: 10, preflight: 60, apply: 300, rsync: 7200 },
       logLevel: "warn",
     });
     expect(Object.isFrozen(c)).toBe(true);
@@ -102,7 +103,7 @@ hooks:
   });
 
   it("rejects an unknown key inside a front, naming the front and the key", async () => {
-    const file = write(CONTROLLER.replace("address: 10.0.0.1:7101", "address: 10.0.0.1:7101\n    port: 7101"));
+    const file = write(CONTROLLER.replace("address: 127.0.0.1:7101", "address: 127.0.0.1:7101\n    port: 7101"));
     const err = await configError(loadControllerConfig(file));
     const lines = problemLines(err, file);
     expect(lines).toHaveLength(1);
@@ -151,7 +152,7 @@ fronts:
   });
 
   it("refuses a port above 65535", async () => {
-    const file = write(CONTROLLER.replace('"[fd00::2]:7101"', '"[fd00::2]:99999"'));
+    const file = write(CONTROLLER.replace('"[::1]:7102"', '"[::1]:99999"'));
     const lines = problemLines(await configError(loadControllerConfig(file)), file);
     expect(lines).toEqual([expect.stringMatching(/fronts\.1\.address: port must be at most 65535/)]);
   });
@@ -202,6 +203,13 @@ fronts:
     expect(lines).toEqual([expect.stringMatching(/: dataDirs: /)]);
   });
 
+  it("refuses insecure mode towards a front that is not on loopback, naming it", async () => {
+    const file = write(CONTROLLER.replace("127.0.0.1:7101", "10.0.0.1:7101"));
+    expect(problemLines(await configError(loadControllerConfig(file)), file)).toEqual([
+      expect.stringMatching(/: fronts\.0\.address: insecure \(plaintext\) mode is only allowed to a loopback address, not 10\.0\.0\.1:7101/),
+    ]);
+  });
+
   it("needs tls unless insecure, and refuses both", async () => {
     const noTls = write(CONTROLLER.replace("insecure: true\n", ""), "a.yaml");
     expect(problemLines(await configError(loadControllerConfig(noTls)), noTls)).toEqual([expect.stringMatching(/: tls: /)]);
@@ -245,6 +253,8 @@ describe("loadAgentConfig", () => {
       root: "/var/aegir/platforms",
       stateDir: "/var/lib/quick-migrate-agent",
       insecure: true,
+      allowedClients: [],
+      maxConcurrentOps: 16,
       logLevel: "info",
     });
   });
@@ -269,8 +279,14 @@ describe("loadAgentConfig", () => {
   });
 
   it("allows any address with tls", async () => {
-    const c = await loadAgentConfig(write(AGENT.replace("127.0.0.1:7101", '"10.1.2.3:7101"').replace("insecure: true", "tls: { ca: /a, cert: /b, key: /c }")));
+    const c = await loadAgentConfig(write(AGENT.replace("127.0.0.1:7101", '"10.1.2.3:7101"').replace("insecure: true", "tls: { ca: /a, cert: /b, key: /c }\nallowedClients: [hostmaster]")));
     expect(c.insecure).toBe(false);
+    expect(c.allowedClients).toEqual(["hostmaster"]);
+  });
+
+  it("with tls, allowedClients must name at least one client", async () => {
+    const file = write(AGENT.replace("insecure: true", "tls: { ca: /a, cert: /b, key: /c }"));
+    expect(problemLines(await configError(loadAgentConfig(file)), file)).toEqual([expect.stringMatching(/: allowedClients: /)]);
   });
 
   it("lists every problem at once: unknown key, relative paths, bad listen", async () => {
