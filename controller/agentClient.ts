@@ -7,12 +7,10 @@ import {
   Action,
   AgentClient,
   type ApplyResponse,
-  EntryKind,
   type PreflightResponse,
   type RsyncFrame,
 } from "../shared/generated/quickmigrate/v1/agent.js";
 import type { MigrationSpec } from "../shared/migration.js";
-import type { EntryKindName } from "../shared/siteTree.js";
 import { PACKAGE_VERSION, PROTOCOL_VERSION } from "../shared/version.js";
 import type { ControllerConfig, FrontConfig } from "./config.js";
 
@@ -25,15 +23,6 @@ const ACTION_TO_WIRE: Record<FrontAction, Action> = {
   "unrestore-data": Action.ACTION_UNRESTORE_DATA,
   "remove-old-site": Action.ACTION_REMOVE_OLD_SITE,
   "remove-new-site": Action.ACTION_REMOVE_NEW_SITE,
-};
-
-export const KIND_FROM_WIRE: Record<EntryKind, EntryKindName> = {
-  [EntryKind.ENTRY_KIND_UNSPECIFIED]: "other",
-  [EntryKind.ENTRY_KIND_ABSENT]: "absent",
-  [EntryKind.ENTRY_KIND_DIRECTORY]: "directory",
-  [EntryKind.ENTRY_KIND_SYMLINK]: "symlink",
-  [EntryKind.ENTRY_KIND_OTHER]: "other",
-  [EntryKind.UNRECOGNIZED]: "other",
 };
 
 export interface CallDeadlines {

@@ -93,10 +93,6 @@ export class Journal {
     await rm(this.dir, { recursive: true, force: true });
   }
 
-  get dumpPath(): string {
-    return join(this.dir, "db-dump.sql");
-  }
-
   /** The hostmaster's ledger of its own parked (stale) data dirs. */
   ledger(): Ledger {
     const file = join(this.dir, "master-ledger.json");

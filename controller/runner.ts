@@ -9,7 +9,7 @@ import { type MigrationSpec, newSiteRel, oldSiteRel, parkRel } from "../shared/m
 import type { Problem, SiteTree } from "../shared/siteTree.js";
 import { PROTOCOL_VERSION } from "../shared/version.js";
 import type { FrontAction, FrontLike } from "./agentClient.js";
-import { OUTCOMES, type Outcome, type Reporter, type RunEvent } from "./events.js";
+import { type IntentEvent, OUTCOMES, type Outcome, type Reporter, type RunEvent } from "./events.js";
 import type { FaultPlan } from "./faults.js";
 import type { HookName, HookRunner, HookValues } from "./hooks.js";
 import { Journal, SiteLock } from "./journal.js";
@@ -480,7 +480,8 @@ export class MigrationRunner {
   }
 
   private async intent(step: StepName, host: string, action: string, undo?: boolean): Promise<void> {
-    await this.journalOnly({ event: "intent", migrationId: this.m.id, step, host, action, ...(undo ? { undo: true } : {}) });
+    const e: IntentEvent = { event: "intent", migrationId: this.m.id, step, host, action, ...(undo ? { undo: true } : {}) };
+    await this.journalOnly(e);
   }
 
   private async emit(e: RunEvent): Promise<void> {

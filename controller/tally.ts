@@ -1,4 +1,5 @@
-// Per-host accounting for one step: who was asked, who acknowledged, who failed and why, who never answered.
+// Per-host accounting for one step: who was asked, who acknowledged, who failed and why (an agent that
+// never answered fails as UNREACHABLE).
 import { QmError } from "../shared/errors.js";
 
 export class StepTally {
@@ -15,22 +16,8 @@ export class StepTally {
     this.failed.set(host, err);
   }
 
-  /** Hosts that failed because they could not be reached (no answer, as opposed to a refusal). */
-  get unanswered(): string[] {
-    return [...this.failed].filter(([, e]) => e instanceof QmError && e.code === "UNREACHABLE").map(([h]) => h);
-  }
-
-  get pending(): string[] {
-    return this.expected.filter((h) => !this.acked.has(h) && !this.failed.has(h));
-  }
-
   get ok(): boolean {
     return this.acked.size === this.expected.length;
-  }
-
-  /** e.g. "2/2" */
-  get summary(): string {
-    return `${this.acked.size}/${this.expected.length}`;
   }
 
   firstFailure(): [string, QmError | Error] | undefined {
