@@ -160,7 +160,8 @@ export class AgentGrpcServer {
             (info) => audit.info({ op: "rsync", client, ...info, peer: call.getPeer(), result: "ok" }, "operation"),
             (err: unknown) => {
               audit.warn({ op: "rsync", client, peer: call.getPeer(), result: "error", err }, "operation");
-              call.destroy(Object.assign(new Error(describeError(err)), toServiceError(err)));
+              // emit, not destroy: grpc-js sends a destroyed stream's client no status (it would wait for its deadline)
+              call.emit("error", Object.assign(new Error(describeError(err)), toServiceError(err)));
             },
           )
           .finally(() => release());

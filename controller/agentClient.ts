@@ -115,6 +115,12 @@ export function fromServiceError(host: string, err: grpc.ServiceError): QmError 
   const sent = err.metadata?.get(ERROR_CODE_METADATA_KEY)[0];
   const transport = err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED || err.code === grpc.status.CANCELLED;
   const code: ErrorCode = typeof sent === "string" && isErrorCode(sent) ? sent : transport ? "UNREACHABLE" : "INTERNAL";
-  const detail = code === "UNREACHABLE" ? `agent unreachable: ${err.details || grpc.status[err.code]}` : err.details;
+  const details = (err.details || grpc.status[err.code]).replace(/\s*Resolution note:\s*$/, "");
+  const altnames = /Hostname\/IP does not match certificate's altnames: (.*)$/.exec(details);
+  const detail = altnames
+    ? `the agent's certificate does not name this front: ${altnames[1]}`
+    : code === "UNREACHABLE"
+      ? `agent unreachable: ${details}`
+      : details;
   return new QmError(code, `${host}: ${detail}`, { host }, { cause: err });
 }

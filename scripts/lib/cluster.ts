@@ -1,5 +1,6 @@
 // A local cluster for the demo, the benchmark and the integration tests: a hostmaster root and one
 // real agent process per web front on 127.0.0.1, each front with its own root folder.
+import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -85,6 +86,60 @@ export interface ClusterOptions {
   readonly agentBin?: string;
   /** default 15000 */
   readonly listenTimeoutMs?: number;
+  /** mutual TLS instead of the plaintext default (see ClusterTlsOptions) */
+  readonly tls?: ClusterTlsOptions;
+}
+
+/**
+ * A folder made by `deploy/tls/make-certs.sh`: `ca.pem`, `controller.pem`/`controller-key.pem`, and
+ * `<front>.pem`/`<front>-key.pem` for every front of the cluster. Each agent then serves its front's
+ * certificate and lets in `allowedClients`; the controller uses `controller.pem`.
+ */
+export interface ClusterTlsOptions {
+  readonly dir: string;
+  /** the agents' allowedClients; default: the CN of `controller.pem` */
+  readonly allowedClients?: readonly string[];
+}
+
+/** The TLS files a cluster runs with (absolute paths). */
+export interface ClusterTls {
+  readonly dir: string;
+  readonly ca: string;
+  /** the controller's certificate and key */
+  readonly cert: string;
+  readonly key: string;
+  /** the CN of the controller's certificate */
+  readonly controllerName: string;
+  readonly allowedClients: readonly string[];
+  /** a front's certificate and key */
+  front(name: string): { cert: string; key: string };
+}
+
+/** The subject CN of a PEM certificate file. */
+export function certificateCommonName(file: string): string {
+  const subject = new X509Certificate(fs.readFileSync(file)).subject;
+  const cn = /^CN=(.*)$/m.exec(subject)?.[1];
+  if (cn === undefined) throw new Error(`${file}: no CN in the subject ${JSON.stringify(subject)}`);
+  return cn;
+}
+
+function resolveTls(opts: ClusterTlsOptions, fronts: readonly FrontSpec[]): ClusterTls {
+  const dir = path.resolve(opts.dir);
+  const file = (name: string): string => path.join(dir, name);
+  const front = (name: string): { cert: string; key: string } => ({ cert: file(`${name}.pem`), key: file(`${name}-key.pem`) });
+  const needed = [file('ca.pem'), file('controller.pem'), file('controller-key.pem'), ...fronts.flatMap((f) => Object.values(front(f.name)))];
+  const missing = needed.filter((f) => !fs.existsSync(f));
+  if (missing.length > 0) throw new Error(`tls: missing ${missing.join(', ')} (make them with deploy/tls/make-certs.sh)`);
+  const controllerName = certificateCommonName(file('controller.pem'));
+  return {
+    dir,
+    ca: file('ca.pem'),
+    cert: file('controller.pem'),
+    key: file('controller-key.pem'),
+    controllerName,
+    allowedClients: [...(opts.allowedClients ?? [controllerName])],
+    front,
+  };
 }
 
 export type AgentProcess = ResultPromise<{ buffer: false; reject: false; stdin: 'ignore'; stdout: 'pipe'; stderr: 'pipe' }>;
@@ -111,6 +166,8 @@ export interface Cluster {
   readonly masterState: string;
   readonly controllerConfig: string;
   readonly fronts: readonly ClusterFront[];
+  /** the TLS files when started with `tls`; undefined for a plaintext cluster */
+  readonly tls: ClusterTls | undefined;
   front(name: string): ClusterFront;
   frontRoot(name: string): string;
   /** every distinct root with a name for messages: `hostmaster` first, then each non-local front */
@@ -138,6 +195,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     if (!/^[a-z0-9][a-z0-9._-]*$/i.test(f.name) || names.has(f.name)) throw new Error(`bad or duplicate front name: ${f.name}`);
     names.add(f.name);
   }
+  const tls = opts.tls === undefined ? undefined : resolveTls(opts.tls, opts.fronts);
 
   const masterRoot = path.join(baseDir, 'hostmaster', 'root');
   const masterState = path.join(baseDir, 'hostmaster', 'state');
@@ -153,7 +211,8 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     fs.mkdirSync(root, { recursive: true });
     fs.mkdirSync(stateDir, { recursive: true });
     const configFile = path.join(dir, 'agent.yaml');
-    fs.writeFileSync(configFile, YAML.stringify({ listen: '127.0.0.1:0', root, stateDir, insecure: true }));
+    const security = tls === undefined ? { insecure: true } : { tls: { ca: tls.ca, ...tls.front(spec.name) }, allowedClients: [...tls.allowedClients] };
+    fs.writeFileSync(configFile, YAML.stringify({ listen: '127.0.0.1:0', root, stateDir, ...security }));
     return { name: spec.name, local, root, stateDir, address: '', configFile, logFile: path.join(dir, 'agent.log'), process: null, env: { ...spec.env } };
   });
 
@@ -168,7 +227,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
       root: masterRoot,
       stateDir: masterState,
       dataDirs: [...dataDirs],
-      insecure: true,
+      ...(tls === undefined ? { insecure: true } : { tls: { ca: tls.ca, cert: tls.cert, key: tls.key } }),
       fronts: fronts.map((f) => (f.local ? { name: f.name, address: f.address, local: true } : { name: f.name, address: f.address })),
       ...(hooks !== undefined ? { hooks } : {}),
       ...extra,
@@ -228,6 +287,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     masterState,
     controllerConfig,
     fronts,
+    tls,
     front,
     frontRoot: (name) => front(name).root,
     roots: () => [{ name: 'hostmaster', root: masterRoot }, ...fronts.filter((f) => !f.local).map((f) => ({ name: f.name, root: f.root }))],

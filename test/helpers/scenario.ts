@@ -8,6 +8,7 @@ import { expect } from "vitest";
 import { type Cluster, type FrontSpec, checkRsync, startCluster } from "../../scripts/lib/cluster.js";
 import { makePlatform, makeSite } from "../../scripts/lib/fixtures.js";
 import { type Manifest, diffManifests, excludePaths, manifest, manifestOrAbsent, summarizeDiff } from "../../scripts/lib/manifest.js";
+import { type TestPki, makeTestPki } from "./tls.js";
 
 export const DATA_DIRS = ["files", "private/files"] as const;
 export const PARK = ".quick-migrate-park";
@@ -25,6 +26,11 @@ export interface ScenarioOptions {
   noPrivateFiles?: string[];
   /** make the target platform on these roots ("hostmaster" or a front name); default every root */
   targetPlatformOn?: string[];
+  /**
+   * mutual TLS instead of plaintext: `true` makes a PKI for the fronts with deploy/tls/make-certs.sh in
+   * `<baseDir>/pki` (see `Scenario.pki`); `{ dir }` uses one made before (passed on to startCluster)
+   */
+  tls?: true | { dir: string; allowedClients?: string[] };
 }
 
 export interface Scenario {
@@ -40,6 +46,8 @@ export interface Scenario {
   readonly dataBefore: Map<string, Map<string, Manifest | null>>;
   /** the code (site folder minus data dirs) of each front before */
   readonly codeBefore: Map<string, Manifest>;
+  /** the PKI made for `tls: true` */
+  readonly pki: TestPki | undefined;
   cleanup(): Promise<void>;
 }
 
@@ -54,7 +62,9 @@ export async function setupScenario(opts: ScenarioOptions): Promise<Scenario> {
   const from = opts.from ?? "drupal-7.98";
   const to = opts.to ?? "drupal-7.99";
   const sharedStorage = path.join(baseDir, "shared-storage");
-  const cluster = await startCluster({ baseDir, fronts: opts.fronts, ...(opts.hooks ? { hooks: opts.hooks } : {}) });
+  const pki = opts.tls === true ? await makeTestPki(path.join(baseDir, "pki"), { fronts: opts.fronts.map((f) => ({ name: f.name })) }) : undefined;
+  const tls = opts.tls === true ? { dir: path.join(baseDir, "pki") } : opts.tls;
+  const cluster = await startCluster({ baseDir, fronts: opts.fronts, ...(opts.hooks ? { hooks: opts.hooks } : {}), ...(tls ? { tls } : {}) });
   const masterIsFront = opts.fronts.some((f) => f.local);
 
   for (const { name, root } of cluster.roots()) {
@@ -99,6 +109,7 @@ export async function setupScenario(opts: ScenarioOptions): Promise<Scenario> {
     before,
     dataBefore,
     codeBefore,
+    pki,
     cleanup: async () => {
       await cluster.stop();
       await rm(baseDir, { recursive: true, force: true });
