@@ -3,7 +3,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { abortOnSignals, checkRsync, fakeDrushHooks, startCluster, runController, type Cluster } from './lib/cluster.js';
+import { execa } from 'execa';
+import { abortOnSignals, checkRsync, fakeDrushHooks, repoRoot, startCluster, runController, type Cluster } from './lib/cluster.js';
 import { makePlatform, makeSite } from './lib/fixtures.js';
 import { countTypes, diffManifests, excludePaths, manifest, manifestOrAbsent, summarizeDiff, type Manifest } from './lib/manifest.js';
 
@@ -41,9 +42,14 @@ async function main(): Promise<number> {
     const sharedFiles = path.join(baseDir, 'shared-storage', SITE, 'files');
     const drushLog = path.join(baseDir, 'fake-drush.log');
     let t = performance.now();
-    cluster = await startCluster({ baseDir, fronts: [{ name: 'web1' }, { name: 'web2' }], hooks: fakeDrushHooks() });
+    // mutual TLS, as in production: a private CA, the controller's certificate and one per front
+    const pki = path.join(baseDir, 'pki');
+    await execa('bash', [path.join(repoRoot(), 'deploy', 'tls', 'make-certs.sh'), pki, 'hostmaster', 'web1=127.0.0.1', 'web2=127.0.0.1']);
+    console.log(`certificates: deploy/tls/make-certs.sh made a CA, hostmaster's and one per front in ${pki} (${ms(t)})`);
+    t = performance.now();
+    cluster = await startCluster({ baseDir, fronts: [{ name: 'web1' }, { name: 'web2' }], hooks: fakeDrushHooks(), tls: { dir: pki } });
     checkpoint();
-    console.log(`agents: ${cluster.fronts.map((f) => `${f.name} on ${f.address}`).join(', ')} (${ms(t)})`);
+    console.log(`agents (mTLS, allowedClients: [hostmaster]): ${cluster.fronts.map((f) => `${f.name} on ${f.address}`).join(', ')} (${ms(t)})`);
 
     t = performance.now();
     for (const { root } of cluster.roots()) {
