@@ -1,12 +1,14 @@
 // The agent's end of the rsync tunnel: checks the `rsync --server …` argument list against the
 // registered migration, runs that rsync server locally (no shell, cwd = root) and pipes bytes both
-// ways through the gRPC stream, with backpressure in both directions.
+// ways through the gRPC stream, with backpressure in both directions. A cancelled call (the
+// controller gone, the network down) ends the rsync server and the operation, never leaves it waiting.
 import { once } from "node:events";
 import type { ServerDuplexStream } from "@grpc/grpc-js";
 import { execa } from "execa";
 import { QmError } from "../shared/errors.js";
 import type { RsyncFrame } from "../shared/generated/quickmigrate/v1/agent.js";
 import type { Logger } from "../shared/logger.js";
+import { checkMigrationId, checkStepName } from "../shared/names.js";
 import { checkServerArgs } from "../shared/rsyncArgs.js";
 import type { FrontAgent } from "./frontAgent.js";
 
@@ -14,43 +16,51 @@ type Stream = ServerDuplexStream<RsyncFrame, RsyncFrame>;
 
 /** Serves one tunnelled rsync; resolves with what the audit line records. */
 export async function serveRsync(call: Stream, agent: FrontAgent, rsyncBin: string, log: Logger): Promise<{ migrationId: string; step: string; exitCode: number }> {
-  const frames = call[Symbol.asyncIterator]() as AsyncIterator<RsyncFrame>;
+  const cancelled = new AbortController();
+  call.on("cancelled", () => cancelled.abort());
+  // the iterator must not destroy the call when the client half-closes: its status could not be sent
+  const frames = call.iterator({ destroyOnReturn: false }) as AsyncIterator<RsyncFrame>;
   const first = await frames.next();
   const start = first.done ? undefined : first.value.frame;
   if (start?.$case !== "start") throw new QmError("USAGE", "rsync tunnel: the first frame must be `start`");
   const { migrationId, step, args } = start.value;
+  checkMigrationId(migrationId);
+  checkStepName(step);
   const m = await agent.migration(migrationId);
   const invocation = checkServerArgs(args, m, step);
   // rsync follows a symlinked site folder: it must be a real directory inside the root (the new one may not exist yet)
   await agent.checkRsyncFolder(invocation.path.replace(/\/$/, ""), invocation.sender);
+  // the data dirs are excluded on this side too, whatever the client asked: never sent, never deleted
+  const serverArgs = [...invocation.args.slice(0, -2), ...m.dataDirs.map((d) => `--exclude=/${d}`), ...invocation.args.slice(-2)];
   const opLog = log.child({ migrationId, step });
-  opLog.info({ args: invocation.args }, "rsync server start");
+  opLog.info({ args: serverArgs }, "rsync server start");
 
-  const child = execa(rsyncBin, invocation.args, {
+  const child = execa(rsyncBin, serverArgs, {
     cwd: agent.tree.root,
     stdin: "pipe",
     stdout: "pipe",
     stderr: "pipe",
     buffer: false,
     reject: false,
-    cancelSignal: abortOnCancel(call),
+    cancelSignal: cancelled.signal,
   });
 
   // rsync may exit before reading all its input; a broken pipe then is not the agent's error
   child.stdin.on("error", (err) => opLog.debug({ err }, "rsync stdin closed"));
 
   const write = async (frame: RsyncFrame) => {
-    if (!call.write(frame)) await once(call, "drain");
+    if (cancelled.signal.aborted) return;
+    if (!call.write(frame)) await once(call, "drain", { signal: cancelled.signal }).catch(() => undefined);
   };
 
   const upstream = (async () => {
     try {
       for (;;) {
         const next = await frames.next();
-        if (next.done) break;
+        if (next.done || cancelled.signal.aborted) break;
         const f = next.value.frame;
         if (f?.$case !== "data") throw new QmError("USAGE", "rsync tunnel: only data frames may follow `start`");
-        if (!child.stdin.write(f.value)) await once(child.stdin, "drain");
+        if (!child.stdin.write(f.value)) await once(child.stdin, "drain", { signal: cancelled.signal });
       }
     } finally {
       // end of input from the controller's rsync: pass it on
@@ -67,14 +77,10 @@ export async function serveRsync(call: Stream, agent: FrontAgent, rsyncBin: stri
   await Promise.all([forward(child.stdout, "data"), forward(child.stderr, "stderr")]);
   const result = await child;
   const code = result.exitCode ?? 255;
-  opLog.info({ exitCode: code, signal: result.signal, maxRssKb: process.resourceUsage().maxRSS }, "rsync server end");
-  await write({ frame: { $case: "exit", value: { code, signal: result.signal ?? "" } } });
-  call.end();
+  opLog.info({ exitCode: code, signal: result.signal, cancelled: cancelled.signal.aborted, maxRssKb: process.resourceUsage().maxRSS }, "rsync server end");
+  if (!cancelled.signal.aborted) {
+    await write({ frame: { $case: "exit", value: { code, signal: result.signal ?? "" } } });
+    call.end();
+  }
   return { migrationId, step, exitCode: code };
-}
-
-function abortOnCancel(call: Stream): AbortSignal {
-  const controller = new AbortController();
-  call.on("cancelled", () => controller.abort());
-  return controller.signal;
 }

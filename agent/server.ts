@@ -3,6 +3,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { ERROR_CODE_METADATA_KEY, QmError, describeError } from "../shared/errors.js";
+import { checkStepName, checkVersionString } from "../shared/names.js";
 import {
   Action,
   type ApplyResponse,
@@ -124,7 +125,10 @@ export class AgentGrpcServer {
       };
 
     const handlers: AgentServer = {
-      hello: unary("hello", () => ({}), () => ({ ...this.agent.hello() })),
+      hello: unary("hello", () => ({}), (req) => {
+        checkVersionString(req.controllerVersion);
+        return { ...this.agent.hello() };
+      }),
       preflight: unary(
         "preflight",
         (req) => ({ migrationId: req.migration?.id, site: req.migration?.site }),
@@ -143,7 +147,7 @@ export class AgentGrpcServer {
           const action = ACTIONS[req.action];
           if (!action) throw new QmError("USAGE", `unknown action ${req.action}`, { key: "action" });
           // the step names the operation's record: a short lowercase name, never a path
-          if (!/^[a-z][a-z-]{0,39}$/.test(req.step)) throw new QmError("INVALID_NAME", `invalid step ${JSON.stringify(req.step.slice(0, 60))}`, { key: "step" });
+          checkStepName(req.step);
           return changesToWire(await this.agent.apply(req.migrationId, req.step, action));
         },
       ),
@@ -154,6 +158,8 @@ export class AgentGrpcServer {
           .then(() => {
             client = this.clientName(call);
             release = this.admit(client);
+            // a backstop: whatever happens to the stream, its slot is given back when it closes
+            call.once("close", () => release());
             return serveRsync(call, this.agent, rsyncBin, log.child({ component: "rsync", client }));
           })
           .then(

@@ -62,6 +62,22 @@ export function checkDataDirSet(dirs: readonly string[]): readonly string[] {
   return dirs;
 }
 
+/** A step name (it keys the agent's operation records): short, lowercase, never a path. */
+export function checkStepName(value: string): string {
+  if (!/^[a-z][a-z-]{0,39}$/.test(value)) {
+    throw new QmError("INVALID_NAME", `invalid step ${JSON.stringify(truncate(value))}`, { key: "step" });
+  }
+  return value;
+}
+
+/** An informational version string (the controller's, sent with Hello). */
+export function checkVersionString(value: string): string {
+  if (value !== "" && !/^[0-9A-Za-z][0-9A-Za-z.+-]{0,63}$/.test(value)) {
+    throw new QmError("INVALID_NAME", `invalid version ${JSON.stringify(truncate(value))}`, { key: "version" });
+  }
+  return value;
+}
+
 function truncate(s: string): string {
   return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }

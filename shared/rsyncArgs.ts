@@ -43,7 +43,7 @@ export interface ServerInvocation {
  */
 export function checkServerArgs(args: readonly string[], m: MigrationSpec, step: string): ServerInvocation {
   const refuse = (why: string) =>
-    new QmError("TUNNEL_REFUSED", `rsync tunnel refused for ${step} of ${m.id}: ${why}`, { step });
+    new QmError("TUNNEL_REFUSED", `rsync tunnel refused for ${JSON.stringify(step.slice(0, 40))} of ${m.id}: ${why.slice(0, 300)}`, { step });
   if (args[0] !== "rsync" || args[1] !== "--server") throw refuse("not an `rsync --server` invocation");
   const rest = args.slice(2);
   const sender = rest[0] === "--sender";

@@ -196,16 +196,23 @@ export class SiteTree {
     const placeholderOk = opts.placeholderOk ?? to === "new";
     const entries = await ledger.entries();
     const changes: ChangeRecord[] = [];
-    if (to === "park") {
-      await mkdir(await this.resolve(parkRel(m.id)), { recursive: true, mode: 0o700 });
-    } else {
+    // the destination is prepared (park folder) or checked (site folder) only once there is something
+    // to move: a refused or empty move leaves nothing behind
+    let prepared = false;
+    const prepare = async (): Promise<void> => {
+      if (prepared) return;
+      prepared = true;
+      if (to === "park") {
+        await mkdir(await this.resolve(parkRel(m.id)), { recursive: true, mode: 0o700 });
+        return;
+      }
       // data goes only into a site folder that is already there; never create one around it
       const siteRel = to === "new" ? newSiteRel(m) : oldSiteRel(m);
       const st = await this.stat(siteRel);
       if (!st?.isDirectory() || st.isSymbolicLink()) {
         throw new QmError("PRECONDITION", `cannot move data into ${siteRel}: the site folder is not there`, { path: siteRel });
       }
-    }
+    };
 
     await this.checkDestinations(m, from, to, placeholderOk);
     for (const dataDir of m.dataDirs) {
@@ -268,6 +275,7 @@ export class SiteTree {
           : lost(dataDir, srcRel);
       }
 
+      await prepare();
       entry.moving = to;
       await ledger.save(entries);
       try {
