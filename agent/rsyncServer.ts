@@ -15,7 +15,7 @@ import type { FrontAgent } from "./frontAgent.js";
 type Stream = ServerDuplexStream<RsyncFrame, RsyncFrame>;
 
 /** Serves one tunnelled rsync; resolves with what the audit line records. */
-export async function serveRsync(call: Stream, agent: FrontAgent, rsyncBin: string, log: Logger): Promise<{ migrationId: string; step: string; exitCode: number }> {
+export async function serveRsync(call: Stream, agent: FrontAgent, rsyncBin: string, log: Logger): Promise<{ migrationId: string; site: string; step: string; exitCode: number }> {
   const cancelled = new AbortController();
   call.on("cancelled", () => cancelled.abort());
   // the iterator must not destroy the call when the client half-closes: its status could not be sent
@@ -82,5 +82,5 @@ export async function serveRsync(call: Stream, agent: FrontAgent, rsyncBin: stri
     await write({ frame: { $case: "exit", value: { code, signal: result.signal ?? "" } } });
     call.end();
   }
-  return { migrationId, step, exitCode: code };
+  return { migrationId, site: m.site, step, exitCode: code };
 }

@@ -99,17 +99,18 @@ export class AgentGrpcServer {
     this.health.addToServer(this.server);
 
     const audit = log.child({ component: "rpc" });
-    const unary = <Req, Res>(op: string, fields: (req: Req) => object, fn: (req: Req) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> =>
+    /** `fields` names the request in the audit line; `fn` may add to it (the site of a migration id). */
+    const unary = <Req, Res>(op: string, fields: (req: Req) => object, fn: (req: Req, audit: Record<string, unknown>) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> =>
       (call, callback) => {
-        let context: object = {};
+        let context: Record<string, unknown> = {};
         let client = "?";
         let release = () => undefined as void;
         Promise.resolve()
           .then(() => {
             client = this.clientName(call);
-            context = fields(call.request);
+            context = { ...fields(call.request) };
             release = this.admit(client);
-            return fn(call.request);
+            return fn(call.request, context);
           })
           .then(
             (res) => {
@@ -143,11 +144,12 @@ export class AgentGrpcServer {
       apply: unary(
         "apply",
         (req) => ({ migrationId: req.migrationId, step: req.step, action: ACTIONS[req.action] ?? req.action }),
-        async (req) => {
+        async (req, auditFields) => {
           const action = ACTIONS[req.action];
           if (!action) throw new QmError("USAGE", `unknown action ${req.action}`, { key: "action" });
           // the step names the operation's record: a short lowercase name, never a path
           checkStepName(req.step);
+          auditFields.site = (await this.agent.migration(req.migrationId)).site;
           return changesToWire(await this.agent.apply(req.migrationId, req.step, action));
         },
       ),

@@ -68,6 +68,21 @@ describe("quick-migrate migrate", () => {
     expect(logged.at(-1)).toMatchObject({ event: "result", outcome: "migrated" });
     // the lock is released
     expect(fs.readdirSync(path.join(s.cluster.masterState, "locks"))).toEqual([]);
+    // each agent audited one line per operation: client, operation, migration, site, result
+    const audit = fs
+      .readFileSync(s.cluster.front("web1").logFile, "utf8")
+      .split("\n")
+      .filter((l) => l.includes('"msg":"operation"'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const ops = audit.filter((a) => a.migrationId === id).map((a) => [a.op, a.action ?? a.step ?? "", a.site, a.result, a.client]);
+    expect(ops).toEqual([
+      ["preflight", "", s.site, "ok", "(plaintext)"],
+      ["apply", "park-data", s.site, "ok", "(plaintext)"],
+      ["rsync", "fetch-site", s.site, "ok", "(plaintext)"],
+      ["rsync", "push-site", s.site, "ok", "(plaintext)"],
+      ["apply", "restore-data", s.site, "ok", "(plaintext)"],
+      ["apply", "remove-old-site", s.site, "ok", "(plaintext)"],
+    ]);
   });
 
   it("migrates across three fronts and renames the site with --new-uri", async () => {

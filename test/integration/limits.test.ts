@@ -1,0 +1,84 @@
+// The limits, each hit on purpose: the bound on concurrent operations per agent, the maximum message
+// size, and the deadline on a controller call. Each gives a clear error and changes nothing.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { type ResultPromise, execa } from "execa";
+import { afterEach, describe, expect, it } from "vitest";
+import { repoRoot, runController } from "../../scripts/lib/cluster.js";
+import { hello, insecureClient, preflight } from "../helpers/agentRpc.js";
+import { type Scenario, expectUnchanged, setupScenario } from "../helpers/scenario.js";
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** One agent process with a config of our own (maxConcurrentOps), on 127.0.0.1:0. */
+async function agentWith(extra: string): Promise<{ address: string; child: ResultPromise }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "qm-limits-"));
+  fs.mkdirSync(path.join(dir, "root"));
+  const file = path.join(dir, "agent.yaml");
+  fs.writeFileSync(file, `listen: "127.0.0.1:0"\nroot: ${dir}/root\nstateDir: ${dir}/state\ninsecure: true\n${extra}`);
+  const child = execa(process.execPath, [path.join(repoRoot(), "dist", "agent", "main.js"), "--config", file], { reject: false, buffer: false });
+  cleanups.push(async () => {
+    child.kill("SIGTERM");
+    await child;
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const address = await new Promise<string>((resolve, reject) => {
+    let seen = "";
+    child.stdout?.on("data", (d: Buffer) => {
+      seen += d.toString();
+      const m = /"address":"([^"]+)".*"msg":"agent listening"/.exec(seen);
+      if (m?.[1]) resolve(m[1]);
+    });
+    child.once("exit", () => reject(new Error(`agent exited: ${seen}`)));
+  });
+  return { address, child };
+}
+
+describe("limits", () => {
+  it("maxConcurrentOps: one more operation is refused as busy, and served once a slot is free", async () => {
+    const { address } = await agentWith("maxConcurrentOps: 1\n");
+    const c = insecureClient(address);
+    cleanups.push(() => c.close());
+    // an rsync stream that has not sent its start frame yet holds the one slot
+    const stream = c.rsync();
+    stream.on("error", () => undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    const busy = await hello(c, { protocolVersion: 1, controllerVersion: "" });
+    expect(busy).toMatchObject({ ok: false, code: grpc.status.UNAVAILABLE, qmCode: "BUSY" });
+    expect(busy.ok ? "" : busy.details).toBe("agent busy: 1 operations running (maxConcurrentOps 1)");
+    stream.cancel();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await hello(c, { protocolVersion: 1, controllerVersion: "" })).toMatchObject({ ok: true });
+  });
+
+  it("a message over 4 MiB is refused with a clear error", async () => {
+    const { address } = await agentWith("");
+    const c = insecureClient(address);
+    cleanups.push(() => c.close());
+    const big = "a".repeat(5 * 1024 * 1024);
+    const r = await preflight(c, { migration: { id: "m1", from: "p1", site: big, to: "p2", newSite: "x.com", dataDirs: ["files"] }, register: true, local: false });
+    expect(r).toMatchObject({ ok: false, code: grpc.status.RESOURCE_EXHAUSTED });
+    expect(r.ok ? "" : r.details).toMatch(/^Received message larger than max \(\d+ vs 4194304\)$/);
+  });
+
+  it("an agent that does not answer within the deadline: the controller refuses, naming it", async () => {
+    const s: Scenario = await setupScenario({ fronts: [{ name: "web1" }, { name: "web2" }] });
+    cleanups.push(() => s.cleanup());
+    s.cluster.writeControllerConfig({ extra: { timeouts: { hello: 1, preflight: 1, apply: 1, rsync: 60 } } });
+    const pid = s.cluster.front("web2").process?.pid as number;
+    process.kill(pid, "SIGSTOP"); // alive, connected, silent
+    cleanups.push(() => {
+      process.kill(pid, "SIGCONT");
+    });
+    const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"]);
+    process.kill(pid, "SIGCONT");
+    expect(run.exitCode, run.stdout + run.stderr).toBe(2);
+    expect(String(run.events.at(-1)?.message)).toMatch(/web2: agent unreachable: Deadline exceeded/);
+    await expectUnchanged(s);
+  });
+});
