@@ -73,7 +73,8 @@ export async function loadControllerConfig(file: string): Promise<ControllerConf
     }
     for (const [name, argv] of Object.entries(c.hooks)) {
       for (const arg of argv ?? []) {
-        for (const [, key] of arg.matchAll(/\{([^}]*)\}/g)) {
+        // the same pattern expandHook replaces: {name}; other braces are literal text
+        for (const [, key] of arg.matchAll(/\{([A-Za-z]+)\}/g)) {
           if (!PLACEHOLDERS.includes(key as (typeof PLACEHOLDERS)[number])) {
             problem(`hooks.${name}`, `unknown placeholder {${key}} (known: ${PLACEHOLDERS.map((p) => `{${p}}`).join(" ")})`);
           }

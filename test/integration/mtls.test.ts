@@ -24,6 +24,7 @@ import {
   fingerprintOf,
   healthCheck,
   installPair,
+  makeCerts,
   peerCertificate,
   renewFront,
   replaceFile,
@@ -300,6 +301,31 @@ describe("the controller over mTLS", () => {
       for (const a of audits) expect(a, `${f.name}: ${JSON.stringify(a)}`).toMatchObject({ client: "hostmaster", result: "ok" });
     }
   });
+
+  it("a certificate replaced in the middle of a migration does not disturb it", async () => {
+    const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }, { name: "web2" }], tls: true }));
+    const pkiDir = s.pki?.dir as string;
+    const renewed = path.join(s.baseDir, "renewed");
+    await makeCerts(["--ca-dir", pkiDir, renewed, "hostmaster", "web1"]);
+    // the maintenanceOn hook (after preflight opened the connections) swaps web1's certificate and key
+    // and waits for the agent to have reloaded them; the rest of the migration runs on
+    const swap = [
+      "const fs = require('node:fs');",
+      `for (const f of ['web1.pem', 'web1-key.pem']) { fs.copyFileSync(${JSON.stringify(renewed)} + '/' + f, ${JSON.stringify(pkiDir)} + '/' + f + '.new'); fs.renameSync(${JSON.stringify(pkiDir)} + '/' + f + '.new', ${JSON.stringify(pkiDir)} + '/' + f); }`,
+      `const until = Date.now() + 10000; const log = ${JSON.stringify(s.cluster.front("web1").logFile)};`,
+      "(function wait() { if (fs.readFileSync(log, 'utf8').includes('tls material reloaded')) process.exit(0); if (Date.now() > until) process.exit(1); setTimeout(wait, 50); })();",
+    ].join("\n");
+    s.cluster.writeControllerConfig({ hooks: { maintenanceOn: [process.execPath, "-e", swap] } });
+    const pid = s.cluster.front("web1").process?.pid;
+    const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"]);
+    expect(run.exitCode, run.stdout + run.stderr).toBe(0);
+    await expectMigrated(s);
+    expect(s.cluster.front("web1").process?.pid).toBe(pid);
+    // and a new connection now meets the new certificate
+    const pki = s.pki as NonNullable<Scenario["pki"]>;
+    const seen = await peerCertificate(s.cluster.front("web1").address, pki.ca, pki.controller, "web1");
+    expect(seen.fingerprint256).toBe(fingerprintOf(path.join(renewed, "web1.pem")));
+  });
 });
 
 // ---- reloads without a restart -------------------------------------------------------------------
@@ -381,5 +407,17 @@ describe("an agent reloads its certificate, key and config without a restart", (
     expect(await helloOverTls(pki().controller)).toMatchObject({ ok: true });
     expect(web1().process?.pid).toBe(pid);
     expect(web1().process?.exitCode).toBeNull();
+
+    // a config file that does not parse is rejected with a log line; the running config stays
+    const good = fs.readFileSync(web1().configFile, "utf8");
+    replaceFile(web1().configFile, `${good}frobnicate: [\n`);
+    await eventually(
+      "the agent logs the rejected config",
+      async () => fs.readFileSync(web1().logFile, "utf8"),
+      (log) => log.includes('"msg":"config reload rejected: the running config stays in force"'),
+    );
+    expect(await helloOverTls(pki().notAllowed)).toMatchObject({ ok: true });
+    expect(await helloOverTls(pki().controller)).toMatchObject({ ok: true });
+    replaceFile(web1().configFile, good);
   });
 });

@@ -191,6 +191,12 @@ fronts:
     expect(lines[0]).toContain("{nope}");
   });
 
+  it("leaves braces that are not a {name} alone (JSON or code in a hook argument)", async () => {
+    const file = write(`${CONTROLLER}hooks:\n  deploy: [drush, "@{newSite}", php-eval, '{ "a": 1 }', "{a b}"]\n`);
+    const c = await loadControllerConfig(file);
+    expect(c.hooks.deploy).toEqual(["drush", "@{newSite}", "php-eval", '{ "a": 1 }', "{a b}"]);
+  });
+
   it("refuses a hook with no command", async () => {
     const file = write(`${CONTROLLER}hooks:\n  deploy: []\n`);
     const lines = problemLines(await configError(loadControllerConfig(file)), file);
