@@ -125,7 +125,11 @@ export class MigrationRunner {
     const taken = await this.takeOverLock();
     if (taken) return taken;
     const from = r.resumeFrom;
-    if (!from) return this.finish("migrated", `${this.m.id} had nothing left to do`);
+    if (!from) {
+      // killed after its last step and before its result: only the lock taken over just now is left
+      await this.lock?.release();
+      return this.finish("migrated", `${this.m.site} is on ${this.m.to}; nothing was left to do`);
+    }
     await this.journalOnly({ event: "resume", migrationId: this.m.id, step: from });
     const steps = this.deps.plan.steps.filter((s) => STEP_NAMES.indexOf(s.name) >= STEP_NAMES.indexOf(from));
     return this.forward(steps);
@@ -140,7 +144,7 @@ export class MigrationRunner {
     if (taken) return taken;
     await this.journalOnly({ event: "rollback", migrationId: this.m.id });
     const stuck = await this.rollback();
-    if (stuck) return this.finish("needs-attention", `rollback stopped: ${stuck}; when it is fixed run \`quick-migrate rollback ${this.m.id}\` again`, 3);
+    if (stuck) return this.finish("needs-attention", `rollback stopped: ${stuck}; when it is fixed run \`quick-migrate rollback ${this.m.id}\` again`);
     return this.finish("rolled-back", `${this.m.site} is back on ${this.m.from}`, 0);
   }
 

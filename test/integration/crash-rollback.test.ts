@@ -16,6 +16,7 @@ const CASES: Array<[string, boolean]> = [
   // killed *before* fronts-remove-old nothing has been removed yet: rollback is still possible
   ...BOUNDARIES.map((b): [string, boolean] => [`kill-before:${b}`, b !== "fronts-remove-old" && PAST_NO_RETURN.has(b)]),
   ...MID_FAN_OUT.map((step): [string, boolean] => [`kill-after-ack:${step}:web1`, PAST_NO_RETURN.has(step)]),
+  ["kill-after-ack:finish:hostmaster", true],
 ];
 
 describe("rollback after the controller was killed", () => {
