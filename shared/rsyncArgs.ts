@@ -3,8 +3,6 @@
 import { QmError } from "./errors.js";
 import { type MigrationSpec, newSiteRel, oldSiteRel } from "./migration.js";
 
-export type RsyncStep = "fetch-site" | "push-site";
-
 /** Options of the client side; data dirs are excluded (anchored at the site folder) and never transferred. */
 export function rsyncClientArgs(opts: {
   rsh: string;
