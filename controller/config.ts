@@ -1,8 +1,7 @@
 // The controller's configuration (/etc/quick-migrate/controller.yaml): one schema, defaults here,
 // unknown keys rejected, every problem reported at once with file and key.
-import { isAbsolute } from "node:path";
 import { z } from "zod";
-import { isLoopback, loadYamlConfig } from "../shared/config.js";
+import { absPath, checkTransport, hostPort, isLoopback, loadYamlConfig, logLevel, tlsFiles } from "../shared/config.js";
 import { QmError } from "../shared/errors.js";
 import { checkDataDirSet } from "../shared/names.js";
 import { HOOK_NAMES, PLACEHOLDERS } from "./hooks.js";
@@ -10,11 +9,6 @@ import { HOOK_NAMES, PLACEHOLDERS } from "./hooks.js";
 export const DEFAULT_CONTROLLER_CONFIG = "/etc/quick-migrate/controller.yaml";
 export const MASTER = "hostmaster";
 
-const hostPort = z
-  .string()
-  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be host:port")
-  .refine((v) => !(Number(/:(\d+)$/.exec(v)?.[1] ?? 0) > 65535), "port must be at most 65535");
-const absPath = z.string().refine(isAbsolute, "must be an absolute path");
 const hookArgv = z.array(z.string()).min(1, "must name a command");
 
 const front = z
@@ -31,7 +25,7 @@ const schema = z
     stateDir: absPath,
     dataDirs: z.array(z.string()).min(1).default(["files", "private/files"]),
     insecure: z.boolean().default(false),
-    tls: z.object({ ca: absPath, cert: absPath, key: absPath }).strict().optional(),
+    tls: tlsFiles.optional(),
     fronts: z.array(front).min(1, "at least one front is needed"),
     hooks: z.object(Object.fromEntries(HOOK_NAMES.map((h) => [h, hookArgv.optional()])) as Record<(typeof HOOK_NAMES)[number], z.ZodOptional<typeof hookArgv>>).strict().default({}),
     rsync: z.string().default("rsync"),
@@ -45,7 +39,7 @@ const schema = z
       })
       .strict()
       .default({ hello: 10, preflight: 60, apply: 300, rsync: 7200 }),
-    logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("warn"),
+    logLevel: logLevel.default("warn"),
   })
   .strict();
 
@@ -54,8 +48,7 @@ export type FrontConfig = Readonly<z.infer<typeof front>>;
 
 export async function loadControllerConfig(file: string): Promise<ControllerConfig> {
   return loadYamlConfig(file, schema, (c, problem) => {
-    if (!c.insecure && !c.tls) problem("tls", "required unless insecure: true");
-    if (c.insecure && c.tls) problem("insecure", "insecure: true and tls cannot both be set");
+    checkTransport(c, problem);
     const names = new Set<string>();
     c.fronts.forEach((f, i) => {
       if (names.has(f.name)) problem(`fronts.${i}.name`, `front ${f.name} is listed twice`);

@@ -1,7 +1,8 @@
 // Loading a YAML config file against a zod schema: every problem reported at once, as "file: key: message".
 import { readFile } from "node:fs/promises";
+import { isAbsolute } from "node:path";
 import { parse } from "yaml";
-import type { z } from "zod";
+import { z } from "zod";
 import { QmError } from "./errors.js";
 
 export type ProblemSink = (key: string, message: string) => void;
@@ -60,4 +61,24 @@ function deepFreeze<T>(value: T): T {
 export function isLoopback(hostPort: string): boolean {
   const host = hostPort.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
   return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+// ---- pieces both binaries' schemas are made of ------------------------------------------------------
+
+export const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be host:port")
+  .refine((v) => !(Number(/:(\d+)$/.exec(v)?.[1] ?? 0) > 65535), "port must be at most 65535");
+
+export const absPath = z.string().refine(isAbsolute, "must be an absolute path");
+
+/** PEM files of mutual TLS: the CA, and this side's certificate and key. */
+export const tlsFiles = z.object({ ca: absPath, cert: absPath, key: absPath }).strict();
+
+export const logLevel = z.enum(["fatal", "error", "warn", "info", "debug", "trace"]);
+
+/** TLS unless plaintext is asked for explicitly, never both. */
+export function checkTransport(c: { insecure: boolean; tls?: unknown }, problem: ProblemSink): void {
+  if (!c.insecure && !c.tls) problem("tls", "required unless insecure: true");
+  if (c.insecure && c.tls) problem("insecure", "insecure: true and tls cannot both be set");
 }
