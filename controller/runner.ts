@@ -15,7 +15,6 @@ import type { HookName, HookRunner, HookValues } from "./hooks.js";
 import { Journal, SiteLock } from "./journal.js";
 import { type JournalEvent, replay } from "./journalState.js";
 import { type Plan, type PlanStep, POINT_OF_NO_RETURN, STEP_NAMES, type StepName } from "./plan.js";
-import { describeLockHolder } from "./status.js";
 import { StepTally } from "./tally.js";
 import type { RsyncTunnel } from "./tunnel.js";
 
@@ -193,16 +192,11 @@ export class MigrationRunner {
   private async preflight(dryRun: boolean): Promise<{ outcome: Outcome; message: string } | undefined> {
     const { plan, master } = this.deps;
     const problems: string[] = [];
-    let locked: string | undefined;
     const describe = (host: string, ps: readonly Problem[]) => ps.map((p) => `${host}: ${p.message}`).join("; ");
 
     const tally = await this.fanOut("preflight", plan.steps[0]?.hosts ?? [], async (host) => {
+      // (a held lock was refused before the plan was made: see main.ts; the lock step takes it atomically)
       if (host === plan.master) {
-        for (const site of new Set([this.m.site, this.m.newSite])) {
-          const holder = await SiteLock.holder(this.deps.stateDir, site);
-          if (holder) locked = `site ${site} is locked by ${await describeLockHolder(this.deps.stateDir, holder)}`;
-        }
-        if (locked) throw new QmError("LOCKED", locked);
         const report = await master.preflight(this.m, { targetMustBeAbsent: true, restoresHere: false });
         if (report.problems.length > 0) throw new QmError("PRECONDITION", describe(host, report.problems), { host });
         return "checks passed";
@@ -220,7 +214,6 @@ export class MigrationRunner {
     for (const [host, err] of tally.failed) {
       problems.push(err instanceof QmError && err.message.startsWith(`${host}:`) ? err.message : `${host}: ${describeError(err)}`);
     }
-    if (locked) return { outcome: "locked", message: locked };
     if (problems.length > 0) return { outcome: "refused", message: `preflight refused: ${problems.join("; ")}` };
     return undefined;
   }
