@@ -10,12 +10,12 @@ import type { RsyncFrame } from "../shared/generated/quickmigrate/v1/agent.js";
 import type { Logger } from "../shared/logger.js";
 import { checkMigrationId, checkStepName } from "../shared/names.js";
 import { checkServerArgs } from "../shared/rsyncArgs.js";
-import type { FrontAgent } from "./frontAgent.js";
+import type { SiteOperations } from "./siteOperations.js";
 
 type Stream = ServerDuplexStream<RsyncFrame, RsyncFrame>;
 
 /** Serves one tunnelled rsync; resolves with what the audit line records. */
-export async function serveRsync(call: Stream, agent: FrontAgent, rsyncBin: string, log: Logger): Promise<{ migrationId: string; site: string; step: string; exitCode: number }> {
+export async function serveRsync(call: Stream, agent: SiteOperations, rsyncBin: string, log: Logger): Promise<{ migrationId: string; site: string; step: string; exitCode: number }> {
   const cancelled = new AbortController();
   call.on("cancelled", () => cancelled.abort());
   // the iterator must not destroy the call when the client half-closes: its status could not be sent

@@ -1,44 +1,22 @@
-// The agent's gRPC server: thin handlers over FrontAgent, errors mapped to a small set of status codes
+// The agent's gRPC server: thin handlers over SiteOperations, errors mapped to a small set of status codes
 // with the quick-migrate error code in trailing metadata, one audit log line per operation.
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { ERROR_CODE_METADATA_KEY, QmError, describeError } from "../shared/errors.js";
 import { checkStepName, checkVersionString } from "../shared/names.js";
-import {
-  Action,
-  type ApplyResponse,
-  AgentService,
-  type AgentServer,
-  EntryKind,
-  type Migration,
-} from "../shared/generated/quickmigrate/v1/agent.js";
+import { type ApplyResponse, AgentService, type AgentServer, type Migration } from "../shared/generated/quickmigrate/v1/agent.js";
 import type { Logger } from "../shared/logger.js";
 import type { MigrationSpec } from "../shared/migration.js";
-import type { ChangeRecord, EntryKindName } from "../shared/siteTree.js";
+import type { ChangeRecord } from "../shared/siteTree.js";
+import { actionFromWire, kindToWire } from "../shared/wire.js";
 import type { AgentConfig } from "./config.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
-import { type AgentAction, FrontAgent } from "./frontAgent.js";
+import { SiteOperations } from "./siteOperations.js";
 import { Registry } from "./registry.js";
 import { serveRsync } from "./rsyncServer.js";
 import { WatchedTls } from "./tlsFiles.js";
 
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
-
-const ACTIONS: Partial<Record<Action, AgentAction>> = {
-  [Action.ACTION_PARK_DATA]: "park-data",
-  [Action.ACTION_UNPARK_DATA]: "unpark-data",
-  [Action.ACTION_RESTORE_DATA]: "restore-data",
-  [Action.ACTION_UNRESTORE_DATA]: "unrestore-data",
-  [Action.ACTION_REMOVE_OLD_SITE]: "remove-old-site",
-  [Action.ACTION_REMOVE_NEW_SITE]: "remove-new-site",
-};
-
-export const KIND_TO_WIRE: Record<EntryKindName, EntryKind> = {
-  absent: EntryKind.ENTRY_KIND_ABSENT,
-  directory: EntryKind.ENTRY_KIND_DIRECTORY,
-  symlink: EntryKind.ENTRY_KIND_SYMLINK,
-  other: EntryKind.ENTRY_KIND_OTHER,
-};
 
 export function toServiceError(err: unknown): Partial<grpc.ServiceError> {
   const qm = err instanceof QmError ? err : new QmError("INTERNAL", describeError(err), {}, { cause: err });
@@ -58,7 +36,7 @@ function changesToWire(changes: ChangeRecord[]): ApplyResponse {
       dataDir: c.dataDir,
       from: c.from,
       to: c.to,
-      kind: KIND_TO_WIRE[c.kind],
+      kind: kindToWire(c.kind),
       linkTarget: c.linkTarget ?? "",
       result: c.result,
     })),
@@ -76,7 +54,7 @@ const liveSettings = (c: AgentConfig): LiveSettings => ({ allowedClients: new Se
 
 export class AgentGrpcServer {
   readonly server: grpc.Server;
-  readonly agent: FrontAgent;
+  readonly ops: SiteOperations;
   readonly health: HealthImplementation;
   private settings: LiveSettings;
   private active = 0;
@@ -88,7 +66,7 @@ export class AgentGrpcServer {
     rsyncBin = "rsync",
     faults: AgentFaults = NO_FAULTS,
   ) {
-    this.agent = new FrontAgent(config.root, new Registry(config.stateDir), faults);
+    this.ops = new SiteOperations(config.root, new Registry(config.stateDir), faults);
     this.settings = liveSettings(config);
     this.server = new grpc.Server({
       "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
@@ -128,29 +106,29 @@ export class AgentGrpcServer {
     const handlers: AgentServer = {
       hello: unary("hello", () => ({}), (req) => {
         checkVersionString(req.controllerVersion);
-        return { ...this.agent.hello() };
+        return { ...this.ops.hello() };
       }),
       preflight: unary(
         "preflight",
         (req) => ({ migrationId: req.migration?.id, site: req.migration?.site }),
         async (req) => {
-          const report = await this.agent.preflight(specFromWire(req.migration), { register: req.register, local: req.local });
+          const report = await this.ops.preflight(specFromWire(req.migration), { register: req.register, local: req.local });
           return {
             problems: report.problems,
-            dataDirs: report.dataDirs.map((d) => ({ dataDir: d.dataDir, kind: KIND_TO_WIRE[d.kind], linkTarget: d.linkTarget ?? "" })),
+            dataDirs: report.dataDirs.map((d) => ({ dataDir: d.dataDir, kind: kindToWire(d.kind), linkTarget: d.linkTarget ?? "" })),
           };
         },
       ),
       apply: unary(
         "apply",
-        (req) => ({ migrationId: req.migrationId, step: req.step, action: ACTIONS[req.action] ?? req.action }),
+        (req) => ({ migrationId: req.migrationId, step: req.step, action: actionFromWire(req.action) ?? req.action }),
         async (req, auditFields) => {
-          const action = ACTIONS[req.action];
+          const action = actionFromWire(req.action);
           if (!action) throw new QmError("USAGE", `unknown action ${req.action}`, { key: "action" });
           // the step names the operation's record: a short lowercase name, never a path
           checkStepName(req.step);
-          auditFields.site = (await this.agent.migration(req.migrationId)).site;
-          return changesToWire(await this.agent.apply(req.migrationId, req.step, action));
+          auditFields.site = (await this.ops.migration(req.migrationId)).site;
+          return changesToWire(await this.ops.apply(req.migrationId, req.step, action));
         },
       ),
       rsync: (call) => {
@@ -162,7 +140,7 @@ export class AgentGrpcServer {
             release = this.admit(client);
             // a backstop: whatever happens to the stream, its slot is given back when it closes
             call.once("close", () => release());
-            return serveRsync(call, this.agent, rsyncBin, log.child({ component: "rsync", client }));
+            return serveRsync(call, this.ops, rsyncBin, log.child({ component: "rsync", client }));
           })
           .then(
             (info) => audit.info({ op: "rsync", client, ...info, peer: call.getPeer(), result: "ok" }, "operation"),

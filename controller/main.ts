@@ -8,12 +8,13 @@ import { checkMigration } from "../shared/migration.js";
 import { checkMigrationId, checkSiteName } from "../shared/names.js";
 import { SiteTree } from "../shared/siteTree.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
-import { AgentFront, type FrontLike, channelCredentials, deadlinesFrom } from "./agentClient.js";
+import { AgentConnection, type AgentConnectionLike, channelCredentials, deadlinesFrom } from "./agentConnection.js";
 import { type ControllerConfig, DEFAULT_CONTROLLER_CONFIG, MASTER, loadControllerConfig } from "./config.js";
 import { OUTCOMES, type Reporter } from "./events.js";
 import { FaultPlan } from "./faults.js";
 import { HOOK_NAMES, type HookName, HookRunner } from "./hooks.js";
-import { Journal, SiteLock } from "./journal.js";
+import { Journal } from "./journal.js";
+import { SiteLock } from "./siteLock.js";
 import { HumanReporter, JsonReporter } from "./output.js";
 import { type Plan, buildPlan } from "./plan.js";
 import { checkExecutable, findSourcePlatform, platformArg } from "./platforms.js";
@@ -61,7 +62,7 @@ async function execute(config: ControllerConfig, log: Logger, plan: Plan, mode: 
   }
   const credentials = channelCredentials(config);
   const deadlines = deadlinesFrom(config);
-  const fronts = new Map<string, FrontLike>(config.fronts.map((f) => [f.name, new AgentFront(f, credentials, deadlines)]));
+  const fronts = new Map<string, AgentConnectionLike>(config.fronts.map((f) => [f.name, new AgentConnection(f, credentials, deadlines)]));
   const tunnel = await RsyncTunnel.open(config.rsync, log.child({ component: "tunnel" }));
   const abort = new AbortController();
   const onSignal = (signal: string) => {

@@ -8,11 +8,13 @@ import type { Logger } from "../shared/logger.js";
 import { type MigrationSpec, newSiteRel, oldSiteRel, parkRel } from "../shared/migration.js";
 import type { Problem, SiteTree } from "../shared/siteTree.js";
 import { PROTOCOL_VERSION } from "../shared/version.js";
-import type { FrontAction, FrontLike } from "./agentClient.js";
+import type { AgentConnectionLike } from "./agentConnection.js";
+import type { FrontAction } from "../shared/wire.js";
 import { type IntentEvent, OUTCOMES, type Outcome, type Reporter, type RunEvent } from "./events.js";
 import type { FaultPlan } from "./faults.js";
 import type { HookName, HookRunner, HookValues } from "./hooks.js";
-import { Journal, SiteLock } from "./journal.js";
+import { Journal } from "./journal.js";
+import { SiteLock } from "./siteLock.js";
 import { type JournalEvent, replay } from "./journalState.js";
 import { type Plan, type PlanStep, POINT_OF_NO_RETURN, STEP_NAMES, type StepName } from "./plan.js";
 import { StepTally } from "./tally.js";
@@ -28,7 +30,7 @@ export interface RunnerDeps {
   readonly mode: RunMode;
   readonly root: string;
   readonly stateDir: string;
-  readonly fronts: ReadonlyMap<string, FrontLike>;
+  readonly fronts: ReadonlyMap<string, AgentConnectionLike>;
   readonly master: SiteTree;
   readonly hooks: HookRunner;
   readonly tunnel: RsyncTunnel;
@@ -465,7 +467,7 @@ export class MigrationRunner {
 
   // ---- plumbing ---------------------------------------------------------------------------------
 
-  private front(host: string): FrontLike {
+  private front(host: string): AgentConnectionLike {
     const f = this.deps.fronts.get(host);
     if (!f) throw new QmError("USAGE", `front ${host} of migration ${this.m.id} is not in the config`, { host });
     return f;

@@ -3,7 +3,8 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { QmError } from "../shared/errors.js";
 import { type MigrationSpec, checkMigration } from "../shared/migration.js";
-import { Journal, type LockHolder, SiteLock } from "./journal.js";
+import { Journal } from "./journal.js";
+import { type LockHolder, SiteLock } from "./siteLock.js";
 import { type MigrationStateName, replay, stateOf } from "./journalState.js";
 import { type Plan, STEP_NAMES } from "./plan.js";
 

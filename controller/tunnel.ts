@@ -14,13 +14,13 @@ import { execa } from "execa";
 import { QmError, describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { rsyncClientArgs } from "../shared/rsyncArgs.js";
-import { type FrontLike, fromServiceError } from "./agentClient.js";
+import { type AgentConnectionLike, fromServiceError } from "./agentConnection.js";
 
 const RSH_SCRIPT = fileURLToPath(new URL("./rsh.js", import.meta.url));
 const MAX_HEADER = 64 * 1024;
 
 interface Grant {
-  readonly front: FrontLike;
+  readonly front: AgentConnectionLike;
   readonly migrationId: string;
   readonly step: string;
   remoteError?: QmError;
@@ -29,7 +29,7 @@ interface Grant {
 }
 
 export interface RsyncRun {
-  readonly front: FrontLike;
+  readonly front: AgentConnectionLike;
   readonly migrationId: string;
   readonly step: "fetch-site" | "push-site";
   /** local path or `<front>:<relative path>` */

@@ -6,6 +6,7 @@ import type { Stats } from "node:fs";
 import { dirname, join, sep } from "node:path";
 import { QmError, fsError } from "./errors.js";
 import { isEmptyDir, lstatOrNull } from "./fsutil.js";
+import type { EntryKindName } from "./wire.js";
 import {
   type DataPlace,
   type MigrationSpec,
@@ -16,7 +17,6 @@ import {
   placeRel,
 } from "./migration.js";
 
-export type EntryKindName = "absent" | "directory" | "symlink" | "other";
 
 /** Where one data dir of a migration is. Written before a rename (with `moving`) and after it. */
 export interface LedgerEntry {

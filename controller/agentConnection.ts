@@ -4,7 +4,6 @@ import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { ERROR_CODE_METADATA_KEY, type ErrorCode, QmError, isErrorCode } from "../shared/errors.js";
 import {
-  Action,
   AgentClient,
   type ApplyResponse,
   type PreflightResponse,
@@ -12,18 +11,8 @@ import {
 } from "../shared/generated/quickmigrate/v1/agent.js";
 import type { MigrationSpec } from "../shared/migration.js";
 import { PACKAGE_VERSION, PROTOCOL_VERSION } from "../shared/version.js";
+import { type FrontAction, actionToWire } from "../shared/wire.js";
 import type { ControllerConfig, FrontConfig } from "./config.js";
-
-export type FrontAction = "park-data" | "unpark-data" | "restore-data" | "unrestore-data" | "remove-old-site" | "remove-new-site";
-
-const ACTION_TO_WIRE: Record<FrontAction, Action> = {
-  "park-data": Action.ACTION_PARK_DATA,
-  "unpark-data": Action.ACTION_UNPARK_DATA,
-  "restore-data": Action.ACTION_RESTORE_DATA,
-  "unrestore-data": Action.ACTION_UNRESTORE_DATA,
-  "remove-old-site": Action.ACTION_REMOVE_OLD_SITE,
-  "remove-new-site": Action.ACTION_REMOVE_NEW_SITE,
-};
 
 export interface CallDeadlines {
   readonly helloMs: number;
@@ -41,7 +30,7 @@ export function deadlinesFrom(config: ControllerConfig): CallDeadlines {
 }
 
 /** One web front as the controller sees it. */
-export interface FrontLike {
+export interface AgentConnectionLike {
   readonly name: string;
   readonly local: boolean;
   hello(): Promise<{ protocolVersion: number; agentVersion: string; hostname: string }>;
@@ -56,7 +45,7 @@ export function channelCredentials(config: ControllerConfig): grpc.ChannelCreden
   return grpc.credentials.createSsl(readFileSync(config.tls.ca), readFileSync(config.tls.key), readFileSync(config.tls.cert));
 }
 
-export class AgentFront implements FrontLike {
+export class AgentConnection implements AgentConnectionLike {
   readonly name: string;
   readonly local: boolean;
   private readonly client: AgentClient;
@@ -98,7 +87,7 @@ export class AgentFront implements FrontLike {
   }
 
   apply(migrationId: string, step: string, action: FrontAction): Promise<ApplyResponse> {
-    return this.unary(this.client.apply, { migrationId, step, action: ACTION_TO_WIRE[action] }, this.deadlines.applyMs);
+    return this.unary(this.client.apply, { migrationId, step, action: actionToWire(action) }, this.deadlines.applyMs);
   }
 
   openRsync(): grpc.ClientDuplexStream<RsyncFrame, RsyncFrame> {

@@ -6,12 +6,11 @@ import { lstatOrNull } from "../shared/fsutil.js";
 import { type MigrationSpec, checkMigration, newSiteRel, oldSiteRel } from "../shared/migration.js";
 import { PACKAGE_VERSION, PROTOCOL_VERSION } from "../shared/version.js";
 import { type ChangeRecord, type PreflightReport, SiteTree } from "../shared/siteTree.js";
+import type { FrontAction } from "../shared/wire.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
 import type { MigrationRecord, Registry } from "./registry.js";
 
-export type AgentAction = "park-data" | "unpark-data" | "restore-data" | "unrestore-data" | "remove-old-site" | "remove-new-site";
-
-export class FrontAgent {
+export class SiteOperations {
   readonly tree: SiteTree;
   /** one action at a time per migration: repeats after a lost reply may overlap the original */
   private readonly queues = new Map<string, Promise<unknown>>();
@@ -40,7 +39,7 @@ export class FrontAgent {
    * repeat always does the work again (checked against the disk): a rollback may have undone it since.
    * The result is kept in the migration's record under `"<step>/<action>"`, for audit only.
    */
-  async apply(migrationId: string, step: string, action: AgentAction): Promise<ChangeRecord[]> {
+  async apply(migrationId: string, step: string, action: FrontAction): Promise<ChangeRecord[]> {
     const previous = this.queues.get(migrationId) ?? Promise.resolve();
     const run = previous.catch(() => undefined).then(() => this.applyNow(migrationId, step, action));
     this.queues.set(migrationId, run);
@@ -51,7 +50,7 @@ export class FrontAgent {
     }
   }
 
-  private async applyNow(migrationId: string, step: string, action: AgentAction): Promise<ChangeRecord[]> {
+  private async applyNow(migrationId: string, step: string, action: FrontAction): Promise<ChangeRecord[]> {
     const record = await this.registry.get(migrationId);
     const key = `${step || "-"}/${action}`;
     let changes: ChangeRecord[];
@@ -67,7 +66,7 @@ export class FrontAgent {
     return changes;
   }
 
-  private async act(record: MigrationRecord, action: AgentAction): Promise<ChangeRecord[]> {
+  private async act(record: MigrationRecord, action: FrontAction): Promise<ChangeRecord[]> {
     const m = record.migration;
     const ledger = this.registry.ledger(record);
     const afterRename = (dataDir: string) => this.faults.afterRename(action, m.id, dataDir);
