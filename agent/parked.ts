@@ -2,8 +2,9 @@
 // not back in their old site folder, and puts one migration's back. Reads the state dir directly, so it
 // works while the service is stopped; no gRPC.
 import { join } from "node:path";
+import { isPlaceholder, isRealDirectory } from "../shared/confined.js";
 import { QmError, describeError } from "../shared/errors.js";
-import { isEmptyDir, lstatOrNull } from "../shared/fsutil.js";
+import { lstatOrNull } from "../shared/fsutil.js";
 import { type DataPlace, type MigrationSpec, oldSiteRel, placeRel } from "../shared/migration.js";
 import { type LedgerEntry, SiteTree } from "../shared/siteTree.js";
 import type { MigrationRecord, Registry } from "./registry.js";
@@ -138,7 +139,7 @@ export async function restoreParked(root: string, registry: Registry, migrationI
   const ledger = registry.ledger(record);
   const oldSitePath = join(root, oldSiteRel(m));
   const site = await lstatOrNull(oldSitePath);
-  const siteMissing = !site ? `the old site folder ${oldSitePath} is gone` : site.isSymbolicLink() || !site.isDirectory() ? `the old site folder ${oldSitePath} is not a real directory` : undefined;
+  const siteMissing = !site ? `the old site folder ${oldSitePath} is gone` : !isRealDirectory(site) ? `the old site folder ${oldSitePath} is not a real directory` : undefined;
 
   const results: RestoreResult[] = [];
   for (const recorded of orderedLedger(record)) {
@@ -172,10 +173,9 @@ export async function restoreParked(root: string, registry: Registry, migrationI
         continue;
       }
       const occupant = await lstatOrNull(originalPath);
-      let placeholder = false;
       if (occupant) {
-        placeholder = occupant.isDirectory() && !occupant.isSymbolicLink() && (await isEmptyDir(originalPath));
-        if (!placeholder) {
+        // an empty placeholder there is removed by the move; anything else stays and the restore is refused
+        if (!(await isPlaceholder(await tree.resolve(placeRel(m, dataDir, "old")), occupant))) {
           const what = occupant.isSymbolicLink() ? "a symlink" : occupant.isDirectory() ? "a non-empty directory" : "a file";
           results.push({ dataDir, outcome: "refused", originalPath, ...found, reason: `${originalPath} is occupied by ${what}` });
           continue;

@@ -36,7 +36,7 @@ export async function serveRsync(call: Stream, agent: SiteOperations, rsyncBin: 
   opLog.info({ args: serverArgs }, "rsync server start");
 
   const child = execa(rsyncBin, serverArgs, {
-    cwd: agent.tree.root,
+    cwd: agent.tree.root.path,
     stdin: "pipe",
     stdout: "pipe",
     stderr: "pipe",

@@ -1,8 +1,8 @@
 // The state and logic behind the agent's RPCs: checks a migration, registers it, and does each step's
 // work on this front's root. The gRPC handlers in server.ts are thin wrappers over this class.
 import { hostname } from "node:os";
+import type { ConfinedPath } from "../shared/confined.js";
 import { QmError, describeError } from "../shared/errors.js";
-import { lstatOrNull } from "../shared/fsutil.js";
 import { type MigrationSpec, checkMigration, newSiteRel, oldSiteRel } from "../shared/migration.js";
 import { PACKAGE_VERSION, PROTOCOL_VERSION } from "../shared/version.js";
 import { type ChangeRecord, type PreflightReport, SiteTree } from "../shared/siteTree.js";
@@ -98,12 +98,8 @@ export class SiteOperations {
   }
 
   /** The folder an rsync server will read (sender) or write: a real directory under the root, never a symlink. */
-  async checkRsyncFolder(rel: string, mustExist: boolean): Promise<void> {
-    const st = await lstatOrNull(await this.tree.resolve(rel));
-    if (st?.isSymbolicLink() || (st && !st.isDirectory())) {
-      throw new QmError("OUTSIDE_ROOT", `refusing rsync on ${rel}: it is not a real directory`, { path: rel });
-    }
-    if (!st && mustExist) throw new QmError("PRECONDITION", `refusing rsync on ${rel}: it does not exist`, { path: rel });
+  checkRsyncFolder(rel: string, mustExist: boolean): Promise<ConfinedPath> {
+    return this.tree.root.requireRealDirectory(rel, { mustExist, purpose: "rsync" });
   }
 
   async migration(migrationId: string): Promise<MigrationSpec> {

@@ -99,7 +99,7 @@ export class AgentConnection implements AgentConnectionLike {
   }
 }
 
-/** Rebuilds the agent's QmError (its code travels in metadata); transport failures become UNREACHABLE. */
+/** Rebuilds the agent's QmError (its code travels in metadata); transport failures become UNREACHABLE. The host is context, not text. */
 export function fromServiceError(host: string, err: grpc.ServiceError): QmError {
   const sent = err.metadata?.get(ERROR_CODE_METADATA_KEY)[0];
   const transport = err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED || err.code === grpc.status.CANCELLED;
@@ -111,5 +111,5 @@ export function fromServiceError(host: string, err: grpc.ServiceError): QmError 
     : code === "UNREACHABLE"
       ? `agent unreachable: ${details}`
       : details;
-  return new QmError(code, `${host}: ${detail}`, { host }, { cause: err });
+  return new QmError(code, detail, { host }, { cause: err });
 }

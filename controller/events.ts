@@ -1,5 +1,6 @@
 // The events a run emits: printed (JSON lines with --json, or human lines) and journaled.
-import type { Move } from "./plan.js";
+import type { ErrorCode } from "../shared/errors.js";
+import type { Move } from "./steps.js";
 
 export const OUTCOMES = {
   migrated: 0,
@@ -24,7 +25,7 @@ export type RunEvent =
       steps: Array<{ name: string; hosts: readonly string[]; does: string; undo: string | null; skipped?: string; moves: readonly Move[] }>;
     }
   | { event: "step-start"; migrationId: string; step: string; undo?: true }
-  | { event: "ack"; migrationId: string; step: string; host: string; ok: boolean; detail: string; undo?: true }
+  | { event: "ack"; migrationId: string; step: string; host: string; ok: boolean; detail: string; code?: ErrorCode; undo?: true }
   | {
       event: "step-end";
       migrationId: string;
@@ -36,7 +37,7 @@ export type RunEvent =
       durationMs: number;
       undo?: true;
     }
-  | { event: "result"; migrationId: string | null; outcome: Outcome; exitCode: number; message: string; durationMs: number; journal?: string };
+  | { event: "result"; migrationId: string | null; outcome: Outcome; exitCode: number; message: string; code?: ErrorCode; durationMs: number; journal?: string };
 
 /** Journal-only: written before a host's change is attempted. */
 export interface IntentEvent {

@@ -1,7 +1,7 @@
 // What a migration's journal says: replayed from its events, with no I/O. The single source of truth
 // for `status`, `resume` and `rollback`: which steps are done, which hosts were sent which step, what
 // must be undone and where, and where each host stands.
-import { POINT_OF_NO_RETURN, STEP_NAMES, type StepName } from "./plan.js";
+import { STEP_NAMES, type StepName, UNDOABLE, isPastPointOfNoReturn, isStepName } from "./steps.js";
 
 export type MigrationStateName = "running" | "migrated" | "rolled-back" | "needs-attention" | "interrupted";
 
@@ -19,18 +19,6 @@ export interface JournalEvent {
   readonly message?: string;
   readonly detail?: string;
 }
-
-/** Steps that have an undo; the others (dumps, hooks after the point of no return, removals) have none. */
-export const UNDOABLE: ReadonlySet<StepName> = new Set<StepName>([
-  "lock",
-  "maintenance-on",
-  "master-park-data",
-  "fronts-park-data",
-  "fetch-site",
-  "master-move-site",
-  "push-site",
-  "fronts-restore-data",
-]);
 
 export interface HostPosition {
   readonly step: string;
@@ -56,8 +44,6 @@ export interface Replay {
   readonly hosts: ReadonlyMap<string, HostPosition>;
 }
 
-const isStep = (s: string | undefined): s is StepName => s !== undefined && (STEP_NAMES as readonly string[]).includes(s);
-
 export function replay(events: readonly JournalEvent[]): Replay {
   let result: Replay["result"];
   let lastStep: Replay["lastStep"];
@@ -75,25 +61,25 @@ export function replay(events: readonly JournalEvent[]): Replay {
         result = { outcome: String(e.outcome), exitCode: Number(e.exitCode), message: String(e.message ?? "") };
         break;
       case "step-start":
-        if (!isStep(step)) break;
+        if (!isStepName(step)) break;
         lastStep = { step, undo: e.undo === true };
         result = undefined;
         if (e.undo) done.delete(step);
         break;
       case "step-end":
-        if (isStep(step) && !e.undo && e.ok) done.add(step);
+        if (isStepName(step) && !e.undo && e.ok) done.add(step);
         break;
       case "intent":
-        if (!isStep(step) || e.host === undefined) break;
+        if (!isStepName(step) || e.host === undefined) break;
         hosts.set(e.host, { step, undo: e.undo === true, ok: undefined });
         if (e.undo) break;
         if (e.action && e.action !== step) ran.add(`${step}/${e.action}`);
-        if (STEP_NAMES.indexOf(step) >= STEP_NAMES.indexOf(POINT_OF_NO_RETURN)) pastPointOfNoReturn = true;
+        if (isPastPointOfNoReturn(step)) pastPointOfNoReturn = true;
         if (!pending.has(step)) pending.set(step, new Set());
         pending.get(step)?.add(e.host);
         break;
       case "ack":
-        if (!isStep(step) || e.host === undefined) break;
+        if (!isStepName(step) || e.host === undefined) break;
         hosts.set(e.host, { step, undo: e.undo === true, ok: e.ok === true });
         if (e.undo && e.ok) pending.get(step)?.delete(e.host);
         break;

@@ -2,7 +2,7 @@
 import { randomBytes } from "node:crypto";
 import { Command, Option } from "commander";
 import { pino } from "pino";
-import { QmError, describeError } from "../shared/errors.js";
+import { QmError, describeError, errorCode } from "../shared/errors.js";
 import { type Logger, createRootLogger } from "../shared/logger.js";
 import { checkMigration } from "../shared/migration.js";
 import { checkMigrationId, checkSiteName } from "../shared/names.js";
@@ -137,7 +137,7 @@ async function migrate(uri: string, opts: MigrateOptions): Promise<number> {
 function refused(reporter: Reporter, err: unknown, started: number, migrationId: string | null = null): number {
   const message = err instanceof QmError ? err.message : describeError(err);
   const outcome = err instanceof QmError && err.code === "LOCKED" ? "locked" : "refused";
-  reporter.event({ event: "result", migrationId, outcome, exitCode: OUTCOMES[outcome], message, durationMs: Date.now() - started });
+  reporter.event({ event: "result", migrationId, outcome, exitCode: OUTCOMES[outcome], message, code: errorCode(err), durationMs: Date.now() - started });
   return OUTCOMES[outcome];
 }
 
@@ -242,7 +242,7 @@ try {
   const message = describeError(err).replace(/^error: /, "");
   if (process.argv.includes("--json")) {
     // hostmaster tasks parse stdout: a usage error ends with a result event like any refusal
-    new JsonReporter(process.stdout).event({ event: "result", migrationId: null, outcome: "refused", exitCode: OUTCOMES.refused, message, durationMs: 0 });
+    new JsonReporter(process.stdout).event({ event: "result", migrationId: null, outcome: "refused", exitCode: OUTCOMES.refused, message, code: "USAGE", durationMs: 0 });
   } else if (typeof code !== "string" || !code.startsWith("commander.")) {
     process.stderr.write(`quick-migrate: ${message}\n`);
   }

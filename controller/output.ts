@@ -41,8 +41,9 @@ export class HumanReporter implements Reporter {
           const hosts = s.skipped ? this.paint(2, `skipped: ${s.skipped}`) : s.hosts.join(", ");
           this.line(`  ${String(i).padStart(2)} ${s.name.padEnd(20)} ${hosts}`);
           if (e.dryRun && !s.skipped) {
-            this.line(`       ${this.paint(2, `does: ${s.does}${s.undo ? `; undo: ${s.undo}` : ""}`)}`);
+            this.line(`       ${this.paint(2, `does: ${s.does}`)}`);
             for (const mv of s.moves) this.line(`       ${mv.host}: ${mv.what}: ${mv.from}${mv.to ? ` → ${mv.to}` : ""}`);
+            if (s.undo) this.line(`       ${this.paint(2, `undo: ${s.undo}`)}`);
           }
         }
         this.line();

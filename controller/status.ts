@@ -6,7 +6,8 @@ import { type MigrationSpec, checkMigration } from "../shared/migration.js";
 import { Journal } from "./journal.js";
 import { type LockHolder, SiteLock } from "./siteLock.js";
 import { type MigrationStateName, replay, stateOf } from "./journalState.js";
-import { type Plan, STEP_NAMES } from "./plan.js";
+import type { Plan } from "./plan.js";
+import { STEP_NAMES } from "./steps.js";
 
 export interface MigrationStatus {
   readonly id: string;

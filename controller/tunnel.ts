@@ -70,7 +70,7 @@ export class RsyncTunnel {
     return join(this.dir, "tunnel.sock");
   }
 
-  /** Runs the real rsync binary with our tunnel as its remote shell. Throws RSYNC_FAILED naming the host. */
+  /** Runs the real rsync binary with our tunnel as its remote shell. Throws RSYNC_FAILED with the host as context. */
   async run(run: RsyncRun): Promise<void> {
     const token = randomUUID();
     const grant: Grant = { front: run.front, migrationId: run.migrationId, step: run.step, remoteStderr: "" };
@@ -96,7 +96,7 @@ export class RsyncTunnel {
         const local = (result.all ?? "").trim().split("\n").filter(Boolean);
         const remote = grant.remoteStderr.trim().split("\n").filter(Boolean);
         const why = remote.at(-1) ?? local.at(-1) ?? result.shortMessage;
-        throw new QmError("RSYNC_FAILED", `${run.front.name}: rsync for ${run.step} failed (exit ${result.exitCode ?? "?"}): ${why}`, {
+        throw new QmError("RSYNC_FAILED", `rsync for ${run.step} failed (exit ${result.exitCode ?? "?"}): ${why}`, {
           host: run.front.name,
           step: run.step,
         });
@@ -160,7 +160,7 @@ export class RsyncTunnel {
       await downstream;
       socket.end();
     } catch (err) {
-      grant.remoteError = isServiceError(err) ? fromServiceError(grant.front.name, err) : new QmError("RSYNC_FAILED", `${grant.front.name}: ${describeError(err)}`, { host: grant.front.name });
+      grant.remoteError = isServiceError(err) ? fromServiceError(grant.front.name, err) : new QmError("RSYNC_FAILED", describeError(err), { host: grant.front.name });
       socket.destroy();
       call.cancel();
     }

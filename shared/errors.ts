@@ -1,29 +1,37 @@
-// The catalogue of quick-migrate errors, shared by agent and controller. Each has a stable code,
-// context fields (host, step, path), an optional cause, and whether retrying can help.
+// The catalogue of quick-migrate errors, shared by agent and controller: each stable code maps to the
+// gRPC status it travels with. An error carries its code, context fields (host, step, path) and a cause.
 import { status } from "@grpc/grpc-js";
 
+/** Every error code, and the gRPC status it travels with. */
 export const ErrorCodes = {
-  INVALID_NAME: { grpc: status.INVALID_ARGUMENT, retryable: false },
-  CONFIG_INVALID: { grpc: status.INVALID_ARGUMENT, retryable: false },
-  USAGE: { grpc: status.INVALID_ARGUMENT, retryable: false },
-  NOT_REGISTERED: { grpc: status.FAILED_PRECONDITION, retryable: false },
-  PRECONDITION: { grpc: status.FAILED_PRECONDITION, retryable: false },
-  CONFLICT: { grpc: status.FAILED_PRECONDITION, retryable: false },
-  CROSS_DEVICE: { grpc: status.FAILED_PRECONDITION, retryable: false },
-  NOT_EMPTY: { grpc: status.FAILED_PRECONDITION, retryable: false },
-  OUTSIDE_ROOT: { grpc: status.PERMISSION_DENIED, retryable: false },
-  TUNNEL_REFUSED: { grpc: status.PERMISSION_DENIED, retryable: false },
-  NOT_ALLOWED: { grpc: status.PERMISSION_DENIED, retryable: false },
-  LOCKED: { grpc: status.ALREADY_EXISTS, retryable: false },
-  UNREACHABLE: { grpc: status.UNAVAILABLE, retryable: true },
-  BUSY: { grpc: status.UNAVAILABLE, retryable: true },
-  INCOMPATIBLE: { grpc: status.FAILED_PRECONDITION, retryable: false },
-  HOOK_FAILED: { grpc: status.INTERNAL, retryable: false },
-  RSYNC_FAILED: { grpc: status.INTERNAL, retryable: true },
-  IO: { grpc: status.INTERNAL, retryable: true },
-  JOURNAL_INVALID: { grpc: status.INTERNAL, retryable: false },
-  INTERNAL: { grpc: status.INTERNAL, retryable: false },
-} as const;
+  INVALID_NAME: status.INVALID_ARGUMENT,
+  CONFIG_INVALID: status.INVALID_ARGUMENT,
+  USAGE: status.INVALID_ARGUMENT,
+  NOT_REGISTERED: status.FAILED_PRECONDITION,
+  PRECONDITION: status.FAILED_PRECONDITION,
+  CONFLICT: status.FAILED_PRECONDITION,
+  CROSS_DEVICE: status.FAILED_PRECONDITION,
+  NOT_EMPTY: status.FAILED_PRECONDITION,
+  // preflight problems, each naming the path it is about
+  SOURCE_MISSING: status.FAILED_PRECONDITION,
+  SITE_IS_SYMLINK: status.FAILED_PRECONDITION,
+  TARGET_EXISTS: status.FAILED_PRECONDITION,
+  TARGET_PLATFORM_MISSING: status.FAILED_PRECONDITION,
+  MOUNT_POINT: status.FAILED_PRECONDITION,
+  DATA_NOT_DIRECTORY: status.FAILED_PRECONDITION,
+  OUTSIDE_ROOT: status.PERMISSION_DENIED,
+  TUNNEL_REFUSED: status.PERMISSION_DENIED,
+  NOT_ALLOWED: status.PERMISSION_DENIED,
+  LOCKED: status.ALREADY_EXISTS,
+  UNREACHABLE: status.UNAVAILABLE,
+  BUSY: status.UNAVAILABLE,
+  INCOMPATIBLE: status.FAILED_PRECONDITION,
+  HOOK_FAILED: status.INTERNAL,
+  RSYNC_FAILED: status.INTERNAL,
+  IO: status.INTERNAL,
+  JOURNAL_INVALID: status.INTERNAL,
+  INTERNAL: status.INTERNAL,
+} as const satisfies Record<string, status>;
 
 export type ErrorCode = keyof typeof ErrorCodes;
 
@@ -36,20 +44,18 @@ export interface ErrorContext {
 
 export class QmError extends Error {
   override readonly name = "QmError";
-  readonly retryable: boolean;
 
   constructor(
     readonly code: ErrorCode,
     message: string,
     readonly context: ErrorContext = {},
-    options: { cause?: unknown; retryable?: boolean } = {},
+    options: { cause?: unknown } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.retryable = options.retryable ?? ErrorCodes[code].retryable;
   }
 
   get grpcStatus(): status {
-    return ErrorCodes[this.code].grpc;
+    return ErrorCodes[this.code];
   }
 }
 
@@ -60,13 +66,18 @@ export function isErrorCode(s: string): s is ErrorCode {
   return Object.hasOwn(ErrorCodes, s);
 }
 
+/** The catalogue code of any thrown value: a QmError's own, INTERNAL for anything else (a bug). */
+export function errorCode(err: unknown): ErrorCode {
+  return err instanceof QmError ? err.code : "INTERNAL";
+}
+
 /** A one-line description of any thrown value, for acknowledgements and logs. */
 export function describeError(err: unknown): string {
   if (err instanceof Error) return err.message.split("\n")[0] ?? err.message;
   return String(err);
 }
 
-/** Maps a Node fs error to a QmError naming the path. EXDEV is never retried and never turned into a copy. */
+/** Maps a Node fs error to a QmError naming the path. EXDEV is never turned into a copy. */
 export function fsError(err: unknown, path: string, what: string): QmError {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (err instanceof QmError) return err;

@@ -1,6 +1,6 @@
 // Small filesystem helpers with the durability the journal and the ledgers need.
 import { constants } from "node:fs";
-import { lstat, mkdir, open, rename, readdir } from "node:fs/promises";
+import { lstat, mkdir, open, rename } from "node:fs/promises";
 import type { Stats } from "node:fs";
 import { dirname, basename, join } from "node:path";
 
@@ -53,8 +53,4 @@ export async function appendLineDurable(path: string, line: string): Promise<voi
   } finally {
     await fh.close();
   }
-}
-
-export async function isEmptyDir(path: string): Promise<boolean> {
-  return (await readdir(path)).length === 0;
 }

@@ -47,6 +47,16 @@ export function parkedRel(migrationId: string, dataDir: string): string {
   return `${parkRel(migrationId)}/${encodeURIComponent(dataDir)}`;
 }
 
+/** The hostmaster's copy of the site fetched from a front, until master-move-site puts it in place. */
+export function stagingRel(m: MigrationSpec): string {
+  return `${parkRel(m.id)}/.site-staging`;
+}
+
+/** The hostmaster's stale site folder, set aside by master-move-site and deleted at finish. */
+export function staleSiteRel(m: MigrationSpec): string {
+  return `${parkRel(m.id)}/.stale-site`;
+}
+
 /** Where a data dir can be during a migration. */
 export type DataPlace = "old" | "park" | "new";
 

@@ -1,11 +1,12 @@
 // The filesystem work of a migration on one host's root: read-only preflight checks, the data-dir
 // renames (park, restore and their undos), site folder moves and guarded removals. Used by the agent
 // on every front and by the controller for the hostmaster's own copy. Data dirs are only ever renamed.
-import { mkdir, readlink, realpath, rename, rm, rmdir, unlink } from "node:fs/promises";
+import { mkdir, readlink, rename, rm, rmdir, stat, unlink } from "node:fs/promises";
 import type { Stats } from "node:fs";
-import { dirname, join, sep } from "node:path";
-import { QmError, fsError } from "./errors.js";
-import { isEmptyDir, lstatOrNull } from "./fsutil.js";
+import { dirname } from "node:path";
+import { type ConfinedPath, Root, isPlaceholder, isRealDirectory } from "./confined.js";
+import { type ErrorCode, QmError, fsError } from "./errors.js";
+import { lstatOrNull } from "./fsutil.js";
 import type { EntryKindName } from "./wire.js";
 import {
   type DataPlace,
@@ -44,8 +45,9 @@ export interface ChangeRecord {
   result: ChangeResult;
 }
 
+/** A preflight problem: a code of the catalogue, the path it is about, and what is wrong with it. */
 export interface Problem {
-  code: string;
+  code: ErrorCode;
   path: string;
   message: string;
 }
@@ -82,24 +84,16 @@ export interface MoveDataOptions {
 }
 
 export class SiteTree {
-  private rootReal: string | undefined;
+  /** Every path this tree touches is resolved by it. */
+  readonly root: Root;
 
-  constructor(readonly root: string) {}
+  constructor(root: string) {
+    this.root = new Root(root);
+  }
 
-  /**
-   * The absolute path of `rel`, after checking that the folder holding it resolves inside the root
-   * (a symlinked parent leading out of the root is refused). The final component is not followed.
-   */
-  async resolve(rel: string): Promise<string> {
-    const abs = join(this.root, rel);
-    this.rootReal ??= await realpath(this.root);
-    let probe = dirname(abs);
-    while (!(await lstatOrNull(probe))) probe = dirname(probe);
-    const real = await realpath(probe);
-    if (real !== this.rootReal && !real.startsWith(this.rootReal + sep)) {
-      throw new QmError("OUTSIDE_ROOT", `${rel} resolves outside the root (through ${probe})`, { path: rel });
-    }
-    return abs;
+  /** `rel` under the root, confined to it: see Root.resolve. */
+  resolve(rel: string): Promise<ConfinedPath> {
+    return this.root.resolve(rel);
   }
 
   private async stat(rel: string): Promise<Stats | null> {
@@ -108,12 +102,13 @@ export class SiteTree {
 
   async preflight(m: MigrationSpec, opts: PreflightOptions): Promise<PreflightReport> {
     const problems: Problem[] = [];
-    const problem = (code: string, path: string, message: string) => problems.push({ code, path, message });
+    const problem = (code: ErrorCode, path: string, message: string) => problems.push({ code, path, message });
     const oldRel = oldSiteRel(m);
     const newRel = newSiteRel(m);
-    const tryStat = async (rel: string) => {
+    /** `look(rel)`, or undefined with a problem recorded when it is refused (a path outside the root). */
+    const attempt = async <T>(rel: string, look: (rel: string) => Promise<T>): Promise<T | undefined> => {
       try {
-        return { st: await this.stat(rel) };
+        return await look(rel);
       } catch (err) {
         if (err instanceof QmError) {
           problem(err.code, rel, err.message);
@@ -122,6 +117,7 @@ export class SiteTree {
         throw err;
       }
     };
+    const tryStat = (rel: string) => attempt(rel, async (r) => ({ st: await this.stat(r) }));
 
     const site = await tryStat(oldRel);
     if (site && !site.st) problem("SOURCE_MISSING", oldRel, `site folder ${oldRel} does not exist`);
@@ -138,8 +134,8 @@ export class SiteTree {
       problem("TARGET_PLATFORM_MISSING", sitesRel, `target platform ${m.to} is missing (no ${sitesRel} folder)`);
     }
 
-    const parkDev = await this.parkDevice(m.id);
-    if (opts.restoresHere && platform?.st?.isDirectory() && platform.st.dev !== parkDev) {
+    const parkDev = await attempt(parkRel(m.id), () => this.parkDevice(m.id));
+    if (opts.restoresHere && parkDev !== undefined && platform?.st?.isDirectory() && platform.st.dev !== parkDev) {
       problem("CROSS_DEVICE", sitesRel, `${sitesRel} is on another filesystem than the park area ${PARK_FOLDER}: a rename would cross filesystems`);
     }
 
@@ -157,10 +153,10 @@ export class SiteTree {
         continue;
       }
       if (st.isSymbolicLink()) {
-        dataDirs.push({ dataDir, kind: "symlink", linkTarget: await readlink(join(this.root, rel)) });
+        dataDirs.push({ dataDir, kind: "symlink", linkTarget: await readlink(await this.resolve(rel)) });
       } else if (st.isDirectory()) {
         dataDirs.push({ dataDir, kind: "directory" });
-        const parent = await lstatOrNull(dirname(join(this.root, rel)));
+        const parent = (await tryStat(dirname(rel)))?.st;
         if (parent && parent.dev !== st.dev) {
           problem("MOUNT_POINT", rel, `data dir ${rel} is a mount point: it cannot be renamed`);
           continue;
@@ -170,7 +166,7 @@ export class SiteTree {
         problem("DATA_NOT_DIRECTORY", rel, `data dir ${rel} is neither a directory nor a symlink`);
         continue;
       }
-      if (st.dev !== parkDev) {
+      if (parkDev !== undefined && st.dev !== parkDev) {
         problem("CROSS_DEVICE", rel, `data dir ${rel} is on another filesystem than the park area ${PARK_FOLDER}: a rename would cross filesystems`);
       }
     }
@@ -179,12 +175,12 @@ export class SiteTree {
 
   /** The device the park area is (or will be) on: that of its nearest existing ancestor. */
   private async parkDevice(migrationId: string): Promise<number> {
-    let probe = join(this.root, parkRel(migrationId));
-    for (;;) {
-      const st = await lstatOrNull(probe);
+    for (const rel of [parkRel(migrationId), PARK_FOLDER]) {
+      const st = await this.stat(rel);
       if (st) return st.dev;
-      probe = dirname(probe);
     }
+    // the root itself may be reached through a symlink: its device is that of where it leads
+    return (await stat(this.root.path)).dev;
   }
 
   /**
@@ -208,8 +204,7 @@ export class SiteTree {
       }
       // data goes only into a site folder that is already there; never create one around it
       const siteRel = to === "new" ? newSiteRel(m) : oldSiteRel(m);
-      const st = await this.stat(siteRel);
-      if (!st?.isDirectory() || st.isSymbolicLink()) {
+      if (!isRealDirectory(await this.stat(siteRel))) {
         throw new QmError("PRECONDITION", `cannot move data into ${siteRel}: the site folder is not there`, { path: siteRel });
       }
     };
@@ -257,7 +252,7 @@ export class SiteTree {
 
       let placeholder = false;
       if (s && d) {
-        if (placeholderOk && d.isDirectory() && !d.isSymbolicLink() && (await isEmptyDir(dst))) {
+        if (placeholderOk && (await isPlaceholder(dst, d))) {
           placeholder = true;
         } else {
           throw new QmError("CONFLICT", `cannot move data dir ${srcRel}: ${dstRel} already exists`, { path: dstRel });
@@ -304,9 +299,10 @@ export class SiteTree {
       const srcRel = placeRel(m, dataDir, from);
       const dstRel = placeRel(m, dataDir, to);
       const s = await lstatOrNull(await this.resolve(srcRel));
-      const d = await lstatOrNull(await this.resolve(dstRel));
+      const dst = await this.resolve(dstRel);
+      const d = await lstatOrNull(dst);
       if (!s || !d) continue;
-      const placeholder = placeholderOk && d.isDirectory() && !d.isSymbolicLink() && (await isEmptyDir(join(this.root, dstRel)));
+      const placeholder = placeholderOk && (await isPlaceholder(dst, d));
       if (!placeholder) throw new QmError("CONFLICT", `cannot move data dir ${srcRel}: ${dstRel} already exists`, { path: dstRel });
     }
   }
@@ -315,7 +311,7 @@ export class SiteTree {
   private async removeEmptyParkFolders(migrationId: string): Promise<void> {
     for (const rel of [parkRel(migrationId), PARK_FOLDER]) {
       try {
-        await rmdir(join(this.root, rel));
+        await rmdir(await this.resolve(rel));
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code !== "ENOENT" && code !== "ENOTEMPTY" && code !== "EEXIST") throw fsError(err, rel, "rmdir");
@@ -334,17 +330,19 @@ export class SiteTree {
       { dataDir: "", from: siteRelPath, to: "", kind: st ? "directory" : "absent", result },
     ];
     if (!st) return change("already-done");
-    if (st.isSymbolicLink() || !st.isDirectory()) {
+    if (!isRealDirectory(st)) {
       throw new QmError("PRECONDITION", `refusing to remove ${siteRelPath}: it is not a real directory`, { path: siteRelPath });
     }
     for (const dataDir of dataDirs) {
       const rel = `${siteRelPath}/${dataDir}`;
-      const d = await lstatOrNull(await this.resolve(rel));
+      const path = await this.resolve(rel);
+      const d = await lstatOrNull(path);
       if (!d) continue;
       if (d.isSymbolicLink()) {
         throw new QmError("NOT_EMPTY", `refusing to remove ${siteRelPath}: data dir ${rel} is a symlink`, { path: rel });
       }
-      if (!d.isDirectory() || !(await isEmptyDir(join(this.root, rel)))) {
+      // an empty leftover data dir is what a placeholder is: it goes with the folder
+      if (!(await isPlaceholder(path, d))) {
         throw new QmError("NOT_EMPTY", `refusing to remove ${siteRelPath}: data dir ${rel} is not empty`, { path: rel });
       }
     }
@@ -365,7 +363,7 @@ export class SiteTree {
     const change = (result: ChangeResult): ChangeRecord[] => [{ dataDir: "", from: fromRel, to: toRel, kind: "directory", result }];
     if (!s && d) return change("already-done");
     if (!s) throw new QmError("PRECONDITION", `site folder ${fromRel} does not exist`, { path: fromRel });
-    if (s.isSymbolicLink() || !s.isDirectory()) {
+    if (!isRealDirectory(s)) {
       throw new QmError("PRECONDITION", `site folder ${fromRel} is not a real directory`, { path: fromRel });
     }
     if (d) throw new QmError("CONFLICT", `cannot move ${fromRel}: ${toRel} already exists`, { path: toRel });

@@ -133,6 +133,16 @@ export async function expectUnchanged(s: Scenario): Promise<void> {
   }
 }
 
+/** The entries of a manifest under `prefix`, keyed as a manifest of that folder would be. */
+function subtree(m: Manifest, prefix: string): Manifest {
+  const out = new Map<string, Manifest extends ReadonlyMap<string, infer E> ? E : never>();
+  for (const [k, v] of m) {
+    if (k === prefix) out.set(".", v);
+    else if (k.startsWith(`${prefix}/`)) out.set(k.slice(prefix.length + 1), v);
+  }
+  return out;
+}
+
 function expectNoPark(name: string, root: string): void {
   const park = path.join(root, PARK);
   const left = fs.existsSync(park) ? fs.readdirSync(park, { recursive: true }) : [];
@@ -143,7 +153,7 @@ function expectNoPark(name: string, root: string): void {
  * The migration is complete on every host: the old site folder is gone, the new one holds the fetched
  * code, and each front's data dirs are the very same trees (or the same links) as before.
  */
-export async function expectMigrated(s: Scenario, opts: { newSite?: string; fetchFrom?: string } = {}): Promise<void> {
+export async function expectMigrated(s: Scenario, opts: { newSite?: string; fetchFrom?: string; keptStaleData?: { migrationId: string } } = {}): Promise<void> {
   const newSite = opts.newSite ?? s.site;
   const fetchFrom = opts.fetchFrom ?? (s.cluster.fronts.find((f) => f.local) ?? s.cluster.fronts[0])?.name ?? "";
   const code = s.codeBefore.get(fetchFrom);
@@ -175,7 +185,19 @@ export async function expectMigrated(s: Scenario, opts: { newSite?: string; fetc
     const after = await manifest(siteDir(root, s.to, newSite));
     const diff = diffManifests(code, after);
     expect(diff, `hostmaster: new site folder differs from the fetched code (stale data must be gone):\n${summarizeDiff(diff)}`).toEqual([]);
-    expectNoPark("hostmaster", root);
+    if (opts.keptStaleData) {
+      // --keep-master-data: the stale data dirs, byte for byte as they were, and nothing else in the park area
+      const park = path.join(root, PARK, opts.keptStaleData.migrationId);
+      const before = s.before.get("hostmaster") ?? new Map();
+      for (const d of DATA_DIRS) {
+        const diff = diffManifests(subtree(before, `${s.from}/sites/${s.site}/${d}`), (await manifestOrAbsent(path.join(park, encodeURIComponent(d)))) ?? new Map());
+        expect(diff, `hostmaster: kept stale ${d} differs:\n${summarizeDiff(diff)}`).toEqual([]);
+      }
+      expect(fs.readdirSync(path.join(root, PARK)), "hostmaster: only this migration's park folder").toEqual([opts.keptStaleData.migrationId]);
+      expect(fs.readdirSync(park).sort(), "hostmaster: only the stale data dirs are kept").toEqual(DATA_DIRS.map((d) => encodeURIComponent(d)).sort());
+    } else {
+      expectNoPark("hostmaster", root);
+    }
   }
   const shared = await manifest(s.sharedStorage);
   const sharedDiff = diffManifests(s.before.get("shared-storage") ?? new Map(), shared);

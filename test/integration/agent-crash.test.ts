@@ -23,7 +23,7 @@ describe("an agent killed mid-operation", () => {
     const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"]);
     expect(run.exitCode, run.stdout + run.stderr).toBe(3);
     const id = String(run.events[0]?.migrationId);
-    expect(String(run.events.at(-1)?.message)).toMatch(/rollback stopped: undo of .* failed on web1: web1: agent unreachable/);
+    expect(String(run.events.at(-1)?.message)).toMatch(/rollback stopped: undo of .* failed on web1: agent unreachable/);
     await expectDataExactlyOnce(s, id);
 
     await s.cluster.stopAgent("web1");

@@ -34,6 +34,12 @@ describe("rollback after the controller was killed", () => {
     }
     expect(run.exitCode, run.stdout + run.stderr).toBe(0);
     expect(run.events.at(-1)).toMatchObject({ event: "result", migrationId: id, outcome: "rolled-back", exitCode: 0 });
+    // it undid exactly the steps that ran whose plan entry has an undo, latest first
+    const plan = run.events[0] as unknown as { steps: Array<{ name: string; hosts: string[]; undo: string | null }> };
+    const [, point, step] = /^kill-(before|after-ack):([a-z-]+)/.exec(fault) ?? [];
+    const ran = plan.steps.slice(0, plan.steps.findIndex((st) => st.name === step) + (point === "before" ? 0 : 1));
+    const undone = run.events.filter((e) => e.event === "step-start" && e.undo).map((e) => e.step);
+    expect(undone).toEqual(ran.filter((st) => st.undo !== null && st.hosts.length > 0).map((st) => st.name).reverse());
     await expectUnchanged(s);
     const status = await runController(s.cluster.controllerConfig, ["status", id, "--json"]);
     expect(JSON.parse(status.stdout)[0]).toMatchObject({ state: "rolled-back" });

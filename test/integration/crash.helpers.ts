@@ -2,7 +2,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { expect } from "vitest";
-import { STEP_NAMES } from "../../controller/plan.js";
+import { STEP_NAMES } from "../../controller/steps.js";
 import { fakeDrushHooks, runController } from "../../scripts/lib/cluster.js";
 import { type Scenario, expectDataExactlyOnce, setupScenario } from "../helpers/scenario.js";
 

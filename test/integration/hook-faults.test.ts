@@ -73,7 +73,7 @@ describe("a failing hook", () => {
         QM_FAKE_DRUSH_KILL_PID: String(sc.cluster.front("web2").process?.pid),
       }));
       expect(run.exitCode, run.stdout + run.stderr).toBe(3);
-      expect(String(run.events.at(-1)?.message)).toMatch(/undo of fronts-park-data failed on web2: web2: agent unreachable/);
+      expect(String(run.events.at(-1)?.message)).toMatch(/undo of fronts-park-data failed on web2: agent unreachable/);
       await s.cluster.stopAgent("web2"); // reaps the killed process
       await s.cluster.startAgent("web2");
       const fixed = await runController(s.cluster.controllerConfig, [recovery, id, "--json"]);

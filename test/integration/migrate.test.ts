@@ -165,7 +165,11 @@ describe("quick-migrate migrate", () => {
     expect(run.exitCode, run.stdout + run.stderr).toBe(0);
     expect(run.stdout).toContain(`web1: park files: ${s.from}/sites/${s.site}/files → .quick-migrate-park/`);
     expect(run.stdout).toContain(`web2: restore private/files: .quick-migrate-park/`);
-    expect(run.stdout).toContain(`hostmaster: rename site folder: ${s.from}/sites/${s.site} → ${s.to}/sites/${s.site}`);
+    // the hostmaster's copy is not live: its stale folder is set aside and the fetched one takes the new place
+    expect(run.stdout).toMatch(new RegExp(`hostmaster: copy the site folder from web1: web1:${s.from}/sites/${s.site}/ → \\.quick-migrate-park/[^/]+/\\.site-staging/`));
+    expect(run.stdout).toMatch(new RegExp(`hostmaster: set the stale site folder aside: ${s.from}/sites/${s.site} → \\.quick-migrate-park/[^/]+/\\.stale-site`));
+    expect(run.stdout).toMatch(new RegExp(`hostmaster: put the fetched site folder in place: \\.quick-migrate-park/[^/]+/\\.site-staging → ${s.to}/sites/${s.site}`));
+    expect(run.stdout).toContain("undo: remove the staging folder");
     await expectUnchanged(s);
     expect(fs.existsSync(path.join(s.cluster.masterState, "migrations"))).toBe(false);
   });

@@ -4,49 +4,52 @@ import { ErrorCodes, QmError, describeError, fsError, isErrorCode } from "../../
 
 // gRPC status numbers, written out: INVALID_ARGUMENT 3, ALREADY_EXISTS 6, PERMISSION_DENIED 7,
 // FAILED_PRECONDITION 9, INTERNAL 13, UNAVAILABLE 14. Changing the catalogue means changing this table.
-const CATALOGUE: [string, number, boolean][] = [
-  ["INVALID_NAME", 3, false],
-  ["CONFIG_INVALID", 3, false],
-  ["USAGE", 3, false],
-  ["NOT_REGISTERED", 9, false],
-  ["PRECONDITION", 9, false],
-  ["CONFLICT", 9, false],
-  ["CROSS_DEVICE", 9, false],
-  ["NOT_EMPTY", 9, false],
-  ["OUTSIDE_ROOT", 7, false],
-  ["TUNNEL_REFUSED", 7, false],
-  ["NOT_ALLOWED", 7, false],
-  ["LOCKED", 6, false],
-  ["UNREACHABLE", 14, true],
-  ["BUSY", 14, true],
-  ["INCOMPATIBLE", 9, false],
-  ["HOOK_FAILED", 13, false],
-  ["RSYNC_FAILED", 13, true],
-  ["IO", 13, true],
-  ["JOURNAL_INVALID", 13, false],
-  ["INTERNAL", 13, false],
+const CATALOGUE: [string, number][] = [
+  ["INVALID_NAME", 3],
+  ["CONFIG_INVALID", 3],
+  ["USAGE", 3],
+  ["NOT_REGISTERED", 9],
+  ["PRECONDITION", 9],
+  ["CONFLICT", 9],
+  ["CROSS_DEVICE", 9],
+  ["NOT_EMPTY", 9],
+  ["SOURCE_MISSING", 9],
+  ["SITE_IS_SYMLINK", 9],
+  ["TARGET_EXISTS", 9],
+  ["TARGET_PLATFORM_MISSING", 9],
+  ["MOUNT_POINT", 9],
+  ["DATA_NOT_DIRECTORY", 9],
+  ["OUTSIDE_ROOT", 7],
+  ["TUNNEL_REFUSED", 7],
+  ["NOT_ALLOWED", 7],
+  ["LOCKED", 6],
+  ["UNREACHABLE", 14],
+  ["BUSY", 14],
+  ["INCOMPATIBLE", 9],
+  ["HOOK_FAILED", 13],
+  ["RSYNC_FAILED", 13],
+  ["IO", 13],
+  ["JOURNAL_INVALID", 13],
+  ["INTERNAL", 13],
 ];
 
 describe("ErrorCodes", () => {
   it("is exactly the pinned catalogue, in order", () => {
-    expect(Object.entries(ErrorCodes).map(([code, v]) => [code, v.grpc, v.retryable])).toEqual(CATALOGUE);
+    expect(Object.entries(ErrorCodes)).toEqual(CATALOGUE);
   });
 
-  it("QmError takes its gRPC status and retryability from the catalogue", () => {
-    for (const [code, grpc, retryable] of CATALOGUE) {
-      const err = new QmError(code as keyof typeof ErrorCodes, "x");
-      expect(err.grpcStatus).toBe(grpc);
-      expect(err.retryable).toBe(retryable);
+  it("QmError takes its gRPC status from the catalogue", () => {
+    for (const [code, grpc] of CATALOGUE) {
+      expect(new QmError(code as keyof typeof ErrorCodes, "x").grpcStatus).toBe(grpc);
     }
   });
 
-  it("QmError can override retryability and keeps code, context and cause", () => {
+  it("QmError keeps code, context and cause", () => {
     const cause = new Error("inner");
-    const err = new QmError("IO", "outer", { host: "web1", step: "push-site", path: "p/sites/a" }, { cause, retryable: false });
+    const err = new QmError("IO", "outer", { host: "web1", step: "push-site", path: "p/sites/a" }, { cause });
     expect(err).toBeInstanceOf(Error);
     expect(err.name).toBe("QmError");
     expect(err.code).toBe("IO");
-    expect(err.retryable).toBe(false);
     expect(err.context).toEqual({ host: "web1", step: "push-site", path: "p/sites/a" });
     expect(err.cause).toBe(cause);
     expect(new QmError("IO", "no cause").cause).toBeUndefined();
@@ -63,11 +66,10 @@ function errno(code: string): NodeJS.ErrnoException {
 }
 
 describe("fsError", () => {
-  it("maps EXDEV to CROSS_DEVICE, not retryable, naming the path and keeping the cause", () => {
+  it("maps EXDEV to CROSS_DEVICE, naming the path and keeping the cause", () => {
     const cause = errno("EXDEV");
     const err = fsError(cause, "p1/sites/a.com/files", "rename to .quick-migrate-park/m1/files");
     expect(err.code).toBe("CROSS_DEVICE");
-    expect(err.retryable).toBe(false);
     expect(err.grpcStatus).toBe(9);
     expect(err.message).toContain("p1/sites/a.com/files");
     expect(err.message).toContain("refusing to copy");
@@ -78,14 +80,12 @@ describe("fsError", () => {
   it.each(["ENOTEMPTY", "EEXIST"])("maps %s to CONFLICT", (code) => {
     const err = fsError(errno(code), "x/y", "rename");
     expect(err.code).toBe("CONFLICT");
-    expect(err.retryable).toBe(false);
     expect(err.message).toContain("x/y");
   });
 
-  it("maps other errno codes to IO (retryable), naming the code", () => {
+  it("maps other errno codes to IO, naming the code", () => {
     const err = fsError(errno("EIO"), "x/y", "rename");
     expect(err.code).toBe("IO");
-    expect(err.retryable).toBe(true);
     expect(err.message).toContain("EIO");
     expect(err.message).toContain("x/y");
   });

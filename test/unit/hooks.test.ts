@@ -150,7 +150,6 @@ describe("HookRunner.run with a real command", () => {
     expect(err).toBeInstanceOf(QmError);
     const q = err as QmError;
     expect(q.code).toBe("HOOK_FAILED");
-    expect(q.retryable).toBe(false);
     expect(q.message).toContain("hook updatedb");
     expect(q.message).toContain("exit 3");
     expect(q.message).toContain("updb: table missing");

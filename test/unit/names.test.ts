@@ -15,7 +15,6 @@ function expectInvalid(fn: () => unknown, value?: string): QmError {
   expect(caught, `expected ${JSON.stringify(value)} to be refused`).toBeInstanceOf(QmError);
   const err = caught as QmError;
   expect(err.code).toBe("INVALID_NAME");
-  expect(err.retryable).toBe(false);
   if (value !== undefined) {
     const shown = value.length > 80 ? `${value.slice(0, 77)}...` : value;
     expect(err.message).toContain(JSON.stringify(shown));

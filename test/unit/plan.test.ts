@@ -1,6 +1,7 @@
 // The plan is the sequence of DESIGN §4 as data: which hosts acknowledge each step and what moves where.
 import { describe, expect, it } from "vitest";
-import { type Plan, type PlanInput, type PlanStep, type StepName, POINT_OF_NO_RETURN, STEP_NAMES, buildPlan } from "../../controller/plan.js";
+import { type Plan, type PlanInput, type PlanStep, buildPlan } from "../../controller/plan.js";
+import { POINT_OF_NO_RETURN, STEP_NAMES, type StepName } from "../../controller/steps.js";
 import type { HookName } from "../../controller/hooks.js";
 import type { MigrationSpec } from "../../shared/migration.js";
 
@@ -91,7 +92,9 @@ describe("buildPlan without a local front", () => {
     const fetch = stepOf(p, "fetch-site");
     expect(fetch.skipped).toBeUndefined();
     expect(fetch.hosts).toEqual(["web1"]);
-    expect(fetch.moves).toEqual([{ host: "hostmaster", what: "rsync from web1", from: "web1:p1/sites/a.com/", to: "p1/sites/a.com/" }]);
+    // into a staging folder in the park area, not over the hostmaster's own copy
+    expect(fetch.moves).toEqual([{ host: "hostmaster", what: "copy the site folder from web1", op: "copy", from: "web1:p1/sites/a.com/", to: ".quick-migrate-park/m1/.site-staging/" }]);
+    expect(fetch.undo).toBe("remove the staging folder");
   });
 
   it("fetches from the front it is told to", () => {
@@ -219,8 +222,14 @@ describe("buildPlan hooks", () => {
 describe("buildPlan moves (the dry-run listing)", () => {
   it("a --new-uri migration moves the site folder to the new folder", () => {
     const p = plan({ migration: renamed });
+    // two renames on a separate hostmaster: its stale copy aside, the fetched copy into the new place
     expect(stepOf(p, "master-move-site").moves).toEqual([
-      { host: "hostmaster", what: "rename site folder", from: "p1/sites/a.com", to: "p2/sites/b.com" },
+      { host: "hostmaster", what: "set the stale site folder aside", op: "rename", from: "p1/sites/a.com", to: ".quick-migrate-park/m1/.stale-site" },
+      { host: "hostmaster", what: "put the fetched site folder in place", op: "rename", from: ".quick-migrate-park/m1/.site-staging", to: "p2/sites/b.com" },
+    ]);
+    // one rename where the hostmaster's copy is the live one
+    expect(stepOf(withLocal({ migration: renamed }), "master-move-site").moves).toEqual([
+      { host: "hostmaster", what: "rename site folder", op: "rename", from: "p1/sites/a.com", to: "p2/sites/b.com" },
     ]);
     expect(stepOf(p, "push-site").moves.map((x) => [x.host, x.from, x.to])).toEqual([
       ["web1", "hostmaster:p2/sites/b.com/", "p2/sites/b.com/"],
@@ -251,11 +260,21 @@ describe("buildPlan moves (the dry-run listing)", () => {
     ]);
   });
 
-  it("steps that change nothing list no moves", () => {
+  it("steps that change nothing on a host's root list no moves", () => {
     const p = plan();
-    for (const name of ["preflight", "lock", "maintenance-on", "db-dump", "maintenance-off", "finish"] as const) {
+    for (const name of ["preflight", "lock", "maintenance-on", "db-dump", "maintenance-off"] as const) {
       expect(stepOf(p, name).moves).toEqual([]);
     }
+  });
+
+  it("finish lists what it deletes on the hostmaster: the stale site folder and, unless kept, the stale data", () => {
+    expect(stepOf(plan(), "finish").moves.map((x) => [x.host, x.op, x.from])).toEqual([
+      ["hostmaster", "remove", ".quick-migrate-park/m1/.stale-site"],
+      ["hostmaster", "remove", ".quick-migrate-park/m1/files"],
+      ["hostmaster", "remove", ".quick-migrate-park/m1/private%2Ffiles"],
+    ]);
+    expect(stepOf(plan({ keepMasterData: true }), "finish").moves.map((x) => x.from)).toEqual([".quick-migrate-park/m1/.stale-site"]);
+    expect(stepOf(withLocal(), "finish").moves).toEqual([]);
   });
 
   it("every move in an executed step is on a host that acknowledges it (or the hostmaster)", () => {

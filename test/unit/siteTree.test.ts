@@ -4,9 +4,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { QmError } from "../../shared/errors.js";
 import type { MigrationSpec } from "../../shared/migration.js";
 import { type Ledger, type LedgerEntry, SiteTree } from "../../shared/siteTree.js";
+import { rejection } from "../helpers/rejection.js";
 
 const m: MigrationSpec = { id: "m1", from: "p1", site: "a.com", to: "p2", newSite: "b.com", dataDirs: ["files", "private/files"] };
 
@@ -49,14 +49,6 @@ afterEach(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-async function rejection(p: Promise<unknown>): Promise<QmError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err, "expected a QmError").toBeInstanceOf(QmError);
-  return err as QmError;
-}
 
 describe("moveData", () => {
   it("old → park renames each data dir (same inode, contents intact) and records it", async () => {

@@ -1,0 +1,191 @@
+// The runner's edge to the hosts of one migration: the hostmaster's own tree, its hooks and lock, each
+// front's agent and the rsync tunnel, behind the StepIO that the step table is written against. Every
+// part of a step that the undo needs to know about is journaled (intent) before it happens.
+import { join } from "node:path";
+import { QmError, isErrorCode } from "../shared/errors.js";
+import { type MigrationSpec, newSiteRel, oldSiteRel } from "../shared/migration.js";
+import type { ChangeRecord, ChangeResult, Ledger, SiteTree } from "../shared/siteTree.js";
+import { PROTOCOL_VERSION } from "../shared/version.js";
+import { type FrontAction, kindFromWire } from "../shared/wire.js";
+import type { AgentConnectionLike } from "./agentConnection.js";
+import type { HookName, HookResult, HookValues } from "./hooks.js";
+import { Journal } from "./journal.js";
+import { replay } from "./journalState.js";
+import type { Plan } from "./plan.js";
+import type { Recorder } from "./recorder.js";
+import { SiteLock } from "./siteLock.js";
+import type { StepIO, StepName } from "./steps.js";
+import type { RsyncRun } from "./tunnel.js";
+
+/** The hostmaster's hooks (drush and the like). */
+export interface HooksLike {
+  has(name: HookName): boolean;
+  run(name: HookName, values: HookValues, signal?: AbortSignal): Promise<HookResult>;
+}
+
+/** Real rsync through the agent channel. */
+export interface TunnelLike {
+  run(run: RsyncRun): Promise<void>;
+}
+
+export interface ClusterDeps {
+  readonly plan: Plan;
+  readonly root: string;
+  readonly stateDir: string;
+  readonly fronts: ReadonlyMap<string, AgentConnectionLike>;
+  readonly master: SiteTree;
+  readonly hooks: HooksLike;
+  readonly tunnel: TunnelLike;
+  readonly signal?: AbortSignal;
+}
+
+export class ClusterIO {
+  private siteLock: SiteLock | undefined;
+  private readonly m: MigrationSpec;
+  private readonly values: HookValues;
+  /** the values as they are again after a rollback: the site on its old platform under its old name */
+  private readonly oldValues: HookValues;
+
+  constructor(
+    private readonly deps: ClusterDeps,
+    private readonly rec: Recorder,
+    /** dry run: preflight registers nothing with the agents */
+    private readonly dryRun: boolean,
+  ) {
+    this.m = deps.plan.migration;
+    const fromPath = join(deps.root, oldSiteRel(this.m));
+    const toPath = join(deps.root, newSiteRel(this.m));
+    this.values = {
+      site: this.m.site,
+      newSite: this.m.newSite,
+      from: this.m.from,
+      to: this.m.to,
+      fromPath,
+      toPath,
+      dump: join(Journal.folder(deps.stateDir, this.m.id), "db-dump.sql"),
+      migrationId: this.m.id,
+    };
+    this.oldValues = { ...this.values, newSite: this.m.site, to: this.m.from, toPath: fromPath };
+  }
+
+  /** The sites this migration locks: its own and, when renamed, the new name. */
+  private get sites(): string[] {
+    return [...new Set([this.m.site, this.m.newSite])];
+  }
+
+  /** resume and rollback: the interrupted run's lock becomes this process's (refused while it runs). */
+  async takeOverLock(): Promise<void> {
+    this.siteLock = await SiteLock.takeOver(this.deps.stateDir, this.sites, this.m.id);
+  }
+
+  async releaseLock(): Promise<void> {
+    await this.siteLock?.release();
+  }
+
+  front(host: string): AgentConnectionLike {
+    const f = this.deps.fronts.get(host);
+    if (!f) throw new QmError("USAGE", `front ${host} of migration ${this.m.id} is not in the config`, { host });
+    return f;
+  }
+
+  /** The StepIO of one step, forward or undoing. */
+  bind(step: StepName, undo: boolean): StepIO {
+    const { plan, master, hooks, tunnel, signal, root } = this.deps;
+    const m = this.m;
+    return {
+      plan,
+      master,
+      masterLedger: () => this.ledger(),
+      preflight: (host) => this.preflight(host),
+      lock: async () => {
+        if (this.siteLock) return "lock taken over";
+        // the journal first: a crash between the two leaves a journal that resume or rollback can finish
+        const journal = await Journal.create(this.deps.stateDir, m.id, { plan, createdAt: new Date().toISOString() });
+        await this.rec.open(journal);
+        this.siteLock = await SiteLock.acquire(this.deps.stateDir, this.sites, m.id);
+        return `locked ${this.sites.join(", ")}; journal ${journal.dir}`;
+      },
+      unlock: async () => {
+        await this.releaseLock();
+        return "lock released";
+      },
+      apply: async (host, action: FrontAction) => {
+        const res = await this.front(host).apply(m.id, step, action);
+        return res.changes.map(
+          (c): ChangeRecord => ({
+            dataDir: c.dataDir,
+            from: c.from,
+            to: c.to,
+            kind: kindFromWire(c.kind),
+            ...(c.linkTarget ? { linkTarget: c.linkTarget } : {}),
+            result: c.result as ChangeResult,
+          }),
+        );
+      },
+      hook: async (name) => {
+        if (hooks.has(name)) await this.rec.intent(step, plan.master, `hook:${name}`, undo);
+        return (await hooks.run(name, undo ? this.oldValues : this.values, signal)).detail;
+      },
+      intent: (part) => this.rec.intent(step, plan.master, part, undo),
+      began: (part) => replay(this.rec.events).ran.has(`${step}/${part}`),
+      rsync: async (host, direction, remoteRel, localRel, copyDestRel) => {
+        const local = `${await master.resolve(localRel)}/`;
+        const remote = `${host}:${remoteRel}/`;
+        await tunnel.run({
+          front: this.front(host),
+          migrationId: m.id,
+          step: direction === "fetch" ? "fetch-site" : "push-site",
+          source: direction === "fetch" ? remote : local,
+          destination: direction === "fetch" ? local : remote,
+          dataDirs: m.dataDirs,
+          ...(copyDestRel ? { copyDest: join(root, copyDestRel) } : {}),
+          ...(signal ? { signal } : {}),
+        });
+      },
+    };
+  }
+
+  private ledger(): Ledger {
+    const journal = this.rec.journal;
+    if (!journal) throw new QmError("INTERNAL", "journal not open");
+    return journal.ledger();
+  }
+
+  /** Read-only checks on one host; on a front, the migration is registered with its agent unless dry-running. */
+  private async preflight(host: string): Promise<string> {
+    const { plan, master } = this.deps;
+    // (a held lock was refused before the plan was made: see main.ts; the lock step takes it atomically)
+    if (host === plan.master) {
+      refuseOn(host, (await master.preflight(this.m, { targetMustBeAbsent: true, restoresHere: false })).problems);
+      return "checks passed";
+    }
+    const front = this.front(host);
+    const hello = await front.hello();
+    if (hello.protocolVersion !== PROTOCOL_VERSION) {
+      throw new QmError("INCOMPATIBLE", `agent ${hello.agentVersion} speaks protocol ${hello.protocolVersion}, this controller ${PROTOCOL_VERSION}`, { host });
+    }
+    const report = await front.preflight(this.m, { register: !this.dryRun, local: front.local });
+    refuseOn(host, report.problems);
+    const kinds = report.dataDirs.map((d) => {
+      const kind = kindFromWire(d.kind);
+      return `${d.dataDir}: ${kind === "symlink" ? `symlink → ${d.linkTarget}` : kind}`;
+    });
+    return `agent ${hello.agentVersion}; ${kinds.join(", ")}`;
+  }
+}
+
+/** A host's preflight problems, each with its own message; the error's code is the first one's. */
+export class PreflightRefused extends QmError {
+  constructor(
+    host: string,
+    readonly problems: ReadonlyArray<{ readonly code: string; readonly message: string }>,
+  ) {
+    const first = problems[0]?.code ?? "";
+    super(isErrorCode(first) ? first : "PRECONDITION", problems.map((p) => p.message).join("; "), { host });
+  }
+}
+
+/** Problems received from an agent may carry a code this version does not know: they count all the same. */
+function refuseOn(host: string, problems: ReadonlyArray<{ readonly code: string; readonly message: string }>): void {
+  if (problems.length > 0) throw new PreflightRefused(host, problems);
+}

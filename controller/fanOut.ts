@@ -1,0 +1,73 @@
+// Runs one step's part on each of its hosts in parallel and accounts for every host: one
+// acknowledgement each, journaled before (intent) and after (ack), and a StepTally that knows who was
+// asked, who acknowledged, who failed and why. Hosts that failed may be tried again.
+import { describeError, errorCode } from "../shared/errors.js";
+import type { Logger } from "../shared/logger.js";
+import type { Clock } from "./clock.js";
+import type { Recorder } from "./recorder.js";
+import { StepTally } from "./tally.js";
+
+/** One host's part of a step; resolves with the acknowledgement's one line. */
+export type HostWork = (host: string) => Promise<string>;
+
+export interface FanOutOptions {
+  readonly undo?: boolean;
+  /** attempts in all: the hosts that failed are tried again, after a pause that grows each time */
+  readonly attempts?: number;
+  readonly retryDelayMs?: number;
+}
+
+export class FanOut {
+  constructor(
+    private readonly rec: Recorder,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+    /** called after each acknowledgement is journaled (fault injection for the crash tests) */
+    private readonly afterAck: (step: string, host: string, undo: boolean) => void = () => undefined,
+  ) {}
+
+  async run(step: string, hosts: readonly string[], work: HostWork, opts: FanOutOptions = {}): Promise<StepTally> {
+    const tally = new StepTally(hosts);
+    await this.once(step, hosts, work, tally, opts.undo === true);
+    for (let attempt = 2; attempt <= (opts.attempts ?? 1) && !tally.ok; attempt++) {
+      await this.clock.sleep((opts.retryDelayMs ?? 1000) * (attempt - 1));
+      await this.once(step, [...tally.failed.keys()], work, tally, opts.undo === true);
+    }
+    return tally;
+  }
+
+  private async once(step: string, hosts: readonly string[], work: HostWork, tally: StepTally, undo: boolean): Promise<void> {
+    const { rec } = this;
+    const id = rec.migrationId;
+    const u = undo ? { undo: true as const } : {};
+    for (const h of hosts) tally.failed.delete(h);
+    const t0 = this.clock.now();
+    await rec.emit({ event: "step-start", migrationId: id, step, ...u });
+    await Promise.all(
+      hosts.map(async (host) => {
+        await rec.intent(step, host, step, undo);
+        try {
+          const detail = await work(host);
+          tally.ack(host, detail);
+          await rec.emit({ event: "ack", migrationId: id, step, host, ok: true, detail, ...u });
+          this.afterAck(step, host, undo);
+        } catch (err) {
+          const e = err instanceof Error ? err : new Error(String(err));
+          tally.fail(host, e);
+          this.log.warn({ migrationId: id, step, host, undo, err: e }, "host failed step");
+          await rec.emit({ event: "ack", migrationId: id, step, host, ok: false, detail: describeError(e), code: errorCode(e), ...u });
+        }
+      }),
+    );
+    await rec.emit({
+      event: "step-end",
+      migrationId: id,
+      step,
+      ok: tally.ok,
+      acked: tally.acked.size,
+      expected: tally.expected.length,
+      durationMs: this.clock.now() - t0,
+      ...u,
+    });
+  }
+}

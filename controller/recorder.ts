@@ -1,0 +1,60 @@
+// Journal and events together: every event a run emits is printed (through the reporter) and
+// journaled; intents are journaled only. Until the lock step opens the journal, what is recorded
+// waits in memory and is written first thing once it is open. It also keeps every event of this
+// migration — those of earlier runs read back from the journal too — for the replay.
+import type { IntentEvent, Reporter, RunEvent } from "./events.js";
+import type { Journal } from "./journal.js";
+import type { JournalEvent } from "./journalState.js";
+
+export class Recorder {
+  /** everything journaled for this migration, including what earlier runs wrote */
+  readonly events: JournalEvent[] = [];
+  private readonly pending: object[] = [];
+  private current: Journal | undefined;
+
+  constructor(
+    private readonly reporter: Reporter,
+    readonly migrationId: string,
+    earlier?: { journal: Journal; events: readonly JournalEvent[] },
+  ) {
+    if (earlier) {
+      this.current = earlier.journal;
+      this.events.push(...earlier.events);
+    }
+  }
+
+  get journal(): Journal | undefined {
+    return this.current;
+  }
+
+  /** The journal is there: what waited is written to it, in order. */
+  async open(journal: Journal): Promise<void> {
+    this.current = journal;
+    for (const e of this.pending.splice(0)) await journal.append(e);
+  }
+
+  /** Only for an attempt that changed nothing (it lost the race for the lock): its journal goes. */
+  async discard(): Promise<void> {
+    await this.current?.remove();
+    this.current = undefined;
+  }
+
+  /** Printed and journaled. */
+  async emit(e: RunEvent): Promise<void> {
+    this.reporter.event(e);
+    await this.note(e);
+  }
+
+  /** Journaled before a host's change is attempted. */
+  async intent(step: string, host: string, action: string, undo: boolean): Promise<void> {
+    const e: IntentEvent = { event: "intent", migrationId: this.migrationId, step, host, action, ...(undo ? { undo: true } : {}) };
+    await this.note(e);
+  }
+
+  /** Journaled only. */
+  async note(e: object): Promise<void> {
+    this.events.push(e as JournalEvent);
+    if (this.current) await this.current.append(e);
+    else this.pending.push(e);
+  }
+}

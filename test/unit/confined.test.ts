@@ -1,0 +1,132 @@
+// Confinement to the root on real directories and real symlinks: what resolves, what is refused, and
+// what counts as a placeholder or a real directory.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { type ConfinedPath, Root, isPlaceholder, isRealDirectory } from "../../shared/confined.js";
+import { lstatOrNull } from "../../shared/fsutil.js";
+import { rejection } from "../helpers/rejection.js";
+
+let tmp: string;
+let root: Root;
+const r = (rel: string) => path.join(root.path, rel);
+
+beforeEach(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "qm-confined-"));
+  root = new Root(path.join(tmp, "root"));
+  fs.mkdirSync(r("p1/sites/a.com/files"), { recursive: true });
+  fs.writeFileSync(r("p1/sites/a.com/files/x"), "x");
+  fs.mkdirSync(path.join(tmp, "outside", "sites", "a.com"), { recursive: true });
+});
+
+afterEach(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+
+/** The path and its lstat, as a caller of isPlaceholder has them. */
+async function at(rel: string): Promise<[ConfinedPath, fs.Stats | null]> {
+  const p = await root.resolve(rel);
+  return [p, await lstatOrNull(p)];
+}
+
+describe("Root.resolve", () => {
+  it("resolves a relative path under the root, existing or not", async () => {
+    const p = await root.resolve("p1/sites/a.com/files");
+    expect(p).toBe(r("p1/sites/a.com/files"));
+    expect(fs.readFileSync(path.join(p, "x"), "utf8")).toBe("x");
+    expect(await root.resolve("p1/sites/new.com/files")).toBe(r("p1/sites/new.com/files"));
+  });
+
+  it("does not follow the final component: a symlink there resolves to itself", async () => {
+    fs.symlinkSync(path.join(tmp, "outside"), r("p1/sites/a.com/link"));
+    expect(await root.resolve("p1/sites/a.com/link")).toBe(r("p1/sites/a.com/link"));
+  });
+
+  it("refuses a path under a symlinked parent leading out of the root with OUTSIDE_ROOT naming the path", async () => {
+    fs.symlinkSync(path.join(tmp, "outside"), r("p2"));
+    const err = await rejection(root.resolve("p2/sites/a.com"));
+    expect(err.code).toBe("OUTSIDE_ROOT");
+    expect(err.context.path).toBe("p2/sites/a.com");
+    expect(err.message).toContain("p2/sites/a.com");
+    expect(err.message).toContain("resolves outside the root");
+    // also below it, where nothing exists yet
+    expect((await rejection(root.resolve("p2/sites/new.com/files"))).code).toBe("OUTSIDE_ROOT");
+  });
+
+  it("refuses a path that climbs out with ..", async () => {
+    for (const rel of ["..", "../outside", "p1/../../outside/sites"]) {
+      expect((await rejection(root.resolve(rel))).code).toBe("OUTSIDE_ROOT");
+    }
+  });
+
+  it("accepts a symlinked parent that stays inside the root", async () => {
+    fs.symlinkSync(r("p1"), r("p1-alias"));
+    expect(await root.resolve("p1-alias/sites/a.com")).toBe(r("p1-alias/sites/a.com"));
+  });
+});
+
+describe("isPlaceholder", () => {
+  it("is true for an empty real directory", async () => {
+    fs.mkdirSync(r("p1/sites/a.com/empty"));
+    expect(await isPlaceholder(...(await at("p1/sites/a.com/empty")))).toBe(true);
+  });
+
+  it("is false for a symlink to an empty directory", async () => {
+    fs.mkdirSync(r("empty-target"));
+    fs.symlinkSync(r("empty-target"), r("p1/sites/a.com/link"));
+    expect(await isPlaceholder(...(await at("p1/sites/a.com/link")))).toBe(false);
+  });
+
+  it("is false for a non-empty directory, a file and nothing", async () => {
+    fs.writeFileSync(r("p1/sites/a.com/settings.php"), "<?php\n");
+    expect(await isPlaceholder(...(await at("p1/sites/a.com/files")))).toBe(false);
+    expect(await isPlaceholder(...(await at("p1/sites/a.com/settings.php")))).toBe(false);
+    expect(await isPlaceholder(...(await at("p1/sites/a.com/absent")))).toBe(false);
+  });
+});
+
+describe("isRealDirectory", () => {
+  it("is true only for a directory itself", async () => {
+    fs.symlinkSync(r("p1/sites/a.com/files"), r("p1/sites/a.com/link"));
+    fs.writeFileSync(r("p1/sites/a.com/settings.php"), "<?php\n");
+    expect(isRealDirectory(fs.lstatSync(r("p1/sites/a.com/files")))).toBe(true);
+    expect(isRealDirectory(fs.lstatSync(r("p1/sites/a.com/link")))).toBe(false);
+    expect(isRealDirectory(fs.lstatSync(r("p1/sites/a.com/settings.php")))).toBe(false);
+    expect(isRealDirectory(null)).toBe(false);
+  });
+});
+
+describe("Root.requireRealDirectory", () => {
+  const opts = { mustExist: true, purpose: "rsync" };
+
+  it("returns the confined path of a real directory", async () => {
+    expect(await root.requireRealDirectory("p1/sites/a.com", opts)).toBe(r("p1/sites/a.com"));
+  });
+
+  it("refuses a symlink, even to a directory inside the root, with OUTSIDE_ROOT", async () => {
+    fs.symlinkSync(r("p1/sites/a.com"), r("p1/sites/b.com"));
+    const err = await rejection(root.requireRealDirectory("p1/sites/b.com", opts));
+    expect(err.code).toBe("OUTSIDE_ROOT");
+    expect(err.message).toBe("refusing rsync on p1/sites/b.com: it is not a real directory");
+    expect(err.context.path).toBe("p1/sites/b.com");
+  });
+
+  it("refuses a file with OUTSIDE_ROOT", async () => {
+    fs.writeFileSync(r("p1/sites/c.com"), "not a folder");
+    expect((await rejection(root.requireRealDirectory("p1/sites/c.com", opts))).code).toBe("OUTSIDE_ROOT");
+  });
+
+  it("refuses an absent folder with PRECONDITION only when it must exist", async () => {
+    const err = await rejection(root.requireRealDirectory("p1/sites/d.com", opts));
+    expect(err.code).toBe("PRECONDITION");
+    expect(err.message).toBe("refusing rsync on p1/sites/d.com: it does not exist");
+    expect(await root.requireRealDirectory("p1/sites/d.com", { ...opts, mustExist: false })).toBe(r("p1/sites/d.com"));
+  });
+
+  it("refuses a folder under a parent leading out of the root", async () => {
+    fs.symlinkSync(path.join(tmp, "outside"), r("p2"));
+    expect((await rejection(root.requireRealDirectory("p2/sites/a.com", opts))).code).toBe("OUTSIDE_ROOT");
+  });
+});
