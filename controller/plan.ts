@@ -1,6 +1,7 @@
 // The migration plan as data: the step table (steps.ts) read for one migration — the hosts that must
 // acknowledge each step, what it does, its undo, and every path it moves on every host. Built without
 // any I/O; the plan event, --dry-run and the journal's plan.json are this object.
+import { QmError } from "../shared/errors.js";
 import type { MigrationSpec } from "../shared/migration.js";
 import type { HookName } from "./hooks.js";
 import { type Move, type PlanShape, STEPS, type StepName } from "./steps.js";
@@ -43,10 +44,10 @@ export interface PlanInput {
 
 export function buildPlan(input: PlanInput): Plan {
   const { migration, master, fronts } = input;
-  if (fronts.length === 0) throw new Error("a plan needs at least one front");
+  if (fronts.length === 0) throw new QmError("USAGE", "a plan needs at least one front", { key: "fronts" });
   const local = fronts.find((f) => f.local);
   const fetchFrom = input.fetchFrom ?? local?.name ?? (fronts[0] as PlanFront).name;
-  if (!fronts.some((f) => f.name === fetchFrom)) throw new Error(`fetch-from front ${fetchFrom} is not in the config`);
+  if (!fronts.some((f) => f.name === fetchFrom)) throw new QmError("USAGE", `fetch-from front ${fetchFrom} is not in the config`, { key: "fetch-from" });
   const shape: PlanShape = {
     migration,
     master,

@@ -113,15 +113,15 @@ export class RsyncTunnel {
     let newline = -1;
     while (newline < 0) {
       const next = await input.next();
-      if (next.done) throw new Error("tunnel connection closed before its header");
+      if (next.done) throw new QmError("TUNNEL_REFUSED", "tunnel connection closed before its header");
       buffered = Buffer.concat([buffered, next.value]);
       newline = buffered.indexOf(10);
-      if (newline < 0 && buffered.length > MAX_HEADER) throw new Error("tunnel header too long");
+      if (newline < 0 && buffered.length > MAX_HEADER) throw new QmError("TUNNEL_REFUSED", "tunnel header too long");
     }
     const header = JSON.parse(buffered.subarray(0, newline).toString("utf8")) as { token?: string; host?: string; args?: string[] };
     const grant = header.token ? this.grants.get(header.token) : undefined;
     if (!grant || header.host !== grant.front.name || !Array.isArray(header.args)) {
-      throw new Error(`tunnel connection refused: unknown token or host ${String(header.host)}`);
+      throw new QmError("TUNNEL_REFUSED", `tunnel connection refused: unknown token or host ${String(header.host)}`);
     }
     const rest = buffered.subarray(newline + 1);
     const log = this.log.child({ migrationId: grant.migrationId, step: grant.step, host: grant.front.name });
