@@ -14,6 +14,8 @@ import type { SiteOperations } from "./siteOperations.js";
 
 type Stream = ServerDuplexStream<RsyncFrame, RsyncFrame>;
 
+const HEARTBEAT_MS = 500;
+
 /** Serves one tunnelled rsync; resolves with what the audit line records. */
 export async function serveRsync(call: Stream, agent: SiteOperations, rsyncBin: string, log: Logger): Promise<{ migrationId: string; site: string; step: string; exitCode: number }> {
   const cancelled = new AbortController();
@@ -48,8 +50,20 @@ export async function serveRsync(call: Stream, agent: SiteOperations, rsyncBin: 
   // rsync may exit before reading all its input; a broken pipe then is not the agent's error
   child.stdin.on("error", (err) => opLog.debug({ err }, "rsync stdin closed"));
 
+  // Progress heartbeats: while rsync takes or gives bytes, the controller hears from this end at least
+  // every HEARTBEAT_MS (an empty data frame when nothing else was sent), so that its stall timer can
+  // tell a slow link, where bytes still move, from a silent one.
+  let moved = false;
+  let sent = false;
+  const heartbeat = setInterval(() => {
+    if (moved && !sent && !cancelled.signal.aborted) call.write({ frame: { $case: "data", value: Buffer.alloc(0) } });
+    moved = false;
+    sent = false;
+  }, HEARTBEAT_MS);
+
   const write = async (frame: RsyncFrame) => {
     if (cancelled.signal.aborted) return;
+    sent = true;
     if (!call.write(frame)) await once(call, "drain", { signal: cancelled.signal }).catch(() => undefined);
   };
 
@@ -60,6 +74,7 @@ export async function serveRsync(call: Stream, agent: SiteOperations, rsyncBin: 
         if (next.done || cancelled.signal.aborted) break;
         const f = next.value.frame;
         if (f?.$case !== "data") throw new QmError("USAGE", "rsync tunnel: only data frames may follow `start`");
+        moved = true;
         if (!child.stdin.write(f.value)) await once(child.stdin, "drain", { signal: cancelled.signal });
       }
     } finally {
@@ -71,11 +86,17 @@ export async function serveRsync(call: Stream, agent: SiteOperations, rsyncBin: 
 
   const forward = async (source: NodeJS.ReadableStream, kind: "data" | "stderr") => {
     for await (const chunk of source) {
+      moved = true;
       await write({ frame: { $case: kind, value: chunk as Buffer } });
     }
   };
-  await Promise.all([forward(child.stdout, "data"), forward(child.stderr, "stderr")]);
-  const result = await child;
+  let result;
+  try {
+    await Promise.all([forward(child.stdout, "data"), forward(child.stderr, "stderr")]);
+    result = await child;
+  } finally {
+    clearInterval(heartbeat);
+  }
   const code = result.exitCode ?? 255;
   opLog.info({ exitCode: code, signal: result.signal, cancelled: cancelled.signal.aborted, maxRssKb: process.resourceUsage().maxRSS }, "rsync server end");
   if (!cancelled.signal.aborted) {

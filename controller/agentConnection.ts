@@ -1,5 +1,6 @@
-// The controller's edge to one web front: a promise API over the generated gRPC client, a deadline on
-// every call, and errors turned back into QmErrors naming the host.
+// The controller's end of one web front's agent: a promise API over the generated gRPC client, a
+// deadline on every call, a bound on how long a silent agent is waited for (HTTP/2 keepalive pings on
+// the connection, a bound on connecting), and errors turned back into QmErrors with the host as context.
 import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { ERROR_CODE_METADATA_KEY, type ErrorCode, QmError, isErrorCode } from "../shared/errors.js";
@@ -20,13 +21,15 @@ export interface CallDeadlines {
   readonly applyMs: number;
   /** a whole tunnelled rsync run */
   readonly rsyncMs: number;
+  /** an agent that does not answer at all (no connection, no ping answered) is given up after this */
+  readonly unresponsiveMs: number;
 }
 
-export const DEFAULT_DEADLINES: CallDeadlines = { helloMs: 10_000, preflightMs: 60_000, applyMs: 300_000, rsyncMs: 7_200_000 };
+export const DEFAULT_DEADLINES: CallDeadlines = { helloMs: 10_000, preflightMs: 60_000, applyMs: 300_000, rsyncMs: 7_200_000, unresponsiveMs: 30_000 };
 
 export function deadlinesFrom(config: ControllerConfig): CallDeadlines {
   const t = config.timeouts;
-  return { helloMs: t.hello * 1000, preflightMs: t.preflight * 1000, applyMs: t.apply * 1000, rsyncMs: t.rsync * 1000 };
+  return { helloMs: t.hello * 1000, preflightMs: t.preflight * 1000, applyMs: t.apply * 1000, rsyncMs: t.rsync * 1000, unresponsiveMs: t.unresponsive * 1000 };
 }
 
 /** One web front as the controller sees it. */
@@ -63,7 +66,30 @@ export class AgentConnection implements AgentConnectionLike {
       // the agent's certificate must name the front as configured (a SAN DNS name or IP), whatever its address
       "grpc.ssl_target_name_override": front.name,
       "grpc.default_authority": front.name,
+      // a peer that vanished without FIN or RST (link down, power lost, process frozen) answers no
+      // ping: the connection is dropped, and every call on it fails, within the unresponsive bound.
+      // A peer busy sending data still answers pings, so it is not cut off.
+      "grpc.keepalive_time_ms": Math.max(500, Math.floor(deadlines.unresponsiveMs / 2)),
+      "grpc.keepalive_timeout_ms": Math.max(500, Math.floor(deadlines.unresponsiveMs / 2)),
+      "grpc.keepalive_permit_without_calls": 1,
     });
+  }
+
+  /**
+   * Resolves false when the channel has not become ready within `ms`: a connection that hangs (a TCP
+   * connect or TLS handshake nobody answers) is bounded too, not only one that was up and fell silent.
+   */
+  private async connects(ms: number): Promise<boolean> {
+    const channel = this.client.getChannel();
+    const deadline = Date.now() + ms;
+    let state = channel.getConnectivityState(true);
+    while (state !== grpc.connectivityState.READY) {
+      if (state === grpc.connectivityState.SHUTDOWN) return false;
+      const changed = await new Promise<boolean>((resolve) => channel.watchConnectivityState(state, deadline, (err) => resolve(!err)));
+      if (!changed) return false;
+      state = channel.getConnectivityState(false);
+    }
+    return true;
   }
 
   private unary<Req, Res>(
@@ -72,9 +98,20 @@ export class AgentConnection implements AgentConnectionLike {
     timeoutMs: number,
   ): Promise<Res> {
     return new Promise((resolve, reject) => {
-      method.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) =>
-        err ? reject(fromServiceError(this.name, err)) : resolve(res),
-      );
+      let settled = false;
+      const call = method.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
+        if (settled) return;
+        settled = true;
+        if (err) reject(fromServiceError(this.name, err));
+        else resolve(res);
+      });
+      const { unresponsiveMs } = this.deadlines;
+      void this.connects(unresponsiveMs).then((ok) => {
+        if (ok || settled) return;
+        settled = true;
+        call.cancel();
+        reject(new QmError("UNREACHABLE", `agent unreachable: no connection within ${unresponsiveMs / 1000} s (timeouts.unresponsive)`, { host: this.name }));
+      });
     });
   }
 

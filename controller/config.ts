@@ -29,16 +29,17 @@ const schema = z
     fronts: z.array(front).min(1, "at least one front is needed"),
     hooks: z.object(Object.fromEntries(HOOK_NAMES.map((h) => [h, hookArgv.optional()])) as Record<(typeof HOOK_NAMES)[number], z.ZodOptional<typeof hookArgv>>).strict().default({}),
     rsync: z.string().default("rsync"),
-    /** deadlines of the calls to agents, in seconds */
+    /** deadlines of the calls to agents, and how long a silent agent is waited for, in seconds */
     timeouts: z
       .object({
         hello: z.number().positive().default(10),
         preflight: z.number().positive().default(60),
         apply: z.number().positive().default(300),
         rsync: z.number().positive().default(7200),
+        unresponsive: z.number().min(1).default(30),
       })
       .strict()
-      .default({ hello: 10, preflight: 60, apply: 300, rsync: 7200 }),
+      .default({ hello: 10, preflight: 60, apply: 300, rsync: 7200, unresponsive: 30 }),
     logLevel: logLevel.default("warn"),
   })
   .strict();

@@ -63,7 +63,7 @@ async function execute(config: ControllerConfig, log: Logger, plan: Plan, mode: 
   const credentials = channelCredentials(config);
   const deadlines = deadlinesFrom(config);
   const fronts = new Map<string, AgentConnectionLike>(config.fronts.map((f) => [f.name, new AgentConnection(f, credentials, deadlines)]));
-  const tunnel = await RsyncTunnel.open(config.rsync, log.child({ component: "tunnel" }));
+  const tunnel = await RsyncTunnel.open(config.rsync, log.child({ component: "tunnel" }), deadlines.unresponsiveMs);
   const abort = new AbortController();
   const onSignal = (signal: string) => {
     log.warn({ signal }, "interrupted: cancelling the running step");

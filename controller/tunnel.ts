@@ -49,12 +49,14 @@ export class RsyncTunnel {
     private readonly server: Server,
     private readonly rsyncBin: string,
     private readonly log: Logger,
+    private readonly stallMs: number,
   ) {}
 
-  static async open(rsyncBin: string, log: Logger): Promise<RsyncTunnel> {
+  /** `stallMs`: a stream that carries no byte either way for this long is given up (timeouts.unresponsive). */
+  static async open(rsyncBin: string, log: Logger, stallMs = 30_000): Promise<RsyncTunnel> {
     const dir = await mkdtemp(join(tmpdir(), "quick-migrate-"));
     const server = createServer({ allowHalfOpen: true });
-    const tunnel = new RsyncTunnel(dir, server, rsyncBin, log);
+    const tunnel = new RsyncTunnel(dir, server, rsyncBin, log, stallMs);
     server.on("connection", (socket) => {
       tunnel.carry(socket).catch((err: unknown) => {
         log.warn({ err }, "rsync tunnel connection failed");
@@ -127,8 +129,35 @@ export class RsyncTunnel {
     const log = this.log.child({ migrationId: grant.migrationId, step: grant.step, host: grant.front.name });
 
     const call = grant.front.openRsync();
+    // the stall timer: a stream that carries nothing either way (a connection that never comes up,
+    // an agent that stopped sending). While a write waits for the other end to take it, the bytes are
+    // moving as fast as the link lets them: a slow link is not a silent one, and a dead peer there is
+    // caught by the connection's keepalive pings.
+    let stalled = false;
+    let lastActivity = Date.now();
+    let waiting = 0;
+    const waitFor = async (emitter: NodeJS.EventEmitter, event: string) => {
+      waiting++;
+      try {
+        await once(emitter, event);
+      } finally {
+        waiting--;
+        lastActivity = Date.now();
+      }
+    };
+    const stallCheck = setInterval(
+      () => {
+        if (waiting > 0) lastActivity = Date.now();
+        if (Date.now() - lastActivity < this.stallMs) return;
+        stalled = true;
+        clearInterval(stallCheck);
+        call.cancel();
+      },
+      Math.min(1000, this.stallMs),
+    );
     const writeCall = async (data: Buffer) => {
-      if (!call.write({ frame: { $case: "data", value: data } })) await once(call, "drain");
+      lastActivity = Date.now();
+      if (!call.write({ frame: { $case: "data", value: data } })) await waitFor(call, "drain");
     };
     call.write({ frame: { $case: "start", value: { migrationId: grant.migrationId, step: grant.step, args: header.args } } });
 
@@ -144,9 +173,10 @@ export class RsyncTunnel {
 
     const downstream = (async () => {
       for await (const message of call as AsyncIterable<{ frame?: { $case: string; value: unknown } }>) {
+        lastActivity = Date.now();
         const f = message.frame;
         if (f?.$case === "data") {
-          if (!socket.write(f.value as Buffer)) await once(socket, "drain");
+          if (!socket.write(f.value as Buffer)) await waitFor(socket, "drain");
         } else if (f?.$case === "stderr") {
           grant.remoteStderr = (grant.remoteStderr + (f.value as Buffer).toString("utf8")).slice(-8192);
           log.debug({ stderr: (f.value as Buffer).toString("utf8") }, "remote rsync stderr");
@@ -158,11 +188,18 @@ export class RsyncTunnel {
 
     try {
       await downstream;
+      if (stalled) throw new Error("stalled");
       socket.end();
     } catch (err) {
-      grant.remoteError = isServiceError(err) ? fromServiceError(grant.front.name, err) : new QmError("RSYNC_FAILED", describeError(err), { host: grant.front.name });
+      grant.remoteError = stalled
+        ? new QmError("UNREACHABLE", `agent unreachable: the rsync stream carried nothing for ${this.stallMs / 1000} s (timeouts.unresponsive)`, { host: grant.front.name })
+        : isServiceError(err)
+          ? fromServiceError(grant.front.name, err)
+          : new QmError("RSYNC_FAILED", describeError(err), { host: grant.front.name });
       socket.destroy();
       call.cancel();
+    } finally {
+      clearInterval(stallCheck);
     }
     await upstream.catch(() => undefined);
   }

@@ -74,6 +74,12 @@ export interface FrontSpec {
   readonly local?: boolean;
   /** extra environment of this front's agent, e.g. `QM_AGENT_FAULT` */
   readonly env?: Record<string, string>;
+  /**
+   * Run this front's agent inside a network namespace (made by the caller, e.g. with netns.ts),
+   * listening on `address` there: a front on a link the test can take down. Needs root, and TLS
+   * (plaintext is only allowed on loopback).
+   */
+  readonly netns?: { readonly name: string; readonly address: string };
 }
 
 export interface ClusterOptions {
@@ -158,6 +164,8 @@ export interface ClusterFront {
   process: AgentProcess | null;
   /** extra environment of this front's agent (FrontSpec.env, or the last one given to startAgent) */
   env: Record<string, string>;
+  /** the network namespace its agent runs in, if any */
+  readonly netns: string | undefined;
 }
 
 export interface Cluster {
@@ -212,8 +220,20 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     fs.mkdirSync(stateDir, { recursive: true });
     const configFile = path.join(dir, 'agent.yaml');
     const security = tls === undefined ? { insecure: true } : { tls: { ca: tls.ca, ...tls.front(spec.name) }, allowedClients: [...tls.allowedClients] };
-    fs.writeFileSync(configFile, YAML.stringify({ listen: '127.0.0.1:0', root, stateDir, ...security }));
-    return { name: spec.name, local, root, stateDir, address: '', configFile, logFile: path.join(dir, 'agent.log'), process: null, env: { ...spec.env } };
+    const listen = spec.netns === undefined ? '127.0.0.1:0' : `${spec.netns.address}:0`;
+    fs.writeFileSync(configFile, YAML.stringify({ listen, root, stateDir, ...security }));
+    return {
+      name: spec.name,
+      local,
+      root,
+      stateDir,
+      address: '',
+      configFile,
+      logFile: path.join(dir, 'agent.log'),
+      process: null,
+      env: { ...spec.env },
+      netns: spec.netns?.name,
+    };
   });
 
   let hooks = opts.hooks;
@@ -306,7 +326,9 @@ function spawnAgent(f: ClusterFront, agentBin: string, timeoutMs: number): Promi
   const log = fs.createWriteStream(f.logFile, { flags: 'a' });
   // A test may remove the base dir right after stop(); a lost log line must not crash it.
   log.on('error', () => undefined);
-  const child: AgentProcess = execa(process.execPath, [agentBin, '--config', f.configFile], {
+  const command = [process.execPath, agentBin, '--config', f.configFile];
+  const [file, ...args] = f.netns === undefined ? command : ['ip', 'netns', 'exec', f.netns, ...command];
+  const child: AgentProcess = execa(file as string, args, {
     buffer: false,
     reject: false,
     stdin: 'ignore',

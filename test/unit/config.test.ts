@@ -64,7 +64,7 @@ describe("loadControllerConfig", () => {
       ],
       hooks: {},
       rsync: "rsync",
-      timeouts: { hello: 10, preflight: 60, apply: 300, rsync: 7200 },
+      timeouts: { hello: 10, preflight: 60, apply: 300, rsync: 7200, unresponsive: 30 },
       logLevel: "warn",
     });
     expect(Object.isFrozen(c)).toBe(true);
@@ -92,6 +92,15 @@ hooks:
     expect(c.logLevel).toBe("debug");
     expect(c.fronts.map((f) => f.local)).toEqual([true, false]);
     expect(c.hooks.dbDump).toEqual(["drush", "@{site}", "sql-dump", "--result-file={dump}"]);
+  });
+
+  it("takes timeouts.unresponsive in seconds, at least 1, the other timeouts keeping their defaults", async () => {
+    const c = await loadControllerConfig(write(`${CONTROLLER}timeouts: { unresponsive: 3 }\n`));
+    expect(c.timeouts).toEqual({ hello: 10, preflight: 60, apply: 300, rsync: 7200, unresponsive: 3 });
+    const file = write(`${CONTROLLER}timeouts: { unresponsive: 0.5 }\n`);
+    const lines = problemLines(await configError(loadControllerConfig(file)), file);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/timeouts\.unresponsive: /);
   });
 
   it("rejects an unknown top-level key, naming it", async () => {
