@@ -33,18 +33,18 @@ function stepEnd(run: ControllerRun, step: string, undo: boolean): { durationMs:
   return e as unknown as { durationMs: number; ok: boolean };
 }
 
-/** The front failed push-site and its undo, each within the bound; the run ended needs-attention naming it. */
-function expectGaveUpOn(run: ControllerRun, front: string): string {
+/** The front failed the step and its undo, each within the bound; the run ended needs-attention naming it. */
+function expectGaveUpOn(run: ControllerRun, front: string, step = "push-site"): string {
   expect(run.exitCode, run.stdout + run.stderr).toBe(3);
   const result = run.events.at(-1) as { outcome: string; message: string; migrationId: string };
   expect(result.outcome).toBe("needs-attention");
-  expect(result.message).toMatch(new RegExp(`push-site failed on ${front}: agent unreachable`));
-  expect(result.message).toMatch(new RegExp(`undo of push-site failed on ${front}: agent unreachable`));
+  expect(result.message).toMatch(new RegExp(`${step} failed on ${front}: agent unreachable`));
+  expect(result.message).toMatch(new RegExp(`undo of ${step} failed on ${front}: agent unreachable`));
   expect(result.message).toContain(`quick-migrate rollback ${result.migrationId}`);
-  const push = stepEnd(run, "push-site", false);
-  const undo = stepEnd(run, "push-site", true);
-  expect(push.ok).toBe(false);
-  expect(push.durationMs, "push-site gave up within the bound").toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
+  const forward = stepEnd(run, step, false);
+  const undo = stepEnd(run, step, true);
+  expect(forward.ok).toBe(false);
+  expect(forward.durationMs, `${step} gave up within the bound`).toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
   expect(undo.durationMs, "its undo gave up within the bound").toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
   return result.migrationId;
 }
@@ -54,14 +54,20 @@ function expectNoLock(s: Scenario): void {
 }
 
 describe("a frozen agent (SIGSTOP)", () => {
-  it.each(["rollback", "resume"] as const)("frozen after master-move-site: gives up within the bound, exit 3; thawed, %s finishes", async (finish) => {
+  // frozen by a hook: by dbDump, fronts-park-data finds it silent on a connection that was up (the
+  // keepalive pings catch it); by updatedb, push-site finds it silent inside the rsync stream
+  it.each([
+    ["dbDump", "fronts-park-data", "rollback"],
+    ["updatedb", "push-site", "rollback"],
+    ["updatedb", "push-site", "resume"],
+  ] as const)("frozen by the %s hook: %s gives up within the bound, exit 3; thawed, %s finishes", async (hook, step, finish) => {
     const pidFile = path.join(fs.mkdtempSync(path.join("/tmp", "qm-pid-")), "web2.pid");
     cleanups.push(() => fs.rmSync(path.dirname(pidFile), { recursive: true, force: true }));
-    // the updatedb hook freezes web2's agent: everything after it finds web2 silent
+    // the hook freezes web2's agent: everything after it finds web2 silent
     const s = (scenario = await setupScenario({
       fronts: [{ name: "web1" }, { name: "web2" }],
       symlinkFiles: ["web2"],
-      hooks: { updatedb: ["sh", "-c", `kill -STOP "$(cat '${pidFile}')"`] },
+      hooks: { [hook]: ["sh", "-c", `kill -STOP "$(cat '${pidFile}')"`] },
     }));
     const pid = s.cluster.front("web2").process?.pid as number;
     fs.writeFileSync(pidFile, String(pid));
@@ -75,7 +81,7 @@ describe("a frozen agent (SIGSTOP)", () => {
     s.cluster.writeControllerConfig({ extra: { timeouts: { unresponsive: UNRESPONSIVE_S } } });
 
     const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"]);
-    const id = expectGaveUpOn(run, "web2");
+    const id = expectGaveUpOn(run, "web2", step);
 
     process.kill(pid, "SIGCONT");
     const again = await runController(s.cluster.controllerConfig, [finish, id, "--json"]);
