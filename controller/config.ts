@@ -29,16 +29,18 @@ const schema = z
     fronts: z.array(front).min(1, "at least one front is needed"),
     hooks: z.object(Object.fromEntries(HOOK_NAMES.map((h) => [h, hookArgv.optional()])) as Record<(typeof HOOK_NAMES)[number], z.ZodOptional<typeof hookArgv>>).strict().default({}),
     rsync: z.string().default("rsync"),
-    /** deadlines of the calls to agents, in seconds */
+    /** deadlines of the calls to agents and of each hook, in seconds */
     timeouts: z
       .object({
         hello: z.number().positive().default(10),
         preflight: z.number().positive().default(60),
         apply: z.number().positive().default(300),
         rsync: z.number().positive().default(7200),
+        /** a hook running longer is ended (its whole process group) and its step fails */
+        hook: z.number().positive().default(3600),
       })
       .strict()
-      .default({ hello: 10, preflight: 60, apply: 300, rsync: 7200 }),
+      .default({ hello: 10, preflight: 60, apply: 300, rsync: 7200, hook: 3600 }),
     logLevel: logLevel.default("warn"),
   })
   .strict();
