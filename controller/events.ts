@@ -52,3 +52,11 @@ export interface IntentEvent {
 export interface Reporter {
   event(e: RunEvent): void;
 }
+
+/**
+ * Journal-only: a hook's process group while it runs, and once it is gone (the hook ended, or resume
+ * or rollback ended what a killed controller left running: `endedBy`; or found it gone: "gone").
+ */
+export type HookGroupEvent =
+  | { event: "hook-started"; migrationId: string; step: string; hook: string; pgid: number; startTime: string; undo?: true }
+  | { event: "hook-ended"; migrationId: string; step: string; hook: string; pgid: number; ok?: boolean; endedBy?: "SIGTERM" | "SIGKILL" | "gone"; undo?: true };

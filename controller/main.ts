@@ -80,7 +80,7 @@ async function execute(config: ControllerConfig, log: Logger, plan: Plan, mode: 
       stateDir: config.stateDir,
       fronts,
       master: new SiteTree(config.root),
-      hooks: new HookRunner(config.hooks, log.child({ component: "hooks", migrationId: m.id })),
+      hooks: new HookRunner(config.hooks, log.child({ component: "hooks", migrationId: m.id }), { timeoutMs: config.timeouts.hook * 1000 }),
       tunnel,
       reporter,
       log: log.child({ component: "runner", migrationId: m.id }),
