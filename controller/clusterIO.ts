@@ -38,7 +38,13 @@ export interface ClusterDeps {
   readonly master: SiteTree;
   readonly hooks: HooksLike;
   readonly tunnel: TunnelLike;
+  /** cancels the forward run: its hooks and rsync */
   readonly signal?: AbortSignal;
+  /**
+   * cancels a rollback's undo hooks; apart from `signal`, so that the rollback after a cancelled
+   * forward run still runs them (each bounded by timeouts.hook all the same)
+   */
+  readonly undoSignal?: AbortSignal;
 }
 
 export class ClusterIO {
@@ -92,7 +98,8 @@ export class ClusterIO {
 
   /** The StepIO of one step, forward or undoing. */
   bind(step: StepName, undo: boolean): StepIO {
-    const { plan, master, hooks, tunnel, signal, root } = this.deps;
+    const { plan, master, hooks, tunnel, root } = this.deps;
+    const signal = undo ? this.deps.undoSignal : this.deps.signal;
     const m = this.m;
     return {
       plan,

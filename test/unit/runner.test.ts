@@ -12,9 +12,9 @@ import type { AgentConnectionLike } from "../../controller/agentConnection.js";
 import type { Clock } from "../../controller/clock.js";
 import type { HooksLike, TunnelLike } from "../../controller/clusterIO.js";
 import type { RunEvent } from "../../controller/events.js";
-import { HOOK_NAMES, type HookName } from "../../controller/hooks.js";
+import { HOOK_NAMES, type HookName, type HookRunOptions } from "../../controller/hooks.js";
 import { type Plan, buildPlan } from "../../controller/plan.js";
-import { MigrationRunner, type RunResult } from "../../controller/runner.js";
+import { MigrationRunner, type RunResult, type RunnerDeps } from "../../controller/runner.js";
 import { SiteLock } from "../../controller/siteLock.js";
 import { POINT_OF_NO_RETURN, STEP_NAMES, type StepName } from "../../controller/steps.js";
 import type { RsyncRun } from "../../controller/tunnel.js";
@@ -85,11 +85,19 @@ class FakeHooks implements HooksLike {
   constructor(
     private readonly calls: Calls,
     private readonly failures: Failures,
+    /** called as each hook starts (a test cancels the run there) */
+    private readonly onRun: (name: HookName) => void = () => undefined,
   ) {}
   has(name: HookName): boolean {
     return HOOK_NAMES.includes(name);
   }
-  async run(name: HookName) {
+  async run(name: HookName, _values: unknown, opts: HookRunOptions = {}) {
+    this.onRun(name);
+    // as the real runner: a cancelled signal ends the hook, and the step fails
+    if (opts.signal?.aborted) {
+      this.calls.push(`hook ${name} cancelled`);
+      throw new QmError("HOOK_FAILED", `hook ${name} (drush) failed: cancelled`, { key: `hooks.${name}` });
+    }
     this.calls.push(`hook ${name}`);
     if (failing(this.failures, `hook:${name}`)) throw new QmError("HOOK_FAILED", `hook ${name} (drush) failed: exit 1`, { key: `hooks.${name}` });
     return { skipped: false, detail: `hook ${name} ran` };
@@ -147,7 +155,11 @@ interface Run {
   readonly plan: Plan;
 }
 
-async function migrate(failures: Record<string, number> = {}, master = new SiteTree(root)): Promise<Run> {
+async function migrate(
+  failures: Record<string, number> = {},
+  master = new SiteTree(root),
+  opts: { onHook?: (name: HookName) => void; deps?: Partial<RunnerDeps> } = {},
+): Promise<Run> {
   const calls: Calls = [];
   const fail: Failures = new Map(Object.entries(failures));
   const events: RunEvent[] = [];
@@ -160,12 +172,13 @@ async function migrate(failures: Record<string, number> = {}, master = new SiteT
     stateDir,
     fronts: new Map(FRONTS.map((name) => [name, new FakeAgent(name, calls, fail)])),
     master,
-    hooks: new FakeHooks(calls, fail),
+    hooks: new FakeHooks(calls, fail, opts.onHook),
     tunnel: new FakeTunnel(calls, fail),
     reporter: { event: (e) => events.push(e) },
     log: pino({ level: "silent" }),
     clock,
     retryDelayMs: 1000,
+    ...opts.deps,
   });
   return { result: await runner.run(), events, calls, clock, plan };
 }
@@ -314,5 +327,35 @@ describe("the runner with fakes", () => {
     expect(run.calls).not.toContain("hook maintenanceOff");
     // the lock stays with the migration, for rollback or resume to take over
     expect(fs.readdirSync(path.join(stateDir, "locks"))).toEqual(["a.com.lock"]);
+  });
+
+  it("a run cancelled during a hook still runs the undo hooks of its rollback", async () => {
+    const cancel = new AbortController();
+    const cancelUndo = new AbortController();
+    const onHook = (name: HookName) => {
+      if (name === "updatedb") cancel.abort(new Error("interrupted by SIGTERM"));
+    };
+    const run = await migrate({}, new SiteTree(root), { onHook, deps: { signal: cancel.signal, undoSignal: cancelUndo.signal } });
+    expect(run.result.outcome).toBe("rolled-back");
+    expect(run.result.message).toMatch(/^master-move-site failed on hostmaster: hook updatedb \(drush\) failed: cancelled/);
+    expect(run.calls.filter((c) => c.startsWith("hook "))).toEqual([
+      "hook maintenanceOn",
+      "hook dbDump",
+      "hook deploy",
+      "hook updatedb cancelled",
+      "hook dbRestore",
+      "hook deploy",
+      "hook maintenanceOff",
+    ]);
+    expectBackAsBefore();
+  });
+
+  it("a cancelled rollback stops at the undo hook it cancelled, resumable", async () => {
+    const cancelUndo = new AbortController();
+    cancelUndo.abort(new Error("interrupted by SIGTERM"));
+    const run = await migrate({ "hook:updatedb": 1 }, new SiteTree(root), { deps: { undoSignal: cancelUndo.signal } });
+    expect(run.result.outcome).toBe("needs-attention");
+    expect(run.result.message).toMatch(/rollback stopped: undo of master-move-site failed on hostmaster: hook dbRestore \(drush\) failed: cancelled/);
+    expect(run.calls).not.toContain("hook maintenanceOff");
   });
 });
