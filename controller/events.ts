@@ -37,6 +37,8 @@ export type RunEvent =
       durationMs: number;
       undo?: true;
     }
+  /** resume and rollback, before they act: a hook the killed controller started was still running, and was ended */
+  | { event: "orphaned-hook"; migrationId: string; step: string; hook: string; pgid: number; endedBy: "SIGTERM" | "SIGKILL"; undo?: true }
   | { event: "result"; migrationId: string | null; outcome: Outcome; exitCode: number; message: string; code?: ErrorCode; durationMs: number; journal?: string };
 
 /** Journal-only: written before a host's change is attempted. */
