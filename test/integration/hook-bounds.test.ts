@@ -9,7 +9,16 @@ import { type ControllerEvent, fakeDrushHooks, runController } from "../../scrip
 import { type Scenario, expectMigrated, expectUnchanged, setupScenario } from "../helpers/scenario.js";
 
 let scenario: Scenario | undefined;
+/** process groups of the hanging hooks: a failed test must not leave them running */
+const hanging: number[] = [];
 afterEach(async () => {
+  for (const pgid of hanging.splice(0)) {
+    try {
+      process.kill(-pgid, "SIGKILL");
+    } catch {
+      // gone, as it should be
+    }
+  }
   await scenario?.cleanup();
   scenario = undefined;
 });
@@ -55,7 +64,9 @@ async function hangingHook(file: string, withinMs = 60_000): Promise<HangingHook
     if (Date.now() > until) throw new Error(`${file}: the hook never started`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  return JSON.parse(fs.readFileSync(file, "utf8")) as HangingHook;
+  const hook = JSON.parse(fs.readFileSync(file, "utf8")) as HangingHook;
+  hanging.push(hook.hook);
+  return hook;
 }
 
 function expectNoLock(s: Scenario): void {
