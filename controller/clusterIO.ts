@@ -8,10 +8,12 @@ import type { ChangeRecord, ChangeResult, Ledger, SiteTree } from "../shared/sit
 import { PROTOCOL_VERSION } from "../shared/version.js";
 import { type FrontAction, kindFromWire } from "../shared/wire.js";
 import type { AgentConnectionLike } from "./agentConnection.js";
-import type { HookName, HookResult, HookValues } from "./hooks.js";
+import type { HookGroupEvent } from "./events.js";
+import type { HookName, HookResult, HookRunOptions, HookValues } from "./hooks.js";
 import { Journal } from "./journal.js";
 import { replay } from "./journalState.js";
 import type { Plan } from "./plan.js";
+import type { HookGroup } from "./processGroup.js";
 import type { Recorder } from "./recorder.js";
 import { SiteLock } from "./siteLock.js";
 import type { StepIO, StepName } from "./steps.js";
@@ -20,7 +22,7 @@ import type { RsyncRun } from "./tunnel.js";
 /** The hostmaster's hooks (drush and the like). */
 export interface HooksLike {
   has(name: HookName): boolean;
-  run(name: HookName, values: HookValues, signal?: AbortSignal): Promise<HookResult>;
+  run(name: HookName, values: HookValues, opts?: HookRunOptions): Promise<HookResult>;
 }
 
 /** Real rsync through the agent channel. */
@@ -36,7 +38,13 @@ export interface ClusterDeps {
   readonly master: SiteTree;
   readonly hooks: HooksLike;
   readonly tunnel: TunnelLike;
+  /** cancels the forward run: its hooks and rsync */
   readonly signal?: AbortSignal;
+  /**
+   * cancels a rollback's undo hooks; apart from `signal`, so that the rollback after a cancelled
+   * forward run still runs them (each bounded by timeouts.hook all the same)
+   */
+  readonly undoSignal?: AbortSignal;
 }
 
 export class ClusterIO {
@@ -90,7 +98,8 @@ export class ClusterIO {
 
   /** The StepIO of one step, forward or undoing. */
   bind(step: StepName, undo: boolean): StepIO {
-    const { plan, master, hooks, tunnel, signal, root } = this.deps;
+    const { plan, master, hooks, tunnel, root } = this.deps;
+    const signal = undo ? this.deps.undoSignal : this.deps.signal;
     const m = this.m;
     return {
       plan,
@@ -123,8 +132,27 @@ export class ClusterIO {
         );
       },
       hook: async (name) => {
-        if (hooks.has(name)) await this.rec.intent(step, plan.master, `hook:${name}`, undo);
-        return (await hooks.run(name, undo ? this.oldValues : this.values, signal)).detail;
+        if (!hooks.has(name)) return (await hooks.run(name, this.values)).detail;
+        await this.rec.intent(step, plan.master, `hook:${name}`, undo);
+        // its process group is journaled while it runs, so that a controller killed meanwhile leaves
+        // resume and rollback a group to end before they act (hook-ended: the group is gone)
+        let group: HookGroup | undefined;
+        const u = undo ? { undo: true as const } : {};
+        const ended = (ok: boolean) => group && this.rec.note({ event: "hook-ended", migrationId: m.id, step, hook: name, pgid: group.pgid, ok, ...u } satisfies HookGroupEvent);
+        try {
+          const result = await hooks.run(name, undo ? this.oldValues : this.values, {
+            ...(signal ? { signal } : {}),
+            started: async (g) => {
+              group = g;
+              await this.rec.note({ event: "hook-started", migrationId: m.id, step, hook: name, pgid: g.pgid, startTime: g.startTime, ...u } satisfies HookGroupEvent);
+            },
+          });
+          await ended(true);
+          return result.detail;
+        } catch (err) {
+          await ended(false);
+          throw err;
+        }
       },
       intent: (part) => this.rec.intent(step, plan.master, part, undo),
       began: (part) => replay(this.rec.events).ran.has(`${step}/${part}`),

@@ -29,7 +29,7 @@ const schema = z
     fronts: z.array(front).min(1, "at least one front is needed"),
     hooks: z.object(Object.fromEntries(HOOK_NAMES.map((h) => [h, hookArgv.optional()])) as Record<(typeof HOOK_NAMES)[number], z.ZodOptional<typeof hookArgv>>).strict().default({}),
     rsync: z.string().default("rsync"),
-    /** deadlines of the calls to agents, and how long a silent agent is waited for, in seconds */
+    /** deadlines of the calls to agents and of each hook, and how long a silent agent is waited for, in seconds */
     timeouts: z
       .object({
         hello: z.number().positive().default(10),
@@ -37,9 +37,11 @@ const schema = z
         apply: z.number().positive().default(300),
         rsync: z.number().positive().default(7200),
         unresponsive: z.number().min(1).default(30),
+        /** a hook running longer is ended (its whole process group) and its step fails */
+        hook: z.number().positive().default(3600),
       })
       .strict()
-      .default({ hello: 10, preflight: 60, apply: 300, rsync: 7200, unresponsive: 30 }),
+      .default({ hello: 10, preflight: 60, apply: 300, rsync: 7200, unresponsive: 30, hook: 3600 }),
     logLevel: logLevel.default("warn"),
   })
   .strict();

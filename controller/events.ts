@@ -37,6 +37,8 @@ export type RunEvent =
       durationMs: number;
       undo?: true;
     }
+  /** resume and rollback, before they act: a hook the killed controller started was still running, and was ended */
+  | { event: "orphaned-hook"; migrationId: string; step: string; hook: string; pgid: number; endedBy: "SIGTERM" | "SIGKILL"; undo?: true }
   | { event: "result"; migrationId: string | null; outcome: Outcome; exitCode: number; message: string; code?: ErrorCode; durationMs: number; journal?: string };
 
 /** Journal-only: written before a host's change is attempted. */
@@ -52,3 +54,11 @@ export interface IntentEvent {
 export interface Reporter {
   event(e: RunEvent): void;
 }
+
+/**
+ * Journal-only: a hook's process group while it runs, and once it is gone (the hook ended, or resume
+ * or rollback ended what a killed controller left running: `endedBy`; or found it gone: "gone").
+ */
+export type HookGroupEvent =
+  | { event: "hook-started"; migrationId: string; step: string; hook: string; pgid: number; startTime: string; undo?: true }
+  | { event: "hook-ended"; migrationId: string; step: string; hook: string; pgid: number; ok?: boolean; endedBy?: "SIGTERM" | "SIGKILL" | "gone"; undo?: true };

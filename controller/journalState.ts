@@ -18,6 +18,19 @@ export interface JournalEvent {
   readonly exitCode?: number;
   readonly message?: string;
   readonly detail?: string;
+  readonly hook?: string;
+  readonly pgid?: number;
+  readonly startTime?: string;
+}
+
+/** A hook whose start the journal records and whose end it does not: its controller was killed meanwhile. */
+export interface UnendedHook {
+  readonly step: string;
+  readonly hook: string;
+  readonly undo: boolean;
+  /** its process group (the leader's pid) and the leader's start time */
+  readonly pgid: number;
+  readonly startTime: string;
 }
 
 export interface HostPosition {
@@ -42,6 +55,8 @@ export interface Replay {
   /** "step/action" of every sub-action a forward step journaled an intent for (e.g. master-move-site/hook:updatedb) */
   readonly ran: ReadonlySet<string>;
   readonly hosts: ReadonlyMap<string, HostPosition>;
+  /** hooks started and not seen to end: `resume` and `rollback` make sure they are gone before they act */
+  readonly unendedHooks: readonly UnendedHook[];
 }
 
 export function replay(events: readonly JournalEvent[]): Replay {
@@ -52,6 +67,7 @@ export function replay(events: readonly JournalEvent[]): Replay {
   /** per step: hosts sent the forward step since their last completed undo */
   const pending = new Map<StepName, Set<string>>();
   const hosts = new Map<string, HostPosition>();
+  const hooks = new Map<number, UnendedHook>();
   let pastPointOfNoReturn = false;
 
   for (const e of events) {
@@ -78,6 +94,13 @@ export function replay(events: readonly JournalEvent[]): Replay {
         if (!pending.has(step)) pending.set(step, new Set());
         pending.get(step)?.add(e.host);
         break;
+      case "hook-started":
+        if (typeof e.pgid !== "number") break;
+        hooks.set(e.pgid, { step: String(step), hook: String(e.hook), undo: e.undo === true, pgid: e.pgid, startTime: String(e.startTime ?? "") });
+        break;
+      case "hook-ended":
+        if (typeof e.pgid === "number") hooks.delete(e.pgid);
+        break;
       case "ack":
         if (!isStepName(step) || e.host === undefined) break;
         hosts.set(e.host, { step, undo: e.undo === true, ok: e.ok === true });
@@ -92,7 +115,7 @@ export function replay(events: readonly JournalEvent[]): Replay {
     .filter((s) => UNDOABLE.has(s))
     .map((s) => ({ step: s, hosts: [...(pending.get(s) ?? [])] }))
     .filter((u) => u.hosts.length > 0);
-  return { result, lastStep, done, resumeFrom, pastPointOfNoReturn, undoPlan, ran, hosts };
+  return { result, lastStep, done, resumeFrom, pastPointOfNoReturn, undoPlan, ran, hosts, unendedHooks: [...hooks.values()] };
 }
 
 /** The state `status` shows: from the last result, else from whether the controller still runs. */

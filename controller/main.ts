@@ -51,7 +51,7 @@ function loggerFor(config: ControllerConfig): Logger {
 
 /**
  * Runs a plan with real agents, the rsync tunnel and the hooks; cleans up the channels after.
- * Signals cancel the running hook or rsync: the step fails and the failure policy applies.
+ * Signals cancel the running hook or rsync: the step fails and the failure policy applies (see onSignal).
  */
 async function execute(config: ControllerConfig, log: Logger, plan: Plan, mode: RunMode, reporter: Reporter): Promise<number> {
   const m = plan.migration;
@@ -64,10 +64,19 @@ async function execute(config: ControllerConfig, log: Logger, plan: Plan, mode: 
   const deadlines = deadlinesFrom(config);
   const fronts = new Map<string, AgentConnectionLike>(config.fronts.map((f) => [f.name, new AgentConnection(f, credentials, deadlines)]));
   const tunnel = await RsyncTunnel.open(config.rsync, log.child({ component: "tunnel" }), deadlines.unresponsiveMs);
-  const abort = new AbortController();
+  // The first signal cancels the forward run; the rollback that follows still runs its undo hooks.
+  // A second signal (the first, for `rollback`) cancels the undo work too: the rollback stops, resumable.
+  const cancel = new AbortController();
+  const cancelUndo = new AbortController();
   const onSignal = (signal: string) => {
-    log.warn({ signal }, "interrupted: cancelling the running step");
-    abort.abort(new QmError("INTERNAL", `interrupted by ${signal}`));
+    const reason = new QmError("INTERNAL", `interrupted by ${signal}`);
+    if (mode.kind === "rollback" || cancel.signal.aborted) {
+      log.warn({ signal }, "interrupted: cancelling the rollback");
+      cancelUndo.abort(reason);
+    } else {
+      log.warn({ signal }, "interrupted: cancelling the running step; the rollback still runs (a second signal cancels it)");
+    }
+    cancel.abort(reason);
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
@@ -80,11 +89,12 @@ async function execute(config: ControllerConfig, log: Logger, plan: Plan, mode: 
       stateDir: config.stateDir,
       fronts,
       master: new SiteTree(config.root),
-      hooks: new HookRunner(config.hooks, log.child({ component: "hooks", migrationId: m.id })),
+      hooks: new HookRunner(config.hooks, log.child({ component: "hooks", migrationId: m.id }), { timeoutMs: config.timeouts.hook * 1000 }),
       tunnel,
       reporter,
       log: log.child({ component: "runner", migrationId: m.id }),
-      signal: abort.signal,
+      signal: cancel.signal,
+      undoSignal: cancelUndo.signal,
       ...(faults ? { faults } : {}),
     });
     const result = await runner.run();

@@ -70,6 +70,11 @@ export class HumanReporter implements Reporter {
         }
         return;
       }
+      case "orphaned-hook":
+        this.line(
+          `  ${this.paint(33, "!")} hook ${e.hook} of the interrupted run (${e.undo ? "undo " : ""}${e.step}) was still running as process group ${e.pgid}: ended by ${e.endedBy}`,
+        );
+        return;
       case "result": {
         this.line();
         const ok = e.exitCode === 0;

@@ -6,12 +6,13 @@ import { QmError, describeError, errorCode } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { type Clock, systemClock } from "./clock.js";
 import { type ClusterDeps, ClusterIO, PreflightRefused } from "./clusterIO.js";
-import { OUTCOMES, type Outcome, type Reporter } from "./events.js";
+import { type HookGroupEvent, OUTCOMES, type Outcome, type Reporter } from "./events.js";
 import { FanOut } from "./fanOut.js";
 import type { FaultPlan } from "./faults.js";
 import type { Journal } from "./journal.js";
 import { type JournalEvent, replay } from "./journalState.js";
 import type { Plan, PlanStep } from "./plan.js";
+import { type EndedBy, type ProcessGroupsLike, processGroups } from "./processGroup.js";
 import { Recorder } from "./recorder.js";
 import { POINT_OF_NO_RETURN, STEP_NAMES, type StepName, isPastPointOfNoReturn, stepDef } from "./steps.js";
 import type { StepTally } from "./tally.js";
@@ -31,6 +32,8 @@ export interface RunnerDeps extends ClusterDeps {
   readonly retryDelayMs?: number;
   readonly faults?: FaultPlan;
   readonly clock?: Clock;
+  /** where resume and rollback end the hooks a killed controller left running (default: the real ones) */
+  readonly groups?: ProcessGroupsLike;
 }
 
 export interface RunResult {
@@ -104,7 +107,7 @@ export class MigrationRunner {
 
   private async resume(): Promise<RunResult> {
     const from = replay(this.rec.events).resumeFrom;
-    const taken = await this.takeOverLock();
+    const taken = (await this.takeOverLock()) ?? (await this.endUnendedHooks("resume"));
     if (taken) return taken;
     if (!from) {
       // killed after its last step and before its result: only the lock taken over just now is left
@@ -119,7 +122,7 @@ export class MigrationRunner {
     if (replay(this.rec.events).pastPointOfNoReturn) {
       return this.finish("refused", `migration ${this.id} is past the point of no return (${POINT_OF_NO_RETURN}): only \`quick-migrate resume ${this.id}\` can finish it`);
     }
-    const taken = await this.takeOverLock();
+    const taken = (await this.takeOverLock()) ?? (await this.endUnendedHooks("rollback"));
     if (taken) return taken;
     await this.rec.note({ event: "rollback", migrationId: this.id });
     const stuck = await this.rollback();
@@ -135,6 +138,32 @@ export class MigrationRunner {
       if (err instanceof QmError && err.code === "LOCKED") return this.finish("locked", err.message, undefined, err);
       throw err;
     }
+  }
+
+  /**
+   * resume and rollback, once the lock is theirs (so the controller that ran the migration is gone): a
+   * hook it started may still run — an orphaned updatedb would change the database behind the rollback's
+   * back. Each hook the journal does not see end is ended (its whole process group) before anything is
+   * done, and said so. When one cannot be ended, nothing is done.
+   */
+  private async endUnendedHooks(kind: "resume" | "rollback"): Promise<RunResult | undefined> {
+    const groups = this.deps.groups ?? processGroups;
+    for (const h of replay(this.rec.events).unendedHooks) {
+      const about = { migrationId: this.id, step: h.step, hook: h.hook, pgid: h.pgid, ...(h.undo ? { undo: true as const } : {}) };
+      let endedBy: EndedBy | "gone" = "gone";
+      if (groups.running(h)) {
+        this.deps.log.warn({ ...about }, "a hook of the interrupted run is still running: ending it");
+        try {
+          endedBy = await groups.end(h);
+        } catch (err) {
+          const why = `hook ${h.hook} of the interrupted run (process group ${h.pgid}) is still running and could not be ended: ${describeError(err)}`;
+          return this.finish("needs-attention", `${why}; nothing was done: end it, then run \`quick-migrate ${kind} ${this.id}\` again`, undefined, err);
+        }
+        await this.rec.emit({ event: "orphaned-hook", ...about, endedBy });
+      }
+      await this.rec.note({ event: "hook-ended", ...about, endedBy } satisfies HookGroupEvent);
+    }
+    return undefined;
   }
 
   private async forward(steps: readonly PlanStep[]): Promise<RunResult> {

@@ -1,8 +1,11 @@
 #!/usr/bin/env node
 // Stands in for drush in the demo and the tests: records how a hook called it, fakes a dump,
 // and fails on demand (QM_FAKE_DRUSH_FAIL or QM_FAKE_DRUSH_FAIL_ALSO=<an argument value>, e.g. updatedb), first killing the process
-// QM_FAKE_DRUSH_KILL_PID if set.
-import { appendFileSync, writeFileSync } from "node:fs";
+// QM_FAKE_DRUSH_KILL_PID if set. QM_FAKE_DRUSH_HANG=<an argument value> makes it never end instead, with a
+// child of its own (as drush runs php), their pids written to QM_FAKE_DRUSH_PIDS; with
+// QM_FAKE_DRUSH_KILL_PARENT=1 it first SIGKILLs the controller that started it.
+import { spawn } from "node:child_process";
+import { appendFileSync, renameSync, writeFileSync } from "node:fs";
 
 const argv = process.argv.slice(2);
 
@@ -20,6 +23,20 @@ if (fail) {
   if (victim > 0) process.kill(victim, "SIGKILL");
   process.stderr.write(`fake drush: failing on purpose (QM_FAKE_DRUSH_FAIL=${fail})\n`);
   process.exit(1);
+}
+
+const hang = process.env.QM_FAKE_DRUSH_HANG;
+if (hang && argv.includes(hang)) {
+  const child = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" });
+  const pids = process.env.QM_FAKE_DRUSH_PIDS;
+  if (pids) {
+    // whole or not at all: the test polls for this file
+    writeFileSync(`${pids}.tmp`, JSON.stringify({ hook: process.pid, child: child.pid, controller: process.ppid }));
+    renameSync(`${pids}.tmp`, pids);
+  }
+  if (process.env.QM_FAKE_DRUSH_KILL_PARENT === "1") process.kill(process.ppid, "SIGKILL");
+  setInterval(() => {}, 1000);
+  await new Promise(() => {}); // never: whoever ends its process group ends it
 }
 
 for (const arg of argv) {

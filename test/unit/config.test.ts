@@ -64,7 +64,7 @@ describe("loadControllerConfig", () => {
       ],
       hooks: {},
       rsync: "rsync",
-      timeouts: { hello: 10, preflight: 60, apply: 300, rsync: 7200, unresponsive: 30 },
+      timeouts: { hello: 10, preflight: 60, apply: 300, rsync: 7200, unresponsive: 30, hook: 3600 },
       logLevel: "warn",
     });
     expect(Object.isFrozen(c)).toBe(true);
@@ -96,7 +96,7 @@ hooks:
 
   it("takes timeouts.unresponsive in seconds, at least 1, the other timeouts keeping their defaults", async () => {
     const c = await loadControllerConfig(write(`${CONTROLLER}timeouts: { unresponsive: 3 }\n`));
-    expect(c.timeouts).toEqual({ hello: 10, preflight: 60, apply: 300, rsync: 7200, unresponsive: 3 });
+    expect(c.timeouts).toEqual({ hello: 10, preflight: 60, apply: 300, rsync: 7200, unresponsive: 3, hook: 3600 });
     const file = write(`${CONTROLLER}timeouts: { unresponsive: 0.5 }\n`);
     const lines = problemLines(await configError(loadControllerConfig(file)), file);
     expect(lines).toHaveLength(1);
@@ -210,6 +210,16 @@ fronts:
     const file = write(`${CONTROLLER}hooks:\n  deploy: []\n`);
     const lines = problemLines(await configError(loadControllerConfig(file)), file);
     expect(lines[0]).toContain("hooks.deploy");
+  });
+
+  it("timeouts.hook: seconds, 3600 when left out (also when other timeouts are set), a positive number", async () => {
+    expect((await loadControllerConfig(write(`${CONTROLLER}timeouts: { apply: 30 }\n`))).timeouts).toEqual({ hello: 10, preflight: 60, apply: 30, rsync: 7200, unresponsive: 30, hook: 3600 });
+    expect((await loadControllerConfig(write(`${CONTROLLER}timeouts: { hook: 1.5 }\n`))).timeouts.hook).toBe(1.5);
+    for (const bad of ["0", "-5", "an hour"]) {
+      const file = write(`${CONTROLLER}timeouts: { hook: ${bad} }\n`);
+      const lines = problemLines(await configError(loadControllerConfig(file)), file);
+      expect(lines, bad).toEqual([expect.stringContaining(": timeouts.hook: ")]);
+    }
   });
 
   it("refuses nested or invalid data dirs", async () => {

@@ -5,6 +5,7 @@ import path from "node:path";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type HookValues, HookRunner, expandHook, hookEnv } from "../../controller/hooks.js";
+import { type HookGroup, groupMembers } from "../../controller/processGroup.js";
 import { QmError } from "../../shared/errors.js";
 
 const values: HookValues = {
@@ -181,9 +182,142 @@ describe("HookRunner.run with a real command", () => {
     const runner = new HookRunner({ dbDump: [process.execPath, "-e", "setTimeout(() => {}, 60000)"] }, log);
     const ac = new AbortController();
     const started = Date.now();
-    const p = runner.run("dbDump", values, ac.signal);
+    const p = runner.run("dbDump", values, { signal: ac.signal });
     setTimeout(() => ac.abort(), 200);
     await expect(p).rejects.toMatchObject({ code: "HOOK_FAILED" });
     expect(Date.now() - started).toBeLessThan(10_000);
+  });
+});
+
+// A hook that starts a child of its own (as drush starts php), writes both pids to the file named by its
+// first argument and waits; with "ignore-term" both ignore SIGTERM.
+const FAMILY = [
+  'const { spawn } = require("node:child_process");',
+  'const ignore = process.argv[2] === "ignore-term";',
+  'if (ignore) process.on("SIGTERM", () => {});',
+  'const child = spawn(process.execPath, ["-e", (ignore ? "process.on(\'SIGTERM\', () => {});" : "") + "setInterval(() => {}, 1000)"], { stdio: "ignore" });',
+  'require("node:fs").writeFileSync(process.argv[1], JSON.stringify([process.pid, child.pid]));',
+  "setInterval(() => {}, 1000);",
+].join("\n");
+
+/** Whether a process runs (a zombie does not: nothing may be there to reap an orphan). */
+function running(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return !["Z", "X"].includes(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0] ?? "");
+  } catch {
+    return false;
+  }
+}
+
+async function pidsIn(file: string): Promise<number[]> {
+  for (let i = 0; i < 200 && !fs.existsSync(file); i++) await new Promise((r) => setTimeout(r, 25));
+  for (let i = 0; i < 40; i++) {
+    try {
+      return JSON.parse(fs.readFileSync(file, "utf8")) as number[];
+    } catch {
+      await new Promise((r) => setTimeout(r, 25)); // written meanwhile
+    }
+  }
+  throw new Error(`${file}: no pids`);
+}
+
+describe("HookRunner: a hook and everything it started are bounded", () => {
+  const log = pino({ level: "silent" });
+  let tmp: string;
+  beforeEach(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "qm-hooks-"));
+  });
+  afterEach(() => {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it("runs as the leader of its own process group, reported to started() with its start time", async () => {
+    const pids = path.join(tmp, "pids.json");
+    const runner = new HookRunner({ deploy: [process.execPath, "-e", 'require("node:fs").writeFileSync(process.argv[1], JSON.stringify([process.pid]))', "--", pids] }, log);
+    const groups: HookGroup[] = [];
+    await runner.run("deploy", values, { started: async (g) => void groups.push(g) });
+    expect(groups).toHaveLength(1);
+    expect(groups[0]?.pgid).toBe((await pidsIn(pids))[0]);
+    expect(groups[0]?.startTime).toMatch(/^\d+$/);
+    expect(groupMembers(groups[0]?.pgid ?? 0)).toEqual([]);
+  });
+
+  it("past its timeout, its whole process group gets SIGTERM and the step fails as for a non-zero exit", async () => {
+    const pids = path.join(tmp, "pids.json");
+    const runner = new HookRunner({ updatedb: [process.execPath, "-e", FAMILY, "--", pids] }, log, { timeoutMs: 1000 });
+    const started = Date.now();
+    const err = await runner.run("updatedb", values).catch((e: unknown) => e);
+    const elapsed = Date.now() - started;
+    expect(err).toMatchObject({ code: "HOOK_FAILED", message: expect.stringContaining("hook updatedb") });
+    expect((err as Error).message).toContain("timed out after 1 s");
+    expect(elapsed).toBeGreaterThanOrEqual(1000);
+    expect(elapsed).toBeLessThan(5000);
+    const [leader, child] = await pidsIn(pids);
+    expect(running(leader ?? 0), "the hook").toBe(false);
+    expect(running(child ?? 0), "what the hook started").toBe(false);
+  });
+
+  it("a group that ignores SIGTERM gets SIGKILL after the grace", async () => {
+    const pids = path.join(tmp, "pids.json");
+    const runner = new HookRunner({ updatedb: [process.execPath, "-e", FAMILY, "--", pids, "ignore-term"] }, log, { timeoutMs: 500, killGraceMs: 700 });
+    const started = Date.now();
+    await expect(runner.run("updatedb", values)).rejects.toMatchObject({ code: "HOOK_FAILED", message: expect.stringContaining("timed out after 0.5 s") });
+    const elapsed = Date.now() - started;
+    expect(elapsed).toBeGreaterThanOrEqual(1200);
+    expect(elapsed).toBeLessThan(5000);
+    for (const pid of await pidsIn(pids)) expect(running(pid), String(pid)).toBe(false);
+  });
+
+  it("cancelling ends the whole group, not only the hook's own process", async () => {
+    const pids = path.join(tmp, "pids.json");
+    const runner = new HookRunner({ dbDump: [process.execPath, "-e", FAMILY, "--", pids] }, log);
+    const ac = new AbortController();
+    const p = runner.run("dbDump", values, { signal: ac.signal });
+    const [leader, child] = await pidsIn(pids);
+    expect(running(child ?? 0)).toBe(true);
+    ac.abort(new Error("interrupted by SIGTERM"));
+    await expect(p).rejects.toMatchObject({ code: "HOOK_FAILED", message: expect.stringContaining("cancelled (interrupted by SIGTERM)") });
+    expect(running(leader ?? 0)).toBe(false);
+    expect(running(child ?? 0)).toBe(false);
+  });
+
+  it("an already cancelled signal starts nothing", async () => {
+    const marker = path.join(tmp, "ran");
+    const runner = new HookRunner({ maintenanceOff: [process.execPath, "-e", 'require("node:fs").writeFileSync(process.argv[1], "")', "--", marker] }, log);
+    const ac = new AbortController();
+    ac.abort(new Error("interrupted by SIGINT"));
+    await expect(runner.run("maintenanceOff", values, { signal: ac.signal })).rejects.toMatchObject({ code: "HOOK_FAILED", message: expect.stringContaining("cancelled before it started") });
+    expect(fs.existsSync(marker)).toBe(false);
+  });
+
+  it("what a hook leaves running in its group after it exits is ended with it; its exit still decides", async () => {
+    const pids = path.join(tmp, "pids.json");
+    // the leader exits at once; its child has its output closed, so nothing waits for it
+    const script = FAMILY.replace("setInterval(() => {}, 1000);", "process.exit(0);");
+    const runner = new HookRunner({ deploy: [process.execPath, "-e", script, "--", pids] }, log);
+    const groups: HookGroup[] = [];
+    const result = await runner.run("deploy", values, { started: async (g) => void groups.push(g) });
+    expect(result).toEqual({ skipped: false, detail: "hook deploy ran (it left 1 process(es) running: ended)" });
+    const [, child] = await pidsIn(pids);
+    expect(running(child ?? 0)).toBe(false);
+    expect(groupMembers(groups[0]?.pgid ?? 0)).toEqual([]);
+  });
+
+  it("a hook whose start cannot be journaled is ended, and the journal's error is thrown", async () => {
+    const pids = path.join(tmp, "pids.json");
+    const runner = new HookRunner({ dbDump: [process.execPath, "-e", FAMILY, "--", pids] }, log);
+    let pgid = 0;
+    const err = await runner
+      .run("dbDump", values, {
+        started: async (g) => {
+          pgid = g.pgid;
+          await pidsIn(pids);
+          throw new QmError("IO", "journal: ENOSPC");
+        },
+      })
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "IO", message: "journal: ENOSPC" });
+    expect(groupMembers(pgid)).toEqual([]);
   });
 });

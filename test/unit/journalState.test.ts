@@ -90,6 +90,28 @@ describe("replay", () => {
   });
 });
 
+describe("replay: hooks started and not seen to end", () => {
+  const started = (hook: string, pgid: number, extra: Partial<JournalEvent> = {}): JournalEvent => ({ event: "hook-started", step: "master-move-site", hook, pgid, startTime: `${pgid}00`, ...extra });
+  const ended = (hook: string, pgid: number, extra: Partial<JournalEvent> = {}): JournalEvent => ({ event: "hook-ended", step: "master-move-site", hook, pgid, ...extra });
+
+  it("a hook that ended (or was ended by an earlier resume) is not listed; one without its end is, with its group", () => {
+    const r = replay([
+      ...UP_TO_PARK,
+      started("deploy", 101),
+      ended("deploy", 101, { ok: true }),
+      started("updatedb", 102),
+      // the controller was killed here
+    ]);
+    expect(r.unendedHooks).toEqual([{ step: "master-move-site", hook: "updatedb", undo: false, pgid: 102, startTime: "10200" }]);
+    expect(replay([...UP_TO_PARK, started("updatedb", 102), ended("updatedb", 102, { endedBy: "SIGTERM" })]).unendedHooks).toEqual([]);
+  });
+
+  it("an undo hook too; a journal without hook events (0.1.0) has none", () => {
+    expect(replay([started("dbRestore", 7, { undo: true })]).unendedHooks).toEqual([{ step: "master-move-site", hook: "dbRestore", undo: true, pgid: 7, startTime: "700" }]);
+    expect(replay(UP_TO_PARK).unendedHooks).toEqual([]);
+  });
+});
+
 describe("stateOf", () => {
   it("takes the last result's outcome, else asks whether the controller still runs", () => {
     const done = replay([...UP_TO_PARK, { event: "result", outcome: "migrated", exitCode: 0, message: "ok" }]);

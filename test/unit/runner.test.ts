@@ -12,9 +12,12 @@ import type { AgentConnectionLike } from "../../controller/agentConnection.js";
 import type { Clock } from "../../controller/clock.js";
 import type { HooksLike, TunnelLike } from "../../controller/clusterIO.js";
 import type { RunEvent } from "../../controller/events.js";
-import { HOOK_NAMES, type HookName } from "../../controller/hooks.js";
+import { HOOK_NAMES, type HookName, type HookRunOptions } from "../../controller/hooks.js";
 import { type Plan, buildPlan } from "../../controller/plan.js";
-import { MigrationRunner, type RunResult } from "../../controller/runner.js";
+import { Journal } from "../../controller/journal.js";
+import { replay } from "../../controller/journalState.js";
+import type { EndedBy, HookGroup, ProcessGroupsLike } from "../../controller/processGroup.js";
+import { MigrationRunner, type RunMode, type RunResult, type RunnerDeps } from "../../controller/runner.js";
 import { SiteLock } from "../../controller/siteLock.js";
 import { POINT_OF_NO_RETURN, STEP_NAMES, type StepName } from "../../controller/steps.js";
 import type { RsyncRun } from "../../controller/tunnel.js";
@@ -85,11 +88,19 @@ class FakeHooks implements HooksLike {
   constructor(
     private readonly calls: Calls,
     private readonly failures: Failures,
+    /** called as each hook starts (a test cancels the run there) */
+    private readonly onRun: (name: HookName) => void = () => undefined,
   ) {}
   has(name: HookName): boolean {
     return HOOK_NAMES.includes(name);
   }
-  async run(name: HookName) {
+  async run(name: HookName, _values: unknown, opts: HookRunOptions = {}) {
+    this.onRun(name);
+    // as the real runner: a cancelled signal ends the hook, and the step fails
+    if (opts.signal?.aborted) {
+      this.calls.push(`hook ${name} cancelled`);
+      throw new QmError("HOOK_FAILED", `hook ${name} (drush) failed: cancelled`, { key: `hooks.${name}` });
+    }
     this.calls.push(`hook ${name}`);
     if (failing(this.failures, `hook:${name}`)) throw new QmError("HOOK_FAILED", `hook ${name} (drush) failed: exit 1`, { key: `hooks.${name}` });
     return { skipped: false, detail: `hook ${name} ran` };
@@ -147,8 +158,12 @@ interface Run {
   readonly plan: Plan;
 }
 
-async function migrate(failures: Record<string, number> = {}, master = new SiteTree(root)): Promise<Run> {
-  const calls: Calls = [];
+async function migrate(
+  failures: Record<string, number> = {},
+  master = new SiteTree(root),
+  opts: { onHook?: (name: HookName) => void; deps?: Partial<RunnerDeps>; calls?: Calls } = {},
+): Promise<Run> {
+  const calls: Calls = opts.calls ?? [];
   const fail: Failures = new Map(Object.entries(failures));
   const events: RunEvent[] = [];
   const clock = new FakeClock();
@@ -160,12 +175,13 @@ async function migrate(failures: Record<string, number> = {}, master = new SiteT
     stateDir,
     fronts: new Map(FRONTS.map((name) => [name, new FakeAgent(name, calls, fail)])),
     master,
-    hooks: new FakeHooks(calls, fail),
+    hooks: new FakeHooks(calls, fail, opts.onHook),
     tunnel: new FakeTunnel(calls, fail),
     reporter: { event: (e) => events.push(e) },
     log: pino({ level: "silent" }),
     clock,
     retryDelayMs: 1000,
+    ...opts.deps,
   });
   return { result: await runner.run(), events, calls, clock, plan };
 }
@@ -315,4 +331,157 @@ describe("the runner with fakes", () => {
     // the lock stays with the migration, for rollback or resume to take over
     expect(fs.readdirSync(path.join(stateDir, "locks"))).toEqual(["a.com.lock"]);
   });
+
+  it("a run cancelled during a hook still runs the undo hooks of its rollback", async () => {
+    const cancel = new AbortController();
+    const cancelUndo = new AbortController();
+    const onHook = (name: HookName) => {
+      if (name === "updatedb") cancel.abort(new Error("interrupted by SIGTERM"));
+    };
+    const run = await migrate({}, new SiteTree(root), { onHook, deps: { signal: cancel.signal, undoSignal: cancelUndo.signal } });
+    expect(run.result.outcome).toBe("rolled-back");
+    expect(run.result.message).toMatch(/^master-move-site failed on hostmaster: hook updatedb \(drush\) failed: cancelled/);
+    expect(run.calls.filter((c) => c.startsWith("hook "))).toEqual([
+      "hook maintenanceOn",
+      "hook dbDump",
+      "hook deploy",
+      "hook updatedb cancelled",
+      "hook dbRestore",
+      "hook deploy",
+      "hook maintenanceOff",
+    ]);
+    expectBackAsBefore();
+  });
+
+  it("a cancelled rollback stops at the undo hook it cancelled, resumable", async () => {
+    const cancelUndo = new AbortController();
+    cancelUndo.abort(new Error("interrupted by SIGTERM"));
+    const run = await migrate({ "hook:updatedb": 1 }, new SiteTree(root), { deps: { undoSignal: cancelUndo.signal } });
+    expect(run.result.outcome).toBe("needs-attention");
+    expect(run.result.message).toMatch(/rollback stopped: undo of master-move-site failed on hostmaster: hook dbRestore \(drush\) failed: cancelled/);
+    expect(run.calls).not.toContain("hook maintenanceOff");
+  });
 });
+
+/** The hostmaster's process groups as the runner sees them: whether one runs, and ending it. */
+class FakeGroups implements ProcessGroupsLike {
+  constructor(
+    private readonly calls: Calls,
+    private alive: boolean,
+    private readonly endsWith: EndedBy | Error = "SIGTERM",
+  ) {}
+  running(): boolean {
+    return this.alive;
+  }
+  async end(g: HookGroup): Promise<EndedBy> {
+    this.calls.push(`end group ${g.pgid} (${g.startTime})`);
+    if (this.endsWith instanceof Error) throw this.endsWith;
+    this.alive = false;
+    return this.endsWith;
+  }
+}
+
+describe("resume and rollback after the controller was killed while a hook ran", () => {
+  /**
+   * A migration whose controller dies while updatedb runs: the run is left suspended inside the hook (it
+   * never ends) once the hook's group is journaled, so that the journal and the trees are what a kill
+   * at that instant leaves. Its lock names this very process, alive: it goes, as a dead holder's would be
+   * taken over.
+   */
+  async function killedDuringUpdatedb(): Promise<void> {
+    let journaled: () => void = () => undefined;
+    const hanging = new Promise<void>((resolve) => (journaled = resolve));
+    const hooks = new FakeHooks([], new Map());
+    const hang: HooksLike = {
+      has: (name) => hooks.has(name),
+      run: async (name, values, opts) => {
+        if (name !== "updatedb") return hooks.run(name, values, opts);
+        await opts?.started?.({ pgid: 4242, startTime: "777" });
+        journaled();
+        return new Promise(() => undefined);
+      },
+    };
+    void migrate({}, new SiteTree(root), { deps: { hooks: hang } });
+    await hanging;
+    fs.rmSync(path.join(stateDir, "locks"), { recursive: true });
+  }
+
+  async function recover(kind: "resume" | "rollback", groups: FakeGroups, calls: Calls): Promise<{ result: RunResult; events: RunEvent[] }> {
+    const { journal, events: journaled } = await Journal.load(stateDir, m.id);
+    const plan = buildPlan({ migration: m, master: "hostmaster", fronts: FRONTS.map((name) => ({ name, local: false })), hooks: new Set(HOOK_NAMES) });
+    const events: RunEvent[] = [];
+    const mode: RunMode = { kind, journal, events: journaled };
+    const runner = new MigrationRunner({
+      plan,
+      mode,
+      root,
+      stateDir,
+      fronts: new Map(FRONTS.map((name) => [name, new FakeAgent(name, calls, new Map())])),
+      master: new SiteTree(root),
+      hooks: new FakeHooks(calls, new Map()),
+      tunnel: new FakeTunnel(calls, new Map()),
+      reporter: { event: (e) => events.push(e) },
+      log: pino({ level: "silent" }),
+      clock: new FakeClock(),
+      groups,
+    });
+    return { result: await runner.run(), events };
+  }
+
+  it("rollback ends the hook's process group first, says so, then undoes everything (dbRestore included)", async () => {
+    await killedDuringUpdatedb();
+    const calls: Calls = [];
+    const { result, events } = await recover("rollback", new FakeGroups(calls, true), calls);
+    expect(result.outcome, result.message).toBe("rolled-back");
+    expect(calls[0]).toBe("end group 4242 (777)");
+    expect(calls).toContain("hook dbRestore");
+    const orphan = events.findIndex((e) => e.event === "orphaned-hook");
+    expect(events[orphan]).toEqual({ event: "orphaned-hook", migrationId: m.id, step: "master-move-site", hook: "updatedb", pgid: 4242, endedBy: "SIGTERM" });
+    expect(orphan).toBeLessThan(events.findIndex((e) => e.event === "step-start"));
+    expectBackAsBefore();
+    const { events: after } = await Journal.load(stateDir, m.id);
+    expect(replay(after).unendedHooks).toEqual([]);
+  });
+
+  it("resume ends it first too, then runs updatedb again and migrates", async () => {
+    await killedDuringUpdatedb();
+    const calls: Calls = [];
+    const { result, events } = await recover("resume", new FakeGroups(calls, true, "SIGKILL"), calls);
+    expect(result.outcome, result.message).toBe("migrated");
+    expect(calls[0]).toBe("end group 4242 (777)");
+    expect(calls).toContain("hook updatedb");
+    expect(events.find((e) => e.event === "orphaned-hook")).toMatchObject({ hook: "updatedb", endedBy: "SIGKILL" });
+  });
+
+  it("a group already gone is journaled as such, silently", async () => {
+    await killedDuringUpdatedb();
+    const calls: Calls = [];
+    const { result, events } = await recover("rollback", new FakeGroups(calls, false), calls);
+    expect(result.outcome).toBe("rolled-back");
+    expect(calls.filter((c) => c.startsWith("end group"))).toEqual([]);
+    expect(events.filter((e) => e.event === "orphaned-hook")).toEqual([]);
+    const { events: after } = await Journal.load(stateDir, m.id);
+    expect(after.filter((e) => e.event === "hook-ended")).toEqual([expect.objectContaining({ hook: "updatedb", pgid: 4242, endedBy: "gone" })]);
+  });
+
+  it("a group that cannot be ended: needs attention, nothing is done; once it is gone, rollback finishes", async () => {
+    await killedDuringUpdatedb();
+    const calls: Calls = [];
+    const eperm = new QmError("HOOK_FAILED", "process group 4242 cannot be signalled: EPERM");
+    const { result, events } = await recover("rollback", new FakeGroups(calls, true, eperm), calls);
+    expect(result.outcome).toBe("needs-attention");
+    expect(result.exitCode).toBe(3);
+    expect(result.message).toBe(
+      `hook updatedb of the interrupted run (process group 4242) is still running and could not be ended: process group 4242 cannot be signalled: EPERM; nothing was done: end it, then run \`quick-migrate rollback ${m.id}\` again`,
+    );
+    expect(calls).toEqual(["end group 4242 (777)"]);
+    expect(events.filter((e) => e.event === "step-start")).toEqual([]);
+    // the lock stays with the migration (its holder, this process, stands for one that has exited)
+    expect(fs.readdirSync(path.join(stateDir, "locks"))).toEqual(["a.com.lock"]);
+    fs.rmSync(path.join(stateDir, "locks"), { recursive: true });
+    const again: Calls = [];
+    expect((await recover("rollback", new FakeGroups(again, false), again)).result.outcome).toBe("rolled-back");
+    expectBackAsBefore();
+  });
+});
+
