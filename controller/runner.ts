@@ -169,6 +169,9 @@ export class MigrationRunner {
   private async forward(steps: readonly PlanStep[]): Promise<RunResult> {
     for (const step of steps) {
       this.deps.faults?.beforeStep(step.name);
+      // cancelled (SIGINT/SIGTERM) during a step that could not be cut short: no further step starts
+      const cancelled = this.deps.signal?.aborted ? this.deps.signal.reason : undefined;
+      if (cancelled !== undefined) return this.failed(step.name, cancelled, `${describeError(cancelled)} before ${step.name}`);
       let failure: StepFailed | undefined;
       try {
         failure = await this.execute(step);
@@ -212,7 +215,8 @@ export class MigrationRunner {
       await this.rec.discard();
       return this.finish("locked", cause.message, undefined, cause);
     }
-    if (isPastPointOfNoReturn(step)) {
+    // past the point of no return once any host was sent a step from there on (not merely about to be)
+    if (replay(this.rec.events).pastPointOfNoReturn) {
       return this.finish("needs-attention", `${why}; past the point of no return: fix the cause, then run \`quick-migrate resume ${this.id}\``, undefined, cause);
     }
     const stuck = await this.rollback();

@@ -53,6 +53,7 @@ class FakeAgent implements AgentConnectionLike {
     readonly name: string,
     private readonly calls: Calls,
     private readonly failures: Failures,
+    private readonly onApply: (action: FrontAction) => void = () => undefined,
   ) {}
   async hello() {
     return { protocolVersion: PROTOCOL_VERSION, agentVersion: "fake", hostname: this.name };
@@ -62,6 +63,7 @@ class FakeAgent implements AgentConnectionLike {
   }
   async apply(_id: string, step: string, action: FrontAction): Promise<ApplyResponse> {
     this.calls.push(`${this.name} ${step} ${action}`);
+    this.onApply(action);
     if (failing(this.failures, `${action}:${this.name}`, action)) throw new QmError("IO", `${action} failed`, { host: this.name });
     return { changes: [], repeated: false };
   }
@@ -161,7 +163,7 @@ interface Run {
 async function migrate(
   failures: Record<string, number> = {},
   master = new SiteTree(root),
-  opts: { onHook?: (name: HookName) => void; deps?: Partial<RunnerDeps>; calls?: Calls } = {},
+  opts: { onHook?: (name: HookName) => void; onApply?: (action: FrontAction) => void; deps?: Partial<RunnerDeps>; calls?: Calls } = {},
 ): Promise<Run> {
   const calls: Calls = opts.calls ?? [];
   const fail: Failures = new Map(Object.entries(failures));
@@ -173,7 +175,7 @@ async function migrate(
     mode: { kind: "migrate", dryRun: false },
     root,
     stateDir,
-    fronts: new Map(FRONTS.map((name) => [name, new FakeAgent(name, calls, fail)])),
+    fronts: new Map(FRONTS.map((name) => [name, new FakeAgent(name, calls, fail, opts.onApply)])),
     master,
     hooks: new FakeHooks(calls, fail, opts.onHook),
     tunnel: new FakeTunnel(calls, fail),
@@ -350,6 +352,19 @@ describe("the runner with fakes", () => {
       "hook deploy",
       "hook maintenanceOff",
     ]);
+    expectBackAsBefore();
+  });
+
+  it("cancelled during a step that cannot be cut short (restore-data), no further step starts: it rolls back, never past the point of no return", async () => {
+    const cancel = new AbortController();
+    const onApply = (action: FrontAction) => {
+      if (action === "restore-data") cancel.abort(new Error("interrupted by SIGTERM"));
+    };
+    const run = await migrate({}, new SiteTree(root), { onApply, deps: { signal: cancel.signal, undoSignal: new AbortController().signal } });
+    expect(run.result.outcome).toBe("rolled-back");
+    expect(run.result.message).toMatch(/^interrupted by SIGTERM before fronts-remove-old; rolled back/);
+    expect(run.calls.some((c) => c.includes("remove-old-site"))).toBe(false);
+    expect(undone(run)).toEqual(expectedUndo(run.plan, "fronts-restore-data"));
     expectBackAsBefore();
   });
 
