@@ -7,6 +7,7 @@ import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { type ControllerEvent, fakeDrushHooks, runController } from "../../scripts/lib/cluster.js";
 import { type Scenario, expectMigrated, expectUnchanged, setupScenario } from "../helpers/scenario.js";
+import { running } from "../helpers/processes.js";
 
 let scenario: Scenario | undefined;
 /** process groups of the hanging hooks: a failed test must not leave them running */
@@ -23,15 +24,6 @@ afterEach(async () => {
   scenario = undefined;
 });
 
-/** Whether a process runs (a zombie does not: nothing may be there to reap an orphan). */
-function running(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    return !["Z", "X"].includes(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0] ?? "");
-  } catch {
-    return false;
-  }
-}
 
 interface HangingHook {
   /** the hook's own process: the leader of its group */

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type HookValues, HookRunner, expandHook, hookEnv } from "../../controller/hooks.js";
 import { type HookGroup, groupMembers } from "../../controller/processGroup.js";
 import { QmError } from "../../shared/errors.js";
+import { running } from "../helpers/processes.js";
 
 const values: HookValues = {
   site: "a.com",
@@ -200,15 +201,6 @@ const FAMILY = [
   "setInterval(() => {}, 1000);",
 ].join("\n");
 
-/** Whether a process runs (a zombie does not: nothing may be there to reap an orphan). */
-function running(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    return !["Z", "X"].includes(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0] ?? "");
-  } catch {
-    return false;
-  }
-}
 
 async function pidsIn(file: string): Promise<number[]> {
   for (let i = 0; i < 200 && !fs.existsSync(file); i++) await new Promise((r) => setTimeout(r, 25));
