@@ -1,7 +1,8 @@
 // The runner's edge to the hosts of one migration: the hostmaster's own tree, its hooks and lock, each
 // front's agent and the rsync tunnel, behind the StepIO that the step table is written against. Every
 // part of a step that the undo needs to know about is journaled (intent) before it happens.
-import { join } from "node:path";
+import { mkdir } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { QmError, isErrorCode } from "../shared/errors.js";
 import { type MigrationSpec, newSiteRel, oldSiteRel } from "../shared/migration.js";
 import type { ChangeRecord, ChangeResult, Ledger, SiteTree } from "../shared/siteTree.js";
@@ -129,7 +130,11 @@ export class ClusterIO {
       intent: (part) => this.rec.intent(step, plan.master, part, undo),
       began: (part) => replay(this.rec.events).ran.has(`${step}/${part}`),
       rsync: async (host, direction, remoteRel, localRel, copyDestRel) => {
-        const local = `${await master.resolve(localRel)}/`;
+        const localPath = await master.resolve(localRel);
+        // rsync makes only the last folder of its destination: the staging folder's parent, this
+        // migration's park folder, exists only if master-park-data had something to park
+        if (direction === "fetch") await mkdir(dirname(localPath), { recursive: true, mode: 0o700 });
+        const local = `${localPath}/`;
         const remote = `${host}:${remoteRel}/`;
         await tunnel.run({
           front: this.front(host),
