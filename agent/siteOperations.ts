@@ -5,6 +5,7 @@ import type { ConfinedPath } from "../shared/confined.js";
 import { QmError, describeError } from "../shared/errors.js";
 import { type MigrationSpec, checkMigration, newSiteRel, oldSiteRel } from "../shared/migration.js";
 import { PACKAGE_VERSION, PROTOCOL_VERSION } from "../shared/version.js";
+import { ensureRootId } from "../shared/rootId.js";
 import { type ChangeRecord, type PreflightReport, SiteTree } from "../shared/siteTree.js";
 import type { FrontAction } from "../shared/wire.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
@@ -23,8 +24,12 @@ export class SiteOperations {
     this.tree = new SiteTree(root);
   }
 
-  hello(): { protocolVersion: number; agentVersion: string; hostname: string } {
-    return { protocolVersion: PROTOCOL_VERSION, agentVersion: PACKAGE_VERSION, hostname: hostname() };
+  /**
+   * Versions, and the root's identity read from its file now (made again only if it was deleted since
+   * the start): an id cached at start would miss a root mounted, or shared, after it.
+   */
+  async hello(): Promise<{ protocolVersion: number; agentVersion: string; hostname: string; rootId: string }> {
+    return { protocolVersion: PROTOCOL_VERSION, agentVersion: PACKAGE_VERSION, hostname: hostname(), rootId: await ensureRootId(this.tree.root.path) };
   }
 
   async preflight(input: MigrationSpec, opts: { register: boolean; local: boolean }): Promise<PreflightReport> {
