@@ -6,11 +6,13 @@ import { dirname, join } from "node:path";
 import { QmError, isErrorCode } from "../shared/errors.js";
 import { type MigrationSpec, newSiteRel, oldSiteRel } from "../shared/migration.js";
 import type { ChangeRecord, ChangeResult, Ledger, SiteTree } from "../shared/siteTree.js";
+import { readRootId } from "../shared/rootId.js";
 import { PROTOCOL_VERSION } from "../shared/version.js";
 import { type FrontAction, kindFromWire } from "../shared/wire.js";
 import type { AgentConnectionLike } from "./agentConnection.js";
 import type { HookName, HookResult, HookValues } from "./hooks.js";
 import { Journal } from "./journal.js";
+import { type FrontRoot, type MasterRoot, rootProblems } from "./roots.js";
 import { replay } from "./journalState.js";
 import type { Plan } from "./plan.js";
 import type { Recorder } from "./recorder.js";
@@ -40,8 +42,20 @@ export interface ClusterDeps {
   readonly signal?: AbortSignal;
 }
 
+type Hello = Awaited<ReturnType<AgentConnectionLike["hello"]>>;
+
+interface RootsSeen {
+  readonly master: MasterRoot;
+  /** the hostmaster's identity file could not be read: its own preflight says why */
+  readonly masterError?: unknown;
+  /** the fronts that answered Hello, in config order */
+  readonly fronts: readonly FrontRoot[];
+}
+
 export class ClusterIO {
   private siteLock: SiteLock | undefined;
+  private readonly hellos = new Map<string, Promise<Hello>>();
+  private roots: Promise<RootsSeen> | undefined;
   private readonly m: MigrationSpec;
   private readonly values: HookValues;
   /** the values as they are again after a rollback: the site on its old platform under its old name */
@@ -156,19 +170,55 @@ export class ClusterIO {
     return journal.ledger();
   }
 
+  /** A front's Hello, asked once per run: each host's checks and the comparison of roots share it. */
+  private hello(host: string): Promise<Hello> {
+    let answer = this.hellos.get(host);
+    if (!answer) {
+      answer = this.front(host).hello();
+      this.hellos.set(host, answer);
+    }
+    return answer;
+  }
+
+  /**
+   * Every front's root identity, and the hostmaster's, read once all fronts have answered Hello (the
+   * agent of a front on the hostmaster makes the hostmaster root's file, if it has none yet).
+   */
+  private rootsSeen(): Promise<RootsSeen> {
+    this.roots ??= (async () => {
+      const fronts = this.deps.plan.fronts;
+      const answers = await Promise.allSettled(fronts.map((f) => this.hello(f.name)));
+      const seen = fronts.flatMap((f, i): FrontRoot[] => {
+        const answer = answers[i];
+        return answer?.status === "fulfilled" ? [{ name: f.name, local: f.local, rootId: answer.value.rootId }] : [];
+      });
+      try {
+        return { master: { path: this.deps.root, rootId: await readRootId(this.deps.root) }, fronts: seen };
+      } catch (err) {
+        return { master: { path: this.deps.root, rootId: undefined }, masterError: err, fronts: seen };
+      }
+    })();
+    return this.roots;
+  }
+
   /** Read-only checks on one host; on a front, the migration is registered with its agent unless dry-running. */
   private async preflight(host: string): Promise<string> {
     const { plan, master } = this.deps;
     // (a held lock was refused before the plan was made: see main.ts; the lock step takes it atomically)
     if (host === plan.master) {
+      const { masterError } = await this.rootsSeen();
+      if (masterError) throw masterError;
       refuseOn(host, (await master.preflight(this.m, { targetMustBeAbsent: true, restoresHere: false })).problems);
       return "checks passed";
     }
     const front = this.front(host);
-    const hello = await front.hello();
+    const hello = await this.hello(host);
     if (hello.protocolVersion !== PROTOCOL_VERSION) {
       throw new QmError("INCOMPATIBLE", `agent ${hello.agentVersion} speaks protocol ${hello.protocolVersion}, this controller ${PROTOCOL_VERSION}`, { host });
     }
+    // before the agent registers anything: hosts that share a root never start a migration
+    const roots = await this.rootsSeen();
+    if (!roots.masterError) refuseOn(host, rootProblems(host, roots.master, roots.fronts));
     const report = await front.preflight(this.m, { register: !this.dryRun, local: front.local });
     refuseOn(host, report.problems);
     const kinds = report.dataDirs.map((d) => {

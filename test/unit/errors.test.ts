@@ -19,6 +19,8 @@ const CATALOGUE: [string, number][] = [
   ["TARGET_PLATFORM_MISSING", 9],
   ["MOUNT_POINT", 9],
   ["DATA_NOT_DIRECTORY", 9],
+  ["ROOT_SHARED", 9],
+  ["ROOT_NOT_LOCAL", 9],
   ["ROOT_ID_INVALID", 9],
   ["ROOT_NOT_WRITABLE", 9],
   ["OUTSIDE_ROOT", 7],

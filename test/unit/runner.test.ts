@@ -52,7 +52,7 @@ class FakeAgent implements AgentConnectionLike {
     private readonly failures: Failures,
   ) {}
   async hello() {
-    return { protocolVersion: PROTOCOL_VERSION, agentVersion: "fake", hostname: this.name };
+    return { protocolVersion: PROTOCOL_VERSION, agentVersion: "fake", hostname: this.name, rootId: `root-of-${this.name}` };
   }
   async preflight(): Promise<PreflightResponse> {
     return { problems: [], dataDirs: [] };
