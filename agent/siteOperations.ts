@@ -10,6 +10,7 @@ import { type ChangeRecord, type PreflightReport, SiteTree } from "../shared/sit
 import type { FrontAction } from "../shared/wire.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
 import type { MigrationRecord, Registry } from "./registry.js";
+import { unfinishedProblems } from "./unfinished.js";
 
 export class SiteOperations {
   readonly tree: SiteTree;
@@ -32,9 +33,14 @@ export class SiteOperations {
     return { protocolVersion: PROTOCOL_VERSION, agentVersion: PACKAGE_VERSION, hostname: hostname(), rootId: await ensureRootId(this.tree.root.path) };
   }
 
+  /**
+   * The tree's checks, and this agent's own records: a migration of a site that an unfinished one
+   * still holds here is refused, whatever the hostmaster remembers of it.
+   */
   async preflight(input: MigrationSpec, opts: { register: boolean; local: boolean }): Promise<PreflightReport> {
     const m = checkMigration(input);
     const report = await this.tree.preflight(m, { targetMustBeAbsent: !opts.local, restoresHere: true });
+    report.problems.push(...(await unfinishedProblems(this.registry, this.tree.root.path, m)));
     if (opts.register && report.problems.length === 0) await this.registry.register(m, opts.local);
     return report;
   }

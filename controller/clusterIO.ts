@@ -4,18 +4,18 @@
 import { mkdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { QmError, isErrorCode } from "../shared/errors.js";
-import { type MigrationSpec, newSiteRel, oldSiteRel } from "../shared/migration.js";
-import type { ChangeRecord, ChangeResult, Ledger, SiteTree } from "../shared/siteTree.js";
+import { type MigrationSpec, newSiteRel, oldSiteRel, sitesOf } from "../shared/migration.js";
 import { readRootId } from "../shared/rootId.js";
+import type { ChangeRecord, ChangeResult, Ledger, SiteTree } from "../shared/siteTree.js";
 import { PROTOCOL_VERSION } from "../shared/version.js";
 import { type FrontAction, kindFromWire } from "../shared/wire.js";
 import type { AgentConnectionLike } from "./agentConnection.js";
 import type { HookName, HookResult, HookValues } from "./hooks.js";
 import { Journal } from "./journal.js";
-import { type FrontRoot, type MasterRoot, rootProblems } from "./roots.js";
 import { replay } from "./journalState.js";
 import type { Plan } from "./plan.js";
 import type { Recorder } from "./recorder.js";
+import { type FrontRoot, type MasterRoot, rootProblems } from "./roots.js";
 import { SiteLock } from "./siteLock.js";
 import type { StepIO, StepName } from "./steps.js";
 import type { RsyncRun } from "./tunnel.js";
@@ -85,7 +85,7 @@ export class ClusterIO {
 
   /** The sites this migration locks: its own and, when renamed, the new name. */
   private get sites(): string[] {
-    return [...new Set([this.m.site, this.m.newSite])];
+    return sitesOf(this.m);
   }
 
   /** resume and rollback: the interrupted run's lock becomes this process's (refused while it runs). */

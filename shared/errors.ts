@@ -22,6 +22,9 @@ export const ErrorCodes = {
   // two hosts of one migration serve one root, or a front marked local does not serve the hostmaster's
   ROOT_SHARED: status.FAILED_PRECONDITION,
   ROOT_NOT_LOCAL: status.FAILED_PRECONDITION,
+  // a front still holds the data of an unfinished migration of the site, or a record it cannot read
+  UNFINISHED_MIGRATION: status.FAILED_PRECONDITION,
+  RECORD_UNREADABLE: status.FAILED_PRECONDITION,
   // the root's identity file (.quick-migrate-root-id) holds no id, or cannot be made
   ROOT_ID_INVALID: status.FAILED_PRECONDITION,
   ROOT_NOT_WRITABLE: status.FAILED_PRECONDITION,

@@ -21,6 +21,8 @@ const CATALOGUE: [string, number][] = [
   ["DATA_NOT_DIRECTORY", 9],
   ["ROOT_SHARED", 9],
   ["ROOT_NOT_LOCAL", 9],
+  ["UNFINISHED_MIGRATION", 9],
+  ["RECORD_UNREADABLE", 9],
   ["ROOT_ID_INVALID", 9],
   ["ROOT_NOT_WRITABLE", 9],
   ["OUTSIDE_ROOT", 7],
