@@ -4,6 +4,7 @@ import { type FSWatcher, watch } from "chokidar";
 import { Command } from "commander";
 import { QmError, describeError } from "../shared/errors.js";
 import { type Logger, createRootLogger } from "../shared/logger.js";
+import { ensureRootId } from "../shared/rootId.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
 import { DEFAULT_AGENT_CONFIG, loadAgentConfig } from "./config.js";
 import { FAULT_ENV, parseFaults } from "./faults.js";
@@ -21,9 +22,11 @@ async function serve(configFile: string): Promise<void> {
   const faults = parseFaults(faultSetting, (fault, fields) => log.warn({ fault, ...fields }, "fault injection: killing the agent"));
   if (faultSetting) log.warn({ fault: faultSetting }, "fault injection is on: for tests only");
   if (config.insecure) log.warn({ listen: config.listen }, "insecure plaintext mode: for development only");
+  // the root's identity, made at the first start: a root the agent cannot write is refused here, not at preflight
+  const rootId = await ensureRootId(config.root);
   const server = new AgentGrpcServer(config, log, "rsync", faults);
   const address = await server.listen();
-  log.info({ address, root: config.root, stateDir: config.stateDir, tls: config.tls !== undefined, version: PACKAGE_VERSION }, "agent listening");
+  log.info({ address, root: config.root, rootId, stateDir: config.stateDir, tls: config.tls !== undefined, version: PACKAGE_VERSION }, "agent listening");
   const configWatch = watchConfig(configFile, server, log);
   const shutdown = (signal: string) => {
     log.info({ signal }, "agent stopping");

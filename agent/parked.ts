@@ -7,7 +7,7 @@ import { QmError, describeError } from "../shared/errors.js";
 import { lstatOrNull } from "../shared/fsutil.js";
 import { type DataPlace, type MigrationSpec, oldSiteRel, placeRel } from "../shared/migration.js";
 import { type LedgerEntry, SiteTree } from "../shared/siteTree.js";
-import type { MigrationRecord, Registry } from "./registry.js";
+import { type MigrationRecord, type Registry, unsettledEntries } from "./registry.js";
 
 /** One data dir that is not back at its original path, as `parked list` shows it. */
 export interface ParkedEntry {
@@ -79,11 +79,10 @@ export async function listParked(root: string, registry: Registry): Promise<Park
     if (!record) continue;
     out.migrations++;
     const m = record.migration;
-    // a finished migration's data is live in its new site folder: nothing of it is parked
-    const finished = record.operations?.["fronts-remove-old/remove-old-site"]?.changes !== undefined;
+    // back in the old site folder, or live in the new one of a finished migration: nothing of it is parked
+    const unsettled = new Set(unsettledEntries(record));
     for (const entry of orderedLedger(record)) {
-      if (entry.at === "old" && entry.moving === undefined) continue;
-      if (finished && entry.at === "new" && entry.moving === undefined) continue;
+      if (!unsettled.has(entry)) continue;
       const { place, exists } = await locate(root, m, entry);
       out.entries.push({
         migrationId: m.id,

@@ -33,6 +33,26 @@ export interface MigrationRecord {
   operations?: Record<string, OperationRecord>;
 }
 
+/** The old site folder was removed on this front (step fronts-remove-old): the migration went through. */
+export function oldSiteRemoved(record: MigrationRecord): boolean {
+  return Object.entries(record.operations ?? {}).some(([key, op]) => key.endsWith("/remove-old-site") && op.changes !== undefined);
+}
+
+/**
+ * The data dirs that are not where a finished migration leaves them: back in the old site folder (never
+ * moved, or rolled back), or in the new one once the old site folder was removed. A rename in flight
+ * (`moving`) is never settled. Pure.
+ */
+export function unsettledEntries(record: MigrationRecord): LedgerEntry[] {
+  const removed = oldSiteRemoved(record);
+  return record.ledger.filter((e) => e.moving !== undefined || !(e.at === "old" || (removed && e.at === "new")));
+}
+
+/** Unfinished: some data dir is not where a rolled-back or completed migration leaves it. Pure. */
+export function isUnfinished(record: MigrationRecord): boolean {
+  return unsettledEntries(record).length > 0;
+}
+
 export class Registry {
   constructor(readonly stateDir: string) {}
 

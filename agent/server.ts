@@ -104,9 +104,9 @@ export class AgentGrpcServer {
       };
 
     const handlers: AgentServer = {
-      hello: unary("hello", () => ({}), (req) => {
+      hello: unary("hello", () => ({}), async (req) => {
         checkVersionString(req.controllerVersion);
-        return { ...this.ops.hello() };
+        return this.ops.hello();
       }),
       preflight: unary(
         "preflight",

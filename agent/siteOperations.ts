@@ -5,10 +5,12 @@ import type { ConfinedPath } from "../shared/confined.js";
 import { QmError, describeError } from "../shared/errors.js";
 import { type MigrationSpec, checkMigration, newSiteRel, oldSiteRel } from "../shared/migration.js";
 import { PACKAGE_VERSION, PROTOCOL_VERSION } from "../shared/version.js";
+import { ensureRootId } from "../shared/rootId.js";
 import { type ChangeRecord, type PreflightReport, SiteTree } from "../shared/siteTree.js";
 import type { FrontAction } from "../shared/wire.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
 import type { MigrationRecord, Registry } from "./registry.js";
+import { unfinishedProblems } from "./unfinished.js";
 
 export class SiteOperations {
   readonly tree: SiteTree;
@@ -23,13 +25,22 @@ export class SiteOperations {
     this.tree = new SiteTree(root);
   }
 
-  hello(): { protocolVersion: number; agentVersion: string; hostname: string } {
-    return { protocolVersion: PROTOCOL_VERSION, agentVersion: PACKAGE_VERSION, hostname: hostname() };
+  /**
+   * Versions, and the root's identity read from its file now (made again only if it was deleted since
+   * the start): an id cached at start would miss a root mounted, or shared, after it.
+   */
+  async hello(): Promise<{ protocolVersion: number; agentVersion: string; hostname: string; rootId: string }> {
+    return { protocolVersion: PROTOCOL_VERSION, agentVersion: PACKAGE_VERSION, hostname: hostname(), rootId: await ensureRootId(this.tree.root.path) };
   }
 
+  /**
+   * The tree's checks, and this agent's own records: a migration of a site that an unfinished one
+   * still holds here is refused, whatever the hostmaster remembers of it.
+   */
   async preflight(input: MigrationSpec, opts: { register: boolean; local: boolean }): Promise<PreflightReport> {
     const m = checkMigration(input);
     const report = await this.tree.preflight(m, { targetMustBeAbsent: !opts.local, restoresHere: true });
+    report.problems.push(...(await unfinishedProblems(this.registry, this.tree.root.path, m)));
     if (opts.register && report.problems.length === 0) await this.registry.register(m, opts.local);
     return report;
   }

@@ -36,7 +36,8 @@ export function deadlinesFrom(config: ControllerConfig): CallDeadlines {
 export interface AgentConnectionLike {
   readonly name: string;
   readonly local: boolean;
-  hello(): Promise<{ protocolVersion: number; agentVersion: string; hostname: string }>;
+  /** `rootId`: the identity of the agent's root (empty from an agent that predates it) */
+  hello(): Promise<{ protocolVersion: number; agentVersion: string; hostname: string; rootId: string }>;
   preflight(m: MigrationSpec, opts: { register: boolean; local: boolean }): Promise<PreflightResponse>;
   apply(migrationId: string, step: string, action: FrontAction): Promise<ApplyResponse>;
   openRsync(): grpc.ClientDuplexStream<RsyncFrame, RsyncFrame>;

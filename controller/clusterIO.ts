@@ -1,9 +1,11 @@
 // The runner's edge to the hosts of one migration: the hostmaster's own tree, its hooks and lock, each
 // front's agent and the rsync tunnel, behind the StepIO that the step table is written against. Every
 // part of a step that the undo needs to know about is journaled (intent) before it happens.
-import { join } from "node:path";
+import { mkdir } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { QmError, isErrorCode } from "../shared/errors.js";
-import { type MigrationSpec, newSiteRel, oldSiteRel } from "../shared/migration.js";
+import { type MigrationSpec, newSiteRel, oldSiteRel, sitesOf } from "../shared/migration.js";
+import { readRootId } from "../shared/rootId.js";
 import type { ChangeRecord, ChangeResult, Ledger, SiteTree } from "../shared/siteTree.js";
 import { PROTOCOL_VERSION } from "../shared/version.js";
 import { type FrontAction, kindFromWire } from "../shared/wire.js";
@@ -15,6 +17,7 @@ import { replay } from "./journalState.js";
 import type { Plan } from "./plan.js";
 import type { HookGroup } from "./processGroup.js";
 import type { Recorder } from "./recorder.js";
+import { type FrontRoot, type MasterRoot, rootProblems } from "./roots.js";
 import { SiteLock } from "./siteLock.js";
 import type { StepIO, StepName } from "./steps.js";
 import type { RsyncRun } from "./tunnel.js";
@@ -47,8 +50,20 @@ export interface ClusterDeps {
   readonly undoSignal?: AbortSignal;
 }
 
+type Hello = Awaited<ReturnType<AgentConnectionLike["hello"]>>;
+
+interface RootsSeen {
+  readonly master: MasterRoot;
+  /** the hostmaster's identity file could not be read: its own preflight says why */
+  readonly masterError?: unknown;
+  /** the fronts that answered Hello, in config order */
+  readonly fronts: readonly FrontRoot[];
+}
+
 export class ClusterIO {
   private siteLock: SiteLock | undefined;
+  private readonly hellos = new Map<string, Promise<Hello>>();
+  private roots: Promise<RootsSeen> | undefined;
   private readonly m: MigrationSpec;
   private readonly values: HookValues;
   /** the values as they are again after a rollback: the site on its old platform under its old name */
@@ -78,7 +93,7 @@ export class ClusterIO {
 
   /** The sites this migration locks: its own and, when renamed, the new name. */
   private get sites(): string[] {
-    return [...new Set([this.m.site, this.m.newSite])];
+    return sitesOf(this.m);
   }
 
   /** resume and rollback: the interrupted run's lock becomes this process's (refused while it runs). */
@@ -157,7 +172,11 @@ export class ClusterIO {
       intent: (part) => this.rec.intent(step, plan.master, part, undo),
       began: (part) => replay(this.rec.events).ran.has(`${step}/${part}`),
       rsync: async (host, direction, remoteRel, localRel, copyDestRel) => {
-        const local = `${await master.resolve(localRel)}/`;
+        const localPath = await master.resolve(localRel);
+        // rsync makes only the last folder of its destination: the staging folder's parent, this
+        // migration's park folder, exists only if master-park-data had something to park
+        if (direction === "fetch") await mkdir(dirname(localPath), { recursive: true, mode: 0o700 });
+        const local = `${localPath}/`;
         const remote = `${host}:${remoteRel}/`;
         await tunnel.run({
           front: this.front(host),
@@ -179,19 +198,55 @@ export class ClusterIO {
     return journal.ledger();
   }
 
+  /** A front's Hello, asked once per run: each host's checks and the comparison of roots share it. */
+  private hello(host: string): Promise<Hello> {
+    let answer = this.hellos.get(host);
+    if (!answer) {
+      answer = this.front(host).hello();
+      this.hellos.set(host, answer);
+    }
+    return answer;
+  }
+
+  /**
+   * Every front's root identity, and the hostmaster's, read once all fronts have answered Hello (the
+   * agent of a front on the hostmaster makes the hostmaster root's file, if it has none yet).
+   */
+  private rootsSeen(): Promise<RootsSeen> {
+    this.roots ??= (async () => {
+      const fronts = this.deps.plan.fronts;
+      const answers = await Promise.allSettled(fronts.map((f) => this.hello(f.name)));
+      const seen = fronts.flatMap((f, i): FrontRoot[] => {
+        const answer = answers[i];
+        return answer?.status === "fulfilled" ? [{ name: f.name, local: f.local, rootId: answer.value.rootId }] : [];
+      });
+      try {
+        return { master: { path: this.deps.root, rootId: await readRootId(this.deps.root) }, fronts: seen };
+      } catch (err) {
+        return { master: { path: this.deps.root, rootId: undefined }, masterError: err, fronts: seen };
+      }
+    })();
+    return this.roots;
+  }
+
   /** Read-only checks on one host; on a front, the migration is registered with its agent unless dry-running. */
   private async preflight(host: string): Promise<string> {
     const { plan, master } = this.deps;
     // (a held lock was refused before the plan was made: see main.ts; the lock step takes it atomically)
     if (host === plan.master) {
+      const { masterError } = await this.rootsSeen();
+      if (masterError) throw masterError;
       refuseOn(host, (await master.preflight(this.m, { targetMustBeAbsent: true, restoresHere: false })).problems);
       return "checks passed";
     }
     const front = this.front(host);
-    const hello = await front.hello();
+    const hello = await this.hello(host);
     if (hello.protocolVersion !== PROTOCOL_VERSION) {
       throw new QmError("INCOMPATIBLE", `agent ${hello.agentVersion} speaks protocol ${hello.protocolVersion}, this controller ${PROTOCOL_VERSION}`, { host });
     }
+    // before the agent registers anything: hosts that share a root never start a migration
+    const roots = await this.rootsSeen();
+    if (!roots.masterError) refuseOn(host, rootProblems(host, roots.master, roots.fronts));
     const report = await front.preflight(this.m, { register: !this.dryRun, local: front.local });
     refuseOn(host, report.problems);
     const kinds = report.dataDirs.map((d) => {

@@ -19,6 +19,15 @@ export const ErrorCodes = {
   TARGET_PLATFORM_MISSING: status.FAILED_PRECONDITION,
   MOUNT_POINT: status.FAILED_PRECONDITION,
   DATA_NOT_DIRECTORY: status.FAILED_PRECONDITION,
+  // two hosts of one migration serve one root, or a front marked local does not serve the hostmaster's
+  ROOT_SHARED: status.FAILED_PRECONDITION,
+  ROOT_NOT_LOCAL: status.FAILED_PRECONDITION,
+  // a front still holds the data of an unfinished migration of the site, or a record it cannot read
+  UNFINISHED_MIGRATION: status.FAILED_PRECONDITION,
+  RECORD_UNREADABLE: status.FAILED_PRECONDITION,
+  // the root's identity file (.quick-migrate-root-id) holds no id, or cannot be made
+  ROOT_ID_INVALID: status.FAILED_PRECONDITION,
+  ROOT_NOT_WRITABLE: status.FAILED_PRECONDITION,
   OUTSIDE_ROOT: status.PERMISSION_DENIED,
   TUNNEL_REFUSED: status.PERMISSION_DENIED,
   NOT_ALLOWED: status.PERMISSION_DENIED,

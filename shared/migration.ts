@@ -25,6 +25,11 @@ export function checkMigration(m: MigrationSpec): MigrationSpec {
   return Object.freeze({ ...m, dataDirs: Object.freeze([...m.dataDirs]) });
 }
 
+/** The site names a migration holds (locks, and on the fronts keeps to itself while unfinished): the old and the new. */
+export function sitesOf(m: Pick<MigrationSpec, "site" | "newSite">): string[] {
+  return [...new Set([m.site, m.newSite])];
+}
+
 export const PARK_FOLDER = ".quick-migrate-park";
 
 export function siteRel(platform: string, site: string): string {

@@ -5,7 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { expect } from "vitest";
-import { type Cluster, type FrontSpec, checkRsync, startCluster } from "../../scripts/lib/cluster.js";
+import { type Cluster, type FrontSpec, checkRsync, runController, startCluster } from "../../scripts/lib/cluster.js";
 import { makePlatform, makeSite } from "../../scripts/lib/fixtures.js";
 import { type Manifest, diffManifests, excludePaths, manifest, manifestOrAbsent, summarizeDiff } from "../../scripts/lib/manifest.js";
 import { type TestPki, makeTestPki } from "./tls.js";
@@ -131,6 +131,24 @@ export async function expectUnchanged(s: Scenario): Promise<void> {
     const diff = diffManifests(m, after.get(name) ?? new Map());
     expect(diff, `${name} changed:\n${summarizeDiff(diff)}`).toEqual([]);
   }
+}
+
+/** Runs the controller, expects a refusal with the given exit code, and every tree as it was. */
+export async function expectRefused(s: Scenario, args: string[], exitCode = 2): Promise<string> {
+  const before: Map<string, Manifest> = await snapshotAll(s.cluster, s.sharedStorage);
+  const run = await runController(s.cluster.controllerConfig, args.includes("--json") ? args : [...args, "--json"]);
+  expect(run.exitCode, run.stdout + run.stderr).toBe(exitCode);
+  const result = run.events.at(-1);
+  expect(result).toMatchObject({ event: "result", outcome: exitCode === 4 ? "locked" : "refused", exitCode });
+  const message = String(result?.message);
+  expect(message).not.toContain("\n");
+  const after = await snapshotAll(s.cluster, s.sharedStorage);
+  for (const [name, m] of before) {
+    const diff = diffManifests(m, after.get(name) ?? new Map());
+    expect(diff, `${name} changed:\n${summarizeDiff(diff)}`).toEqual([]);
+  }
+  expect(fs.existsSync(path.join(s.cluster.masterState, "migrations")), "no journal for a refused migration").toBe(false);
+  return message;
 }
 
 /** The entries of a manifest under `prefix`, keyed as a manifest of that folder would be. */

@@ -159,6 +159,16 @@ describe("quick-migrate migrate", () => {
     await expectMigrated(s);
   });
 
+  it("migrates a site again, back to its first platform: the hostmaster's copy has no data dirs any more", async () => {
+    const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }, { name: "web2" }], symlinkFiles: ["web2"] }));
+    const there = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"]);
+    expect(there.exitCode, there.stdout + there.stderr).toBe(0);
+    const back = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--from", s.to, "--to", s.from, "--json"]);
+    expect(back.exitCode, back.stdout + back.stderr).toBe(0);
+    expect(back.events.find((e) => e.event === "ack" && e.step === "master-park-data")?.detail).toBe("files: absent, private/files: absent");
+    await expectMigrated({ ...s, from: s.to, to: s.from });
+  });
+
   it("--dry-run prints the plan per host and changes nothing", async () => {
     const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }, { name: "web2" }], symlinkFiles: ["web1"] }));
     const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--dry-run"]);

@@ -5,8 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { runController } from "../../scripts/lib/cluster.js";
-import { type Manifest, diffManifests, summarizeDiff } from "../../scripts/lib/manifest.js";
-import { type Scenario, setupScenario, siteDir, snapshotAll } from "../helpers/scenario.js";
+import { type Scenario, expectRefused, setupScenario, siteDir } from "../helpers/scenario.js";
 
 const isRoot = process.getuid?.() === 0;
 const mounts: string[] = [];
@@ -21,24 +20,6 @@ afterEach(async () => {
 async function twoFronts(opts: Partial<Parameters<typeof setupScenario>[0]> = {}): Promise<Scenario> {
   scenario = await setupScenario({ fronts: [{ name: "web1" }, { name: "web2" }], symlinkFiles: ["web2"], ...opts });
   return scenario;
-}
-
-/** Runs the controller, expects a refusal with the given exit code, and every tree as it was. */
-async function expectRefused(s: Scenario, args: string[], exitCode = 2): Promise<string> {
-  const before: Map<string, Manifest> = await snapshotAll(s.cluster, s.sharedStorage);
-  const run = await runController(s.cluster.controllerConfig, args.includes("--json") ? args : [...args, "--json"]);
-  expect(run.exitCode, run.stdout + run.stderr).toBe(exitCode);
-  const result = run.events.at(-1);
-  expect(result).toMatchObject({ event: "result", outcome: exitCode === 4 ? "locked" : "refused", exitCode });
-  const message = String(result?.message);
-  expect(message).not.toContain("\n");
-  const after = await snapshotAll(s.cluster, s.sharedStorage);
-  for (const [name, m] of before) {
-    const diff = diffManifests(m, after.get(name) ?? new Map());
-    expect(diff, `${name} changed:\n${summarizeDiff(diff)}`).toEqual([]);
-  }
-  expect(fs.existsSync(path.join(s.cluster.masterState, "migrations")), "no journal for a refused migration").toBe(false);
-  return message;
 }
 
 function mountTmpfs(dir: string): void {

@@ -56,7 +56,7 @@ class FakeAgent implements AgentConnectionLike {
     private readonly onApply: (action: FrontAction) => void = () => undefined,
   ) {}
   async hello() {
-    return { protocolVersion: PROTOCOL_VERSION, agentVersion: "fake", hostname: this.name };
+    return { protocolVersion: PROTOCOL_VERSION, agentVersion: "fake", hostname: this.name, rootId: `root-of-${this.name}` };
   }
   async preflight(): Promise<PreflightResponse> {
     return { problems: [], dataDirs: [] };

@@ -159,6 +159,12 @@ export interface HelloResponse {
   protocolVersion: number;
   agentVersion: string;
   hostname: string;
+  /**
+   * The identity of the agent's root: the id in `<root>/.quick-migrate-root-id`. Two agents that
+   * report the same id serve one root (one directory, an NFS export mounted on both). Empty from an
+   * agent older than this field.
+   */
+  rootId: string;
 }
 
 /**
@@ -342,7 +348,7 @@ export const HelloRequest: MessageFns<HelloRequest> = {
 };
 
 function createBaseHelloResponse(): HelloResponse {
-  return { protocolVersion: 0, agentVersion: "", hostname: "" };
+  return { protocolVersion: 0, agentVersion: "", hostname: "", rootId: "" };
 }
 
 export const HelloResponse: MessageFns<HelloResponse> = {
@@ -355,6 +361,9 @@ export const HelloResponse: MessageFns<HelloResponse> = {
     }
     if (message.hostname !== "") {
       writer.uint32(26).string(message.hostname);
+    }
+    if (message.rootId !== "") {
+      writer.uint32(34).string(message.rootId);
     }
     return writer;
   },
@@ -396,6 +405,14 @@ export const HelloResponse: MessageFns<HelloResponse> = {
             message.hostname = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.rootId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -421,6 +438,11 @@ export const HelloResponse: MessageFns<HelloResponse> = {
         ? globalThis.String(object.agent_version)
         : "",
       hostname: isSet(object.hostname) ? globalThis.String(object.hostname) : "",
+      rootId: isSet(object.rootId)
+        ? globalThis.String(object.rootId)
+        : isSet(object.root_id)
+        ? globalThis.String(object.root_id)
+        : "",
     };
   },
 
@@ -435,6 +457,9 @@ export const HelloResponse: MessageFns<HelloResponse> = {
     if (message.hostname !== "") {
       obj.hostname = message.hostname;
     }
+    if (message.rootId !== "") {
+      obj.rootId = message.rootId;
+    }
     return obj;
   },
 
@@ -446,6 +471,7 @@ export const HelloResponse: MessageFns<HelloResponse> = {
     message.protocolVersion = object.protocolVersion ?? 0;
     message.agentVersion = object.agentVersion ?? "";
     message.hostname = object.hostname ?? "";
+    message.rootId = object.rootId ?? "";
     return message;
   },
 };
@@ -1691,7 +1717,10 @@ export const RsyncFrame: MessageFns<RsyncFrame> = {
 
 export type AgentService = typeof AgentService;
 export const AgentService = {
-  /** Versions, for the compatibility check at preflight. Changes nothing. */
+  /**
+   * Versions and the identity of the agent's root, for the checks at preflight. Changes nothing
+   * (the root's identity file is made at the agent's start; Hello only makes it again if it was deleted).
+   */
   hello: {
     path: "/quickmigrate.v1.Agent/Hello" as const,
     requestStream: false as const,
@@ -1740,7 +1769,10 @@ export const AgentService = {
 } as const;
 
 export interface AgentServer extends UntypedServiceImplementation {
-  /** Versions, for the compatibility check at preflight. Changes nothing. */
+  /**
+   * Versions and the identity of the agent's root, for the checks at preflight. Changes nothing
+   * (the root's identity file is made at the agent's start; Hello only makes it again if it was deleted).
+   */
   hello: handleUnaryCall<HelloRequest, HelloResponse>;
   /**
    * Read-only checks of one migration on this front. With register set, the agent records the
@@ -1757,7 +1789,10 @@ export interface AgentServer extends UntypedServiceImplementation {
 }
 
 export interface AgentClient extends Client {
-  /** Versions, for the compatibility check at preflight. Changes nothing. */
+  /**
+   * Versions and the identity of the agent's root, for the checks at preflight. Changes nothing
+   * (the root's identity file is made at the agent's start; Hello only makes it again if it was deleted).
+   */
   hello(
     request: HelloRequest,
     callback: (error: ServiceError | null, response: HelloResponse) => void,
