@@ -7,7 +7,8 @@ import { QmError, describeError } from "../shared/errors.js";
 import { lstatOrNull } from "../shared/fsutil.js";
 import { type DataPlace, type MigrationSpec, oldSiteRel, placeRel } from "../shared/migration.js";
 import { type LedgerEntry, SiteTree } from "../shared/siteTree.js";
-import { type MigrationRecord, type Registry, unsettledEntries } from "./registry.js";
+import { withRecordLock } from "./recordLock.js";
+import { type MigrationRecord, type Registry, pastPointOfNoReturn, unsettledEntries } from "./registry.js";
 
 /** One data dir that is not back at its original path, as `parked list` shows it. */
 export interface ParkedEntry {
@@ -127,12 +128,34 @@ export interface RestoreReport {
   results: RestoreResult[];
 }
 
-/** Throws NOT_REGISTERED for an id this agent has no record of (INVALID_NAME for a malformed one). */
+/**
+ * Puts one migration's data dirs back in the old site folder, under the record's lock (the service may
+ * be running). Refused past the point of no return on this front: the hostmaster's `resume` finishes
+ * such a migration, and a restore would split the site's data between two platforms. Once anything was
+ * put back, the record says so and the migration only goes back from then on (the hostmaster's
+ * `resume` rolls it back instead). Throws NOT_REGISTERED for an id this agent has no record of
+ * (INVALID_NAME for a malformed one).
+ */
 export async function restoreParked(root: string, registry: Registry, migrationId: string): Promise<RestoreReport> {
-  const record = await registry.find(migrationId);
-  if (!record) {
+  if (!(await registry.find(migrationId))) {
     throw new QmError("NOT_REGISTERED", `no record of migration ${migrationId} in ${registry.stateDir}/migrations`, { key: "migrationId" });
   }
+  return withRecordLock(registry.stateDir, migrationId, { what: "quick-migrate-agent parked restore" }, async () => {
+    const record = await registry.get(migrationId);
+    if (pastPointOfNoReturn(record)) {
+      throw new QmError(
+        "PAST_POINT_OF_NO_RETURN",
+        `migration ${migrationId} is past the point of no return on this front (it was asked to remove the old site folder): run \`quick-migrate resume ${migrationId}\` on the hostmaster; putting the data back here would split the site between two platforms`,
+        { key: "migrationId" },
+      );
+    }
+    const report = await restoreLocked(root, registry, record);
+    if (report.results.some((r) => r.outcome === "restored")) await registry.markRestoredOnFront(record);
+    return report;
+  });
+}
+
+async function restoreLocked(root: string, registry: Registry, record: MigrationRecord): Promise<RestoreReport> {
   const m = record.migration;
   const tree = new SiteTree(root);
   const ledger = registry.ledger(record);

@@ -31,6 +31,16 @@ export interface MigrationRecord {
   ledger: LedgerEntry[];
   /** by `"<step>/<action>"`; absent in records written before operations were kept */
   operations?: Record<string, OperationRecord>;
+  /**
+   * when `parked restore` put the data back in the old site folder on this front: from then on the
+   * migration only goes back (the hostmaster's rollback), never forward
+   */
+  restoredOnFrontAt?: string;
+}
+
+/** This front was asked to remove the old site folder: the migration is past its point of no return here. */
+export function pastPointOfNoReturn(record: MigrationRecord): boolean {
+  return Object.keys(record.operations ?? {}).some((key) => key.endsWith("/remove-old-site"));
 }
 
 /** The old site folder was removed on this front (step fronts-remove-old): the migration went through. */
@@ -113,6 +123,12 @@ export class Registry {
     const operations = (record.operations ??= {});
     const count = (operations[key]?.count ?? 0) + 1;
     operations[key] = { at: new Date().toISOString(), count, ...structuredClone(result) };
+    await writeJsonAtomic(this.file(record.migration.id), record);
+  }
+
+  /** Marks the migration as put back by `parked restore` on this front (see MigrationRecord.restoredOnFrontAt). */
+  async markRestoredOnFront(record: MigrationRecord): Promise<void> {
+    record.restoredOnFrontAt ??= new Date().toISOString();
     await writeJsonAtomic(this.file(record.migration.id), record);
   }
 

@@ -28,7 +28,7 @@ export async function serveRsync(call: Stream, agent: SiteOperations, rsyncBin: 
   const { migrationId, step, args } = start.value;
   checkMigrationId(migrationId);
   checkStepName(step);
-  const m = await agent.migration(migrationId);
+  const m = await agent.forwardMigration(migrationId);
   const invocation = checkServerArgs(args, m, step);
   // rsync follows a symlinked site folder: it must be a real directory inside the root (the new one may not exist yet)
   await agent.checkRsyncFolder(invocation.path.replace(/\/$/, ""), invocation.sender);

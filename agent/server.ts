@@ -3,7 +3,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { ERROR_CODE_METADATA_KEY, QmError, describeError } from "../shared/errors.js";
-import { checkStepName, checkVersionString } from "../shared/names.js";
+import { checkMigrationId, checkStepName, checkVersionString } from "../shared/names.js";
 import { type ApplyResponse, AgentService, type AgentServer, type Migration } from "../shared/generated/quickmigrate/v1/agent.js";
 import type { Logger } from "../shared/logger.js";
 import type { MigrationSpec } from "../shared/migration.js";
@@ -129,6 +129,15 @@ export class AgentGrpcServer {
           checkStepName(req.step);
           auditFields.site = (await this.ops.migration(req.migrationId)).site;
           return changesToWire(await this.ops.apply(req.migrationId, req.step, action));
+        },
+      ),
+      inspect: unary(
+        "inspect",
+        (req) => ({ migrationId: req.migrationId }),
+        async (req) => {
+          checkMigrationId(req.migrationId);
+          const r = await this.ops.inspect(req.migrationId);
+          return { registered: r.registered, restoredOnFrontAt: r.restoredOnFrontAt, pastPointOfNoReturn: r.pastPointOfNoReturn };
         },
       ),
       rsync: (call) => {

@@ -3,13 +3,14 @@
 import { hostname } from "node:os";
 import type { ConfinedPath } from "../shared/confined.js";
 import { QmError, describeError } from "../shared/errors.js";
-import { type MigrationSpec, checkMigration, newSiteRel, oldSiteRel } from "../shared/migration.js";
+import { type MigrationSpec, checkMigration, newSiteRel, oldSiteRel, placeRel } from "../shared/migration.js";
 import { PACKAGE_VERSION, PROTOCOL_VERSION } from "../shared/version.js";
 import { ensureRootId } from "../shared/rootId.js";
 import { type ChangeRecord, type PreflightReport, SiteTree } from "../shared/siteTree.js";
 import type { FrontAction } from "../shared/wire.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
-import type { MigrationRecord, Registry } from "./registry.js";
+import { withRecordLock } from "./recordLock.js";
+import { type MigrationRecord, type Registry, pastPointOfNoReturn } from "./registry.js";
 import { unfinishedProblems } from "./unfinished.js";
 
 export class SiteOperations {
@@ -62,6 +63,12 @@ export class SiteOperations {
   }
 
   private async applyNow(migrationId: string, step: string, action: FrontAction): Promise<ChangeRecord[]> {
+    // the record is read and changed under its lock: `parked restore` may be run on this front meanwhile
+    await this.registry.get(migrationId);
+    return withRecordLock(this.registry.stateDir, migrationId, { what: "the agent service" }, () => this.applyLocked(migrationId, step, action));
+  }
+
+  private async applyLocked(migrationId: string, step: string, action: FrontAction): Promise<ChangeRecord[]> {
     const record = await this.registry.get(migrationId);
     const key = `${step || "-"}/${action}`;
     let changes: ChangeRecord[];
@@ -81,6 +88,7 @@ export class SiteOperations {
     const m = record.migration;
     const ledger = this.registry.ledger(record);
     const afterRename = (dataDir: string) => this.faults.afterRename(action, m.id, dataDir);
+    if (FORWARD.has(action)) refuseIfRestoredOnFront(record);
     switch (action) {
       case "park-data":
         return this.tree.moveData(m, ledger, "old", "park", { afterRename });
@@ -88,8 +96,14 @@ export class SiteOperations {
         return this.tree.moveData(m, ledger, "park", "old", { afterRename });
       case "restore-data":
         return this.tree.moveData(m, ledger, "park", "new", { afterRename });
-      case "unrestore-data":
-        return this.tree.moveData(m, ledger, "new", "park", { afterRename });
+      case "unrestore-data": {
+        // a data dir `parked restore` already put back in the old site folder is where the rollback
+        // takes it anyway: it stays there
+        const back = record.ledger.filter((e) => e.at === "old" && e.moving === undefined).map((e) => e.dataDir);
+        const rest = await this.tree.moveData({ ...m, dataDirs: m.dataDirs.filter((d) => !back.includes(d)) }, ledger, "new", "park", { afterRename });
+        const stayed = back.map((dataDir): ChangeRecord => ({ dataDir, from: placeRel(m, dataDir, "new"), to: placeRel(m, dataDir, "old"), kind: "directory", result: "already-done" }));
+        return [...stayed, ...rest];
+      }
       case "remove-old-site": {
         const notRestored = record.ledger.filter((e) => e.at !== "new" || e.moving !== undefined);
         if (notRestored.length > 0) {
@@ -116,4 +130,31 @@ export class SiteOperations {
   async migration(migrationId: string): Promise<MigrationSpec> {
     return (await this.registry.get(migrationId)).migration;
   }
+
+  /** A migration an rsync (a forward step) may serve: refused once `parked restore` put its data back here. */
+  async forwardMigration(migrationId: string): Promise<MigrationSpec> {
+    const record = await this.registry.get(migrationId);
+    refuseIfRestoredOnFront(record);
+    return record.migration;
+  }
+
+  /** What this front's record says of a migration, for `resume` (changes nothing). */
+  async inspect(migrationId: string): Promise<{ registered: boolean; restoredOnFrontAt: string; pastPointOfNoReturn: boolean }> {
+    const record = await this.registry.find(migrationId);
+    if (!record) return { registered: false, restoredOnFrontAt: "", pastPointOfNoReturn: false };
+    return { registered: true, restoredOnFrontAt: record.restoredOnFrontAt ?? "", pastPointOfNoReturn: pastPointOfNoReturn(record) };
+  }
+}
+
+/** The actions that take a migration forward; after `parked restore` on this front only the undos are allowed. */
+const FORWARD: ReadonlySet<FrontAction> = new Set(["park-data", "restore-data", "remove-old-site"]);
+
+function refuseIfRestoredOnFront(record: MigrationRecord): void {
+  if (!record.restoredOnFrontAt) return;
+  const id = record.migration.id;
+  throw new QmError(
+    "RESTORED_ON_FRONT",
+    `migration ${id} was put back by \`quick-migrate-agent parked restore\` on this front at ${record.restoredOnFrontAt}: it can only be rolled back (\`quick-migrate rollback ${id}\`)`,
+    { key: "migrationId" },
+  );
 }

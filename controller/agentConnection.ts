@@ -7,6 +7,7 @@ import { ERROR_CODE_METADATA_KEY, type ErrorCode, QmError, isErrorCode } from ".
 import {
   AgentClient,
   type ApplyResponse,
+  type InspectResponse,
   type PreflightResponse,
   type RsyncFrame,
 } from "../shared/generated/quickmigrate/v1/agent.js";
@@ -40,6 +41,7 @@ export interface AgentConnectionLike {
   hello(): Promise<{ protocolVersion: number; agentVersion: string; hostname: string; rootId: string }>;
   preflight(m: MigrationSpec, opts: { register: boolean; local: boolean }): Promise<PreflightResponse>;
   apply(migrationId: string, step: string, action: FrontAction): Promise<ApplyResponse>;
+  inspect(migrationId: string): Promise<InspectResponse>;
   openRsync(): grpc.ClientDuplexStream<RsyncFrame, RsyncFrame>;
   close(): void;
 }
@@ -126,6 +128,10 @@ export class AgentConnection implements AgentConnectionLike {
 
   apply(migrationId: string, step: string, action: FrontAction): Promise<ApplyResponse> {
     return this.unary(this.client.apply, { migrationId, step, action: actionToWire(action) }, this.deadlines.applyMs);
+  }
+
+  inspect(migrationId: string): Promise<InspectResponse> {
+    return this.unary(this.client.inspect, { migrationId }, this.deadlines.helloMs);
   }
 
   openRsync(): grpc.ClientDuplexStream<RsyncFrame, RsyncFrame> {

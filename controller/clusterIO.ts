@@ -111,6 +111,26 @@ export class ClusterIO {
     return f;
   }
 
+  /**
+   * What every front's own record says of this migration: those whose operator put the data back with
+   * `parked restore` (the migration can then only go back), and those that did not answer.
+   */
+  async frontsRecords(): Promise<{ restored: Array<{ host: string; at: string }>; unanswered: Array<{ host: string; err: unknown }> }> {
+    const restored: Array<{ host: string; at: string }> = [];
+    const unanswered: Array<{ host: string; err: unknown }> = [];
+    await Promise.all(
+      this.deps.plan.fronts.map(async ({ name }) => {
+        try {
+          const r = await this.front(name).inspect(this.m.id);
+          if (r.restoredOnFrontAt) restored.push({ host: name, at: r.restoredOnFrontAt });
+        } catch (err) {
+          unanswered.push({ host: name, err });
+        }
+      }),
+    );
+    return { restored, unanswered };
+  }
+
   /** The StepIO of one step, forward or undoing. */
   bind(step: StepName, undo: boolean): StepIO {
     const { plan, master, hooks, tunnel, root } = this.deps;

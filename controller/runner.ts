@@ -114,8 +114,28 @@ export class MigrationRunner {
       await this.io.releaseLock();
       return this.finish("migrated", `${this.plan.migration.site} is on ${this.plan.migration.to}; nothing was left to do`);
     }
+    // a front's operator may have put the data back meanwhile (`parked restore`): then only back
+    const fronts = await this.io.frontsRecords();
+    if (fronts.unanswered.length > 0) {
+      const who = fronts.unanswered.map(({ host, err }) => `${host}: ${describeError(err)}`).join("; ");
+      return this.finish("needs-attention", `resume needs every front to answer before it goes on, and ${who}; when it is back run \`quick-migrate resume ${this.id}\` again`, undefined, fronts.unanswered[0]?.err);
+    }
+    if (fronts.restored.length > 0) return this.rollBackRestored(fronts.restored);
     await this.rec.note({ event: "resume", migrationId: this.id, step: from });
     return this.forward(this.plan.steps.filter((s) => STEP_NAMES.indexOf(s.name) >= STEP_NAMES.indexOf(from)));
+  }
+
+  /** resume found data put back by `parked restore` on a front: the migration goes back on every host. */
+  private async rollBackRestored(restored: ReadonlyArray<{ host: string; at: string }>): Promise<RunResult> {
+    const why = `${restored.map((r) => `${r.host}'s data was put back in the old site folder by \`quick-migrate-agent parked restore\` (${r.at})`).join("; ")}, so the migration can only go back`;
+    const cause = new QmError("RESTORED_ON_FRONT", why, { host: restored[0]?.host ?? "" });
+    if (replay(this.rec.events).pastPointOfNoReturn) {
+      return this.finish("needs-attention", `${why}, but it is past the point of no return on other fronts: put the data of ${restored.map((r) => r.host).join(", ")} back into the new site folder by hand, then run \`quick-migrate resume ${this.id}\``, undefined, cause);
+    }
+    await this.rec.note({ event: "rollback", migrationId: this.id, reason: "restored-on-front" });
+    const stuck = await this.rollback();
+    if (stuck) return this.finish("needs-attention", `${why}; rollback stopped: ${describeError(stuck)}; when it is fixed run \`quick-migrate rollback ${this.id}\``, undefined, stuck.cause);
+    return this.finish("rolled-back", `${why}: rolled back instead of resumed: ${this.plan.migration.site} is on ${this.plan.migration.from}`, undefined, cause);
   }
 
   private async rollbackCommand(): Promise<RunResult> {

@@ -28,6 +28,10 @@ export const ErrorCodes = {
   // the root's identity file (.quick-migrate-root-id) holds no id, or cannot be made
   ROOT_ID_INVALID: status.FAILED_PRECONDITION,
   ROOT_NOT_WRITABLE: status.FAILED_PRECONDITION,
+  // a front's operator put the data back with `parked restore`: the migration only goes back now;
+  // or `parked restore` refused: the front is past the point of no return
+  RESTORED_ON_FRONT: status.FAILED_PRECONDITION,
+  PAST_POINT_OF_NO_RETURN: status.FAILED_PRECONDITION,
   OUTSIDE_ROOT: status.PERMISSION_DENIED,
   TUNNEL_REFUSED: status.PERMISSION_DENIED,
   NOT_ALLOWED: status.PERMISSION_DENIED,

@@ -25,6 +25,8 @@ const CATALOGUE: [string, number][] = [
   ["RECORD_UNREADABLE", 9],
   ["ROOT_ID_INVALID", 9],
   ["ROOT_NOT_WRITABLE", 9],
+  ["RESTORED_ON_FRONT", 9],
+  ["PAST_POINT_OF_NO_RETURN", 9],
   ["OUTSIDE_ROOT", 7],
   ["TUNNEL_REFUSED", 7],
   ["NOT_ALLOWED", 7],

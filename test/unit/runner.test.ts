@@ -22,7 +22,7 @@ import { SiteLock } from "../../controller/siteLock.js";
 import { POINT_OF_NO_RETURN, STEP_NAMES, type StepName } from "../../controller/steps.js";
 import type { RsyncRun } from "../../controller/tunnel.js";
 import { QmError } from "../../shared/errors.js";
-import type { ApplyResponse, PreflightResponse } from "../../shared/generated/quickmigrate/v1/agent.js";
+import type { ApplyResponse, InspectResponse, PreflightResponse } from "../../shared/generated/quickmigrate/v1/agent.js";
 import { type MigrationSpec, parkRel } from "../../shared/migration.js";
 import { SiteTree } from "../../shared/siteTree.js";
 import { PROTOCOL_VERSION } from "../../shared/version.js";
@@ -66,6 +66,9 @@ class FakeAgent implements AgentConnectionLike {
     this.onApply(action);
     if (failing(this.failures, `${action}:${this.name}`, action)) throw new QmError("IO", `${action} failed`, { host: this.name });
     return { changes: [], repeated: false };
+  }
+  async inspect(): Promise<InspectResponse> {
+    return { registered: true, restoredOnFrontAt: "", pastPointOfNoReturn: false };
   }
   openRsync(): never {
     throw new Error("the fake tunnel never opens a stream");

@@ -254,6 +254,22 @@ export interface RsyncFrame {
     | undefined;
 }
 
+export interface InspectRequest {
+  migrationId: string;
+}
+
+export interface InspectResponse {
+  /** false when this front has no record of the migration */
+  registered: boolean;
+  /**
+   * `parked restore` put this migration's data back in the old site folder on this front (RFC 3339
+   * time; empty when it did not): from then on the migration can only be rolled back
+   */
+  restoredOnFrontAt: string;
+  /** this front was asked to remove the old site folder (the point of no return) */
+  pastPointOfNoReturn: boolean;
+}
+
 function createBaseHelloRequest(): HelloRequest {
   return { protocolVersion: 0, controllerVersion: "" };
 }
@@ -1715,6 +1731,188 @@ export const RsyncFrame: MessageFns<RsyncFrame> = {
   },
 };
 
+function createBaseInspectRequest(): InspectRequest {
+  return { migrationId: "" };
+}
+
+export const InspectRequest: MessageFns<InspectRequest> = {
+  encode(message: InspectRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.migrationId !== "") {
+      writer.uint32(10).string(message.migrationId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InspectRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInspectRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.migrationId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): InspectRequest {
+    return {
+      migrationId: isSet(object.migrationId)
+        ? globalThis.String(object.migrationId)
+        : isSet(object.migration_id)
+        ? globalThis.String(object.migration_id)
+        : "",
+    };
+  },
+
+  toJSON(message: InspectRequest): unknown {
+    const obj: any = {};
+    if (message.migrationId !== "") {
+      obj.migrationId = message.migrationId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<InspectRequest>, I>>(base?: I): InspectRequest {
+    return InspectRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<InspectRequest>, I>>(object: I): InspectRequest {
+    const message = createBaseInspectRequest();
+    message.migrationId = object.migrationId ?? "";
+    return message;
+  },
+};
+
+function createBaseInspectResponse(): InspectResponse {
+  return { registered: false, restoredOnFrontAt: "", pastPointOfNoReturn: false };
+}
+
+export const InspectResponse: MessageFns<InspectResponse> = {
+  encode(message: InspectResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.registered !== false) {
+      writer.uint32(8).bool(message.registered);
+    }
+    if (message.restoredOnFrontAt !== "") {
+      writer.uint32(18).string(message.restoredOnFrontAt);
+    }
+    if (message.pastPointOfNoReturn !== false) {
+      writer.uint32(24).bool(message.pastPointOfNoReturn);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InspectResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInspectResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.registered = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.restoredOnFrontAt = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pastPointOfNoReturn = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): InspectResponse {
+    return {
+      registered: isSet(object.registered) ? globalThis.Boolean(object.registered) : false,
+      restoredOnFrontAt: isSet(object.restoredOnFrontAt)
+        ? globalThis.String(object.restoredOnFrontAt)
+        : isSet(object.restored_on_front_at)
+        ? globalThis.String(object.restored_on_front_at)
+        : "",
+      pastPointOfNoReturn: isSet(object.pastPointOfNoReturn)
+        ? globalThis.Boolean(object.pastPointOfNoReturn)
+        : isSet(object.past_point_of_no_return)
+        ? globalThis.Boolean(object.past_point_of_no_return)
+        : false,
+    };
+  },
+
+  toJSON(message: InspectResponse): unknown {
+    const obj: any = {};
+    if (message.registered !== false) {
+      obj.registered = message.registered;
+    }
+    if (message.restoredOnFrontAt !== "") {
+      obj.restoredOnFrontAt = message.restoredOnFrontAt;
+    }
+    if (message.pastPointOfNoReturn !== false) {
+      obj.pastPointOfNoReturn = message.pastPointOfNoReturn;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<InspectResponse>, I>>(base?: I): InspectResponse {
+    return InspectResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<InspectResponse>, I>>(object: I): InspectResponse {
+    const message = createBaseInspectResponse();
+    message.registered = object.registered ?? false;
+    message.restoredOnFrontAt = object.restoredOnFrontAt ?? "";
+    message.pastPointOfNoReturn = object.pastPointOfNoReturn ?? false;
+    return message;
+  },
+};
+
 export type AgentService = typeof AgentService;
 export const AgentService = {
   /**
@@ -1766,6 +1964,19 @@ export const AgentService = {
     responseSerialize: (value: RsyncFrame): Buffer => Buffer.from(RsyncFrame.encode(value).finish()),
     responseDeserialize: (value: Buffer): RsyncFrame => RsyncFrame.decode(value),
   },
+  /**
+   * What this front's own record says of one migration, for `resume` to check before it goes on:
+   * whether the front's operator put its data back with `parked restore`. Changes nothing.
+   */
+  inspect: {
+    path: "/quickmigrate.v1.Agent/Inspect" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: InspectRequest): Buffer => Buffer.from(InspectRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): InspectRequest => InspectRequest.decode(value),
+    responseSerialize: (value: InspectResponse): Buffer => Buffer.from(InspectResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): InspectResponse => InspectResponse.decode(value),
+  },
 } as const;
 
 export interface AgentServer extends UntypedServiceImplementation {
@@ -1786,6 +1997,11 @@ export interface AgentServer extends UntypedServiceImplementation {
    * then `data` frames both ways; the agent ends with `exit`.
    */
   rsync: handleBidiStreamingCall<RsyncFrame, RsyncFrame>;
+  /**
+   * What this front's own record says of one migration, for `resume` to check before it goes on:
+   * whether the front's operator put its data back with `parked restore`. Changes nothing.
+   */
+  inspect: handleUnaryCall<InspectRequest, InspectResponse>;
 }
 
 export interface AgentClient extends Client {
@@ -1850,6 +2066,25 @@ export interface AgentClient extends Client {
   rsync(): ClientDuplexStream<RsyncFrame, RsyncFrame>;
   rsync(options: Partial<CallOptions>): ClientDuplexStream<RsyncFrame, RsyncFrame>;
   rsync(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<RsyncFrame, RsyncFrame>;
+  /**
+   * What this front's own record says of one migration, for `resume` to check before it goes on:
+   * whether the front's operator put its data back with `parked restore`. Changes nothing.
+   */
+  inspect(
+    request: InspectRequest,
+    callback: (error: ServiceError | null, response: InspectResponse) => void,
+  ): ClientUnaryCall;
+  inspect(
+    request: InspectRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: InspectResponse) => void,
+  ): ClientUnaryCall;
+  inspect(
+    request: InspectRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: InspectResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const AgentClient = makeGenericClientConstructor(AgentService, "quickmigrate.v1.Agent") as unknown as {

@@ -1,0 +1,77 @@
+// One writer at a time for an agent's record of a migration: the service (an Apply, a registration)
+// and the `parked` command (run by a front's operator, service running or not) each take the record's
+// lock file, created exclusively, for as long as they change the record or the tree under it. A lock
+// left by a process that is gone (same pid, other start time, or none) is broken.
+import { readFileSync } from "node:fs";
+import { open, readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { QmError } from "../shared/errors.js";
+import { checkMigrationId } from "../shared/names.js";
+
+interface Holder {
+  readonly pid: number;
+  /** /proc/<pid>/stat field 22: a reused pid is not the holder */
+  readonly startTime: string;
+  readonly what: string;
+}
+
+function startTimeOf(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  } catch {
+    return undefined;
+  }
+}
+
+const alive = (h: Holder): boolean => h.pid > 0 && startTimeOf(h.pid) === h.startTime;
+
+export interface RecordLockOptions {
+  /** how long to wait for another writer to finish (default 10 s) */
+  readonly waitMs?: number;
+  /** names this writer in the lock file, for the other's refusal */
+  readonly what: string;
+}
+
+/** Runs `fn` holding the lock of migration `id`'s record; BUSY when another live writer keeps it past `waitMs`. */
+export async function withRecordLock<T>(stateDir: string, id: string, opts: RecordLockOptions, fn: () => Promise<T>): Promise<T> {
+  const file = join(stateDir, "migrations", `${checkMigrationId(id)}.lock`);
+  const me: Holder = { pid: process.pid, startTime: startTimeOf(process.pid) ?? "", what: opts.what };
+  const deadline = Date.now() + (opts.waitMs ?? 10_000);
+  for (;;) {
+    try {
+      const fh = await open(file, "wx", 0o600);
+      try {
+        await fh.writeFile(`${JSON.stringify(me)}\n`);
+      } finally {
+        await fh.close();
+      }
+      break;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") throw new QmError("NOT_REGISTERED", `no record of migration ${id} in ${stateDir}/migrations`, { key: "migrationId" });
+      if (code !== "EEXIST") throw err;
+    }
+    let holder: Holder | undefined;
+    try {
+      holder = JSON.parse(await readFile(file, "utf8")) as Holder;
+    } catch {
+      holder = undefined; // being written, or torn by a crash: judged again on the next round
+    }
+    if (holder && !alive(holder)) {
+      await rm(file, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new QmError("BUSY", `the record of migration ${id} is being changed by ${holder ? `${holder.what} (pid ${holder.pid})` : "another process"}; try again when it is done`, {
+        key: "migrationId",
+      });
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  try {
+    return await fn();
+  } finally {
+    await rm(file, { force: true });
+  }
+}
