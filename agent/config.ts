@@ -14,6 +14,11 @@ const schema = z
     /** operations (RPCs and rsync streams) running at once; more are refused as busy */
     maxConcurrentOps: z.number().int().min(1).max(1000).default(16),
     logLevel: logLevel.default("info"),
+    /**
+     * run as root after all (refused by default): the agent is meant to run as the aegir user, as
+     * Aegir's backend does, so that a symlink race in a platform folder gains nothing
+     */
+    allowRoot: z.boolean().default(false),
   })
   .strict();
 

@@ -18,6 +18,7 @@ const USAGE_CODES = new Set(["CONFIG_INVALID", "USAGE", "INVALID_NAME", "NOT_REG
 async function serve(configFile: string): Promise<void> {
   const config = await loadAgentConfig(configFile);
   const log = createRootLogger("quick-migrate-agent", config.logLevel);
+  checkUser(configFile, config.allowRoot, log);
   const faultSetting = process.env[FAULT_ENV];
   const faults = parseFaults(faultSetting, (fault, fields) => log.warn({ fault, ...fields }, "fault injection: killing the agent"));
   if (faultSetting) log.warn({ fault: faultSetting }, "fault injection is on: for tests only");
@@ -34,6 +35,23 @@ async function serve(configFile: string): Promise<void> {
   };
   process.once("SIGTERM", () => shutdown("SIGTERM"));
   process.once("SIGINT", () => shutdown("SIGINT"));
+}
+
+/**
+ * The agent runs as the aegir user, like Aegir's own backend: whoever can write a platform folder (the
+ * aegir user, a site's PHP code) then gains nothing by racing symlinks under the agent. As root it
+ * starts only when its config says so, and says so.
+ */
+function checkUser(configFile: string, allowRoot: boolean, log: Logger): void {
+  if (process.getuid?.() !== 0) return;
+  if (!allowRoot) {
+    throw new QmError(
+      "CONFIG_INVALID",
+      `${configFile}: allowRoot: refusing to run as root: run the agent as the aegir user (User= in its systemd unit), or set allowRoot: true (see the README)`,
+      { key: "allowRoot" },
+    );
+  }
+  log.warn({ uid: 0 }, "running as root (allowRoot: true): run the agent as the aegir user instead");
 }
 
 /**

@@ -4,6 +4,7 @@ import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
 import { execa, type ResultPromise } from 'execa';
 import YAML from 'yaml';
 
@@ -55,6 +56,39 @@ export function abortOnSignals(baseDir: string): AbortController {
   return abort;
 }
 
+/** The unprivileged user test agents run as when the tests run as root (made once with useradd). */
+export const TEST_AGENT_USER = 'qm-agent';
+
+/** A user the agents run as: an agent must not run as root (it refuses to, without allowRoot). */
+export interface AgentUser {
+  readonly name: string;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+function run(file: string, args: readonly string[]): string {
+  return execFileSync(file, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+}
+
+/**
+ * The user agents run as by default: none to switch to when this process is not root (the agents run
+ * as this user, already unprivileged); else TEST_AGENT_USER, made if it does not exist.
+ */
+export function defaultAgentUser(): AgentUser | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  try {
+    run('id', ['-u', TEST_AGENT_USER]);
+  } catch {
+    try {
+      run('useradd', ['--system', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', TEST_AGENT_USER]);
+    } catch (err) {
+      // made meanwhile by a parallel test worker
+      if (!/already exists/.test(String((err as { stderr?: unknown }).stderr))) throw err;
+    }
+  }
+  return { name: TEST_AGENT_USER, uid: Number(run('id', ['-u', TEST_AGENT_USER])), gid: Number(run('id', ['-g', TEST_AGENT_USER])) };
+}
+
 /** Hooks that run scripts/fake-drush.mjs with the arguments a real drush would get. */
 export function fakeDrushHooks(): Record<string, string[]> {
   const drush = [process.execPath, path.join(repoRoot(), 'scripts', 'fake-drush.mjs')];
@@ -94,6 +128,11 @@ export interface ClusterOptions {
   readonly listenTimeoutMs?: number;
   /** mutual TLS instead of the plaintext default (see ClusterTlsOptions) */
   readonly tls?: ClusterTlsOptions;
+  /**
+   * who the agents run as: default defaultAgentUser() (an unprivileged user when the tests run as
+   * root); 'root' runs them as root with allowRoot: true (for what only root can try)
+   */
+  readonly agentUser?: AgentUser | 'root';
 }
 
 /**
@@ -166,6 +205,8 @@ export interface ClusterFront {
   env: Record<string, string>;
   /** the network namespace its agent runs in, if any */
   readonly netns: string | undefined;
+  /** the user its agent runs as (undefined: this process's) */
+  readonly user: AgentUser | undefined;
 }
 
 export interface Cluster {
@@ -191,6 +232,13 @@ export interface Cluster {
   writeControllerConfig(patch?: { hooks?: Record<string, string[]> | undefined; dataDirs?: readonly string[]; extra?: Record<string, unknown> }): void;
   /** Stops every agent and waits for them to exit. */
   stop(): Promise<void>;
+  /** the user the agents run as; undefined when they run as this process's user */
+  readonly agentUser: AgentUser | undefined;
+  /**
+   * Gives every front's root (and everything in it) to the agents' user, as on a real front where
+   * the aegir user owns the platforms: call it after making trees in the roots as root.
+   */
+  handOver(): void;
 }
 
 export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
@@ -204,6 +252,13 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     names.add(f.name);
   }
   const tls = opts.tls === undefined ? undefined : resolveTls(opts.tls, opts.fronts);
+  const asRoot = opts.agentUser === 'root';
+  const user = opts.agentUser === 'root' ? undefined : (opts.agentUser ?? defaultAgentUser());
+  const own = (p: string, recursive = false): void => {
+    if (user !== undefined) run('chown', [...(recursive ? ['-R'] : []), `${user.uid}:${user.gid}`, p]);
+  };
+  // the agents' user must reach its root, state dir and config through the base dir
+  if (user !== undefined) fs.chmodSync(baseDir, 0o755);
 
   const masterRoot = path.join(baseDir, 'hostmaster', 'root');
   const masterState = path.join(baseDir, 'hostmaster', 'state');
@@ -218,10 +273,19 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     const stateDir = path.join(dir, 'state');
     fs.mkdirSync(root, { recursive: true });
     fs.mkdirSync(stateDir, { recursive: true });
+    fs.chmodSync(dir, 0o755);
+    own(root, true);
+    own(stateDir, true);
     const configFile = path.join(dir, 'agent.yaml');
     const security = tls === undefined ? { insecure: true } : { tls: { ca: tls.ca, ...tls.front(spec.name) }, allowedClients: [...tls.allowedClients] };
+    if (tls !== undefined && user !== undefined) {
+      // the front's key is readable by its agent only, as make-certs.sh's install instructions say
+      fs.chmodSync(path.dirname(tls.front(spec.name).key), 0o755);
+      own(tls.front(spec.name).key);
+      own(tls.front(spec.name).cert);
+    }
     const listen = spec.netns === undefined ? '127.0.0.1:0' : `${spec.netns.address}:0`;
-    fs.writeFileSync(configFile, YAML.stringify({ listen, root, stateDir, ...security }));
+    fs.writeFileSync(configFile, YAML.stringify({ listen, root, stateDir, ...security, ...(asRoot ? { allowRoot: true } : {}) }));
     return {
       name: spec.name,
       local,
@@ -233,6 +297,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
       process: null,
       env: { ...spec.env },
       netns: spec.netns?.name,
+      user,
     };
   });
 
@@ -310,6 +375,10 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     tls,
     front,
     frontRoot: (name) => front(name).root,
+    agentUser: user,
+    handOver: () => {
+      for (const f of fronts) own(f.root, true);
+    },
     roots: () => [{ name: 'hostmaster', root: masterRoot }, ...fronts.filter((f) => !f.local).map((f) => ({ name: f.name, root: f.root }))],
     stopAgent,
     startAgent,
@@ -327,8 +396,11 @@ function spawnAgent(f: ClusterFront, agentBin: string, timeoutMs: number): Promi
   // A test may remove the base dir right after stop(); a lost log line must not crash it.
   log.on('error', () => undefined);
   const command = [process.execPath, agentBin, '--config', f.configFile];
-  const [file, ...args] = f.netns === undefined ? command : ['ip', 'netns', 'exec', f.netns, ...command];
+  // in a namespace: `ip netns exec` needs root, so the user is switched after it (setpriv)
+  const asUser = f.user === undefined ? [] : ['setpriv', `--reuid=${f.user.uid}`, `--regid=${f.user.gid}`, '--clear-groups'];
+  const [file, ...args] = f.netns === undefined ? command : ['ip', 'netns', 'exec', f.netns, ...asUser, ...command];
   const child: AgentProcess = execa(file as string, args, {
+    ...(f.user !== undefined && f.netns === undefined ? { uid: f.user.uid, gid: f.user.gid } : {}),
     buffer: false,
     reject: false,
     stdin: 'ignore',

@@ -88,6 +88,8 @@ export async function setupScenario(opts: ScenarioOptions): Promise<Scenario> {
     if (opts.noPrivateFiles?.includes(frontName)) fs.rmSync(info.privateFilesDir, { recursive: true });
   }
   fs.mkdirSync(sharedStorage, { recursive: true });
+  // the fronts' trees belong to the agents' user, as platforms belong to the aegir user
+  cluster.handOver();
 
   const before = await snapshotAll(cluster, sharedStorage);
   const dataBefore = new Map<string, Map<string, Manifest | null>>();

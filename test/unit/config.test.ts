@@ -281,6 +281,7 @@ describe("loadAgentConfig", () => {
       allowedClients: [],
       maxConcurrentOps: 16,
       logLevel: "info",
+      allowRoot: false,
     });
   });
 
