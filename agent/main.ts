@@ -84,6 +84,13 @@ async function parkedList(configFile: string, json: boolean): Promise<number> {
 
 async function parkedRestore(configFile: string, migrationId: string): Promise<number> {
   const config = await loadAgentConfig(configFile);
+  // as root it would race a platform folder's symlinks with root's reach, and leave root-owned
+  // records and folders that the service (the aegir user) can no longer change
+  if (process.getuid?.() === 0 && !config.allowRoot) {
+    throw new QmError("USAGE", `refusing to run as root: run it as the agent's user, e.g. sudo -u aegir quick-migrate-agent parked restore ${migrationId} (or set allowRoot: true in ${configFile})`, {
+      key: "allowRoot",
+    });
+  }
   const report = await restoreParked(config.root, new Registry(config.stateDir), migrationId);
   process.stdout.write(`${formatRestoreReport(report).join("\n")}\n`);
   return restoreExitCode(report);

@@ -89,6 +89,35 @@ export function defaultAgentUser(): AgentUser | undefined {
   return { name: TEST_AGENT_USER, uid: Number(run('id', ['-u', TEST_AGENT_USER])), gid: Number(run('id', ['-g', TEST_AGENT_USER])) };
 }
 
+/**
+ * For an agent process a test starts itself: the process options that run it as the default agent
+ * user, after giving it `dirs` (its root, state dir…). Empty when no user is switched.
+ */
+export function asAgentUser(...dirs: string[]): { uid?: number; gid?: number } {
+  const user = defaultAgentUser();
+  if (user === undefined) return {};
+  for (const dir of dirs) {
+    fs.chmodSync(path.dirname(dir), 0o755);
+    run('chown', ['-R', `${user.uid}:${user.gid}`, dir]);
+  }
+  return { uid: user.uid, gid: user.gid };
+}
+
+/**
+ * Runs `quick-migrate-agent <args…> --config <front's config>` (e.g. `parked restore <id>`) as the
+ * front's agent user, as an operator would with `sudo -u aegir`; never throws on a non-zero exit.
+ */
+export async function runAgentCommand(f: ClusterFront, args: readonly string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  const bin = path.join(repoRoot(), 'dist', 'agent', 'main.js');
+  const r = await execa(process.execPath, [bin, ...args, '--config', f.configFile], {
+    reject: false,
+    stdin: 'ignore',
+    timeout: 30_000,
+    ...(f.user !== undefined ? { uid: f.user.uid, gid: f.user.gid } : {}),
+  });
+  return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
 /** Hooks that run scripts/fake-drush.mjs with the arguments a real drush would get. */
 export function fakeDrushHooks(): Record<string, string[]> {
   const drush = [process.execPath, path.join(repoRoot(), 'scripts', 'fake-drush.mjs')];

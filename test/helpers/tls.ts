@@ -90,6 +90,7 @@ export function installPair(from: CertPair, to: CertPair): void {
   for (const what of ["key", "cert"] as const) {
     const tmp = `${to[what]}.new`;
     fs.copyFileSync(from[what], tmp);
+    keepOwner(to[what], tmp);
     fs.renameSync(tmp, to[what]);
   }
 }
@@ -98,7 +99,14 @@ export function installPair(from: CertPair, to: CertPair): void {
 export function replaceFile(file: string, content: string | Buffer): void {
   const tmp = `${file}.new`;
   fs.writeFileSync(tmp, content);
+  keepOwner(file, tmp);
   fs.renameSync(tmp, file);
+}
+
+/** The replacement gets the replaced file's owner (an agent running as its own user must still read it). */
+function keepOwner(replaced: string, replacement: string): void {
+  const st = fs.statSync(replaced, { throwIfNoEntry: false });
+  if (st) fs.chownSync(replacement, st.uid, st.gid);
 }
 
 // ---- clients -------------------------------------------------------------------------------------

@@ -5,9 +5,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { execa } from "execa";
 import { afterEach, describe, expect, it } from "vitest";
-import { type ClusterFront, fakeDrushHooks, repoRoot, runController } from "../../scripts/lib/cluster.js";
+import { type ClusterFront, fakeDrushHooks, runAgentCommand, runController } from "../../scripts/lib/cluster.js";
 import { type Manifest, diffManifests, manifest, manifestOrAbsent, summarizeDiff } from "../../scripts/lib/manifest.js";
 import {
   Action,
@@ -46,11 +45,9 @@ interface RecordJson {
   operations?: Record<string, { at: string; count: number; changes?: Array<{ dataDir: string; result: string }>; error?: unknown }>;
 }
 
-/** `quick-migrate-agent parked <args…> --config <front's config>`, with the service stopped. */
-async function parked(f: ClusterFront, ...args: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
-  const bin = path.join(repoRoot(), "dist", "agent", "main.js");
-  const r = await execa(process.execPath, [bin, "parked", ...args, "--config", f.configFile], { reject: false, stdin: "ignore", timeout: 30_000 });
-  return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+/** `quick-migrate-agent parked <args…> --config <front's config>` as the agent's user, with the service stopped. */
+function parked(f: ClusterFront, ...args: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  return runAgentCommand(f, ["parked", ...args]);
 }
 
 function client(f: ClusterFront): AgentClient {

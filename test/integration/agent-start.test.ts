@@ -42,6 +42,16 @@ describe.skipIf(!isRoot)("the agent's user (needs root to switch users)", () => 
     expect(r.stderr).toContain(`${r.file}: allowRoot: refusing to run as root: run the agent as the aegir user`);
   });
 
+  it("refuses `parked restore` as root without allowRoot, naming the way to run it", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "qm-parked-root-"));
+    const file = path.join(dir, "agent.yaml");
+    fs.writeFileSync(file, `listen: "127.0.0.1:0"\nroot: ${dir}\nstateDir: ${dir}/state\ninsecure: true\n`);
+    const r = await execa(process.execPath, [agentMain, "parked", "restore", "m1", "--config", file], { reject: false, timeout: 15_000 });
+    fs.rmSync(dir, { recursive: true, force: true });
+    expect(r.exitCode).toBe(2);
+    expect(String(r.stderr)).toContain("refusing to run as root: run it as the agent's user, e.g. sudo -u aegir quick-migrate-agent parked restore m1");
+  });
+
   it("starts as root with allowRoot: true, with a warning", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "qm-agent-root-"));
     const file = path.join(dir, "agent.yaml");

@@ -6,7 +6,7 @@ import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { type ResultPromise, execa } from "execa";
 import { afterEach, describe, expect, it } from "vitest";
-import { repoRoot, runController } from "../../scripts/lib/cluster.js";
+import { asAgentUser, repoRoot, runController } from "../../scripts/lib/cluster.js";
 import { hello, insecureClient, preflight } from "../helpers/agentRpc.js";
 import { type Scenario, expectUnchanged, setupScenario } from "../helpers/scenario.js";
 
@@ -20,8 +20,10 @@ async function agentWith(extra: string): Promise<{ address: string; child: Resul
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "qm-limits-"));
   fs.mkdirSync(path.join(dir, "root"));
   const file = path.join(dir, "agent.yaml");
+  fs.mkdirSync(path.join(dir, "state"));
   fs.writeFileSync(file, `listen: "127.0.0.1:0"\nroot: ${dir}/root\nstateDir: ${dir}/state\ninsecure: true\n${extra}`);
-  const child = execa(process.execPath, [path.join(repoRoot(), "dist", "agent", "main.js"), "--config", file], { reject: false, buffer: false });
+  const user = asAgentUser(path.join(dir, "root"), path.join(dir, "state"));
+  const child = execa(process.execPath, [path.join(repoRoot(), "dist", "agent", "main.js"), "--config", file], { reject: false, buffer: false, ...user });
   cleanups.push(async () => {
     child.kill("SIGTERM");
     await child;

@@ -311,7 +311,8 @@ describe("the controller over mTLS", () => {
     // and waits for the agent to have reloaded them; the rest of the migration runs on
     const swap = [
       "const fs = require('node:fs');",
-      `for (const f of ['web1.pem', 'web1-key.pem']) { fs.copyFileSync(${JSON.stringify(renewed)} + '/' + f, ${JSON.stringify(pkiDir)} + '/' + f + '.new'); fs.renameSync(${JSON.stringify(pkiDir)} + '/' + f + '.new', ${JSON.stringify(pkiDir)} + '/' + f); }`,
+      // (each replacement keeps the owner of the file it replaces: the agent runs as its own user)
+      `for (const f of ['web1.pem', 'web1-key.pem']) { const dst = ${JSON.stringify(pkiDir)} + '/' + f; const st = fs.statSync(dst); fs.copyFileSync(${JSON.stringify(renewed)} + '/' + f, dst + '.new'); fs.chownSync(dst + '.new', st.uid, st.gid); fs.renameSync(dst + '.new', dst); }`,
       `const until = Date.now() + 10000; const log = ${JSON.stringify(s.cluster.front("web1").logFile)};`,
       "(function wait() { if (fs.readFileSync(log, 'utf8').includes('tls material reloaded')) process.exit(0); if (Date.now() > until) process.exit(1); setTimeout(wait, 50); })();",
     ].join("\n");

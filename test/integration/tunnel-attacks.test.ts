@@ -55,6 +55,7 @@ beforeAll(async () => {
   outside = path.join(s.baseDir, "outside");
   fs.mkdirSync(outside);
   fs.writeFileSync(path.join(outside, "canary.txt"), "outside canary\n", { mode: 0o644 });
+  s.cluster.handOver();
   client = insecureClient(web1.address);
   for (const [id, site] of [
     [REG, s.site],
