@@ -14,7 +14,8 @@ import type { HooksLike, TunnelLike } from "../../controller/clusterIO.js";
 import type { RunEvent } from "../../controller/events.js";
 import { HOOK_NAMES, type HookName } from "../../controller/hooks.js";
 import { type Plan, buildPlan } from "../../controller/plan.js";
-import { MigrationRunner, type RunResult } from "../../controller/runner.js";
+import { Journal } from "../../controller/journal.js";
+import { MigrationRunner, type RunMode, type RunResult } from "../../controller/runner.js";
 import { SiteLock } from "../../controller/siteLock.js";
 import { POINT_OF_NO_RETURN, STEP_NAMES, type StepName } from "../../controller/steps.js";
 import type { RsyncRun } from "../../controller/tunnel.js";
@@ -148,6 +149,16 @@ interface Run {
 }
 
 async function migrate(failures: Record<string, number> = {}, master = new SiteTree(root)): Promise<Run> {
+  return runWith({ kind: "migrate", dryRun: false }, failures, master);
+}
+
+/** `resume` or `rollback` of m1, from its journal. */
+async function continueRun(kind: "resume" | "rollback", failures: Record<string, number> = {}): Promise<Run> {
+  const { journal, events } = await Journal.load(stateDir, m.id);
+  return runWith({ kind, journal, events }, failures);
+}
+
+async function runWith(mode: RunMode, failures: Record<string, number> = {}, master = new SiteTree(root)): Promise<Run> {
   const calls: Calls = [];
   const fail: Failures = new Map(Object.entries(failures));
   const events: RunEvent[] = [];
@@ -155,7 +166,7 @@ async function migrate(failures: Record<string, number> = {}, master = new SiteT
   const plan = buildPlan({ migration: m, master: "hostmaster", fronts: FRONTS.map((name) => ({ name, local: false })), hooks: new Set(HOOK_NAMES) });
   const runner = new MigrationRunner({
     plan,
-    mode: { kind: "migrate", dryRun: false },
+    mode,
     root,
     stateDir,
     fronts: new Map(FRONTS.map((name) => [name, new FakeAgent(name, calls, fail)])),
@@ -312,7 +323,73 @@ describe("the runner with fakes", () => {
     const all = expectedUndo(run.plan, "push-site");
     expect(undone(run)).toEqual(all.slice(0, all.indexOf("fronts-park-data") + 1));
     expect(run.calls).not.toContain("hook maintenanceOff");
-    // the lock stays with the migration, for rollback or resume to take over
+    // the lock stays with the migration, held by no process, for rollback or resume to take over
     expect(fs.readdirSync(path.join(stateDir, "locks"))).toEqual(["a.com.lock"]);
+    expect(await SiteLock.holder(stateDir, "a.com")).toMatchObject({ migrationId: m.id, pid: 0 });
+  });
+
+  it("a rollback that stops again hands the lock back; once the cause is gone a rollback ends and releases it", async () => {
+    await migrate({ "push-site:web1": 1, "unpark-data:web2": 1 });
+    const again = await continueRun("rollback", { "unpark-data:web2": 1 });
+    expect(again.result.outcome).toBe("needs-attention");
+    expect(await SiteLock.holder(stateDir, "a.com")).toMatchObject({ migrationId: m.id, pid: 0 });
+    const done = await continueRun("rollback");
+    expect(done.result).toMatchObject({ outcome: "rolled-back", exitCode: 0 });
+    expectBackAsBefore();
+  });
+
+  it("a rollback with nothing left to undo (killed after it released the lock, before its result) takes the lock again and releases it", async () => {
+    await migrate({ "push-site:web1": 1 });
+    expectBackAsBefore();
+    // the run's result line lost, as if it was killed right before it
+    const file = path.join(stateDir, "migrations", m.id, "events.jsonl");
+    const lines = fs.readFileSync(file, "utf8").trim().split("\n");
+    fs.writeFileSync(file, `${lines.filter((l) => !l.includes('"event":"result"')).join("\n")}\n`);
+    const run = await continueRun("rollback");
+    expect(run.result).toMatchObject({ outcome: "rolled-back", exitCode: 0 });
+    expect(undone(run)).toEqual([]);
+    expectBackAsBefore();
+  });
+
+  it("resume or rollback of a migration whose lock a running process holds: locked (exit 4), and nothing is journaled", async () => {
+    await migrate({ "push-site:web1": 1, "unpark-data:web2": 1 });
+    const file = path.join(stateDir, "migrations", m.id, "events.jsonl");
+    const journaled = fs.readFileSync(file, "utf8");
+    const running = await SiteLock.takeOver(stateDir, ["a.com"], m.id);
+    for (const kind of ["resume", "rollback"] as const) {
+      const run = await continueRun(kind);
+      expect(run.result).toMatchObject({ outcome: "locked", exitCode: 4 });
+      expect(run.events).toEqual([expect.objectContaining({ event: "result", outcome: "locked" })]);
+      expect(run.calls).toEqual([]);
+    }
+    expect(fs.readFileSync(file, "utf8")).toBe(journaled);
+    await running.release();
+  });
+
+  it("resume or rollback that finds, once it holds the lock, that another run finished the migration: refused, lock released", async () => {
+    await migrate({ "push-site:web1": 1, "unpark-data:web2": 1 });
+    const { journal, events } = await Journal.load(stateDir, m.id);
+    // another rollback ends the migration after this one read the journal
+    expect((await continueRun("rollback")).result.outcome).toBe("rolled-back");
+    const calls: Calls = [];
+    const reported: RunEvent[] = [];
+    const plan = buildPlan({ migration: m, master: "hostmaster", fronts: FRONTS.map((name) => ({ name, local: false })), hooks: new Set(HOOK_NAMES) });
+    const late = await new MigrationRunner({
+      plan,
+      mode: { kind: "resume", journal, events },
+      root,
+      stateDir,
+      fronts: new Map(FRONTS.map((name) => [name, new FakeAgent(name, calls, new Map())])),
+      master: new SiteTree(root),
+      hooks: new FakeHooks(calls, new Map()),
+      tunnel: new FakeTunnel(calls, new Map()),
+      reporter: { event: (e) => reported.push(e) },
+      log: pino({ level: "silent" }),
+      clock: new FakeClock(),
+    }).run();
+    expect(late).toMatchObject({ outcome: "refused", exitCode: 2 });
+    expect(late.message).toContain("is finished (rolled-back)");
+    expect(calls).toEqual([]);
+    expectBackAsBefore();
   });
 });
