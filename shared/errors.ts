@@ -19,6 +19,8 @@ export const ErrorCodes = {
   TARGET_PLATFORM_MISSING: status.FAILED_PRECONDITION,
   MOUNT_POINT: status.FAILED_PRECONDITION,
   DATA_NOT_DIRECTORY: status.FAILED_PRECONDITION,
+  // a data dir that is a relative symlink whose target does not exist from the new site folder
+  DANGLING_SYMLINK: status.FAILED_PRECONDITION,
   OUTSIDE_ROOT: status.PERMISSION_DENIED,
   TUNNEL_REFUSED: status.PERMISSION_DENIED,
   NOT_ALLOWED: status.PERMISSION_DENIED,

@@ -1,9 +1,9 @@
 // The filesystem work of a migration on one host's root: read-only preflight checks, the data-dir
 // renames (park, restore and their undos), site folder moves and guarded removals. Used by the agent
 // on every front and by the controller for the hostmaster's own copy. Data dirs are only ever renamed.
-import { readlink, rename, rm, rmdir, stat, unlink } from "node:fs/promises";
+import { readlink, realpath, rename, rm, rmdir, stat, unlink } from "node:fs/promises";
 import type { Stats } from "node:fs";
-import { dirname } from "node:path";
+import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { type ConfinedPath, Root, isPlaceholder, isRealDirectory } from "./confined.js";
 import { type ErrorCode, QmError, fsError } from "./errors.js";
 import { fsyncDir, fsyncDirs, lstatOrNull, mkdirDurable } from "./fsutil.js";
@@ -165,7 +165,17 @@ export class SiteTree {
         continue;
       }
       if (st.isSymbolicLink()) {
-        dataDirs.push({ dataDir, kind: "symlink", linkTarget: await readlink(await this.resolve(rel)) });
+        const linkTarget = await readlink(await this.resolve(rel));
+        dataDirs.push({ dataDir, kind: "symlink", linkTarget });
+        // the link is moved as it is: a relative one is read from its new folder from then on
+        const dangling = opts.restoresHere && !isAbsolute(linkTarget) ? await this.danglingAtNewPlace(m, dataDir, linkTarget) : undefined;
+        if (dangling) {
+          problem(
+            "DANGLING_SYMLINK",
+            rel,
+            `data dir ${rel} is a relative symlink (→ ${linkTarget}) that would dangle in ${newRel}: ${dangling} does not exist; make it absolute or move its target first`,
+          );
+        }
       } else if (st.isDirectory()) {
         dataDirs.push({ dataDir, kind: "directory" });
         const parent = (await tryStat(dirname(rel)))?.st;
@@ -183,6 +193,34 @@ export class SiteTree {
       }
     }
     return { problems, dataDirs };
+  }
+
+  /**
+   * Where a relative link target would point from the data dir's place in the new site folder, when
+   * nothing is there: undefined when it resolves. The new site folder does not exist yet; what a link
+   * reaches inside it is what push-site copies there from the old one (or a data dir moved there), so
+   * that part is looked for in the old site folder.
+   */
+  private async danglingAtNewPlace(m: MigrationSpec, dataDir: string, linkTarget: string): Promise<string | undefined> {
+    let sites: string;
+    let oldSite: string;
+    try {
+      sites = await realpath(await this.resolve(`${m.to}/sites`));
+      oldSite = await realpath(await this.resolve(oldSiteRel(m)));
+    } catch {
+      return undefined; // the target platform or the site is missing: reported as such
+    }
+    const newSite = join(sites, m.newSite);
+    const pointsTo = resolve(dirname(join(newSite, dataDir)), linkTarget);
+    const inNewSite = relative(newSite, pointsTo);
+    const outside = inNewSite === ".." || inNewSite.startsWith(`..${sep}`) || isAbsolute(inNewSite);
+    const probe = outside ? pointsTo : join(oldSite, inNewSite);
+    try {
+      await stat(probe);
+      return undefined;
+    } catch {
+      return pointsTo;
+    }
   }
 
   /** The device the park area is (or will be) on: that of its nearest existing ancestor. */

@@ -4,7 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { fakeDrushHooks, runController } from "../../scripts/lib/cluster.js";
-import { type Scenario, expectMigrated, expectUnchanged, setupScenario, siteDir } from "../helpers/scenario.js";
+import { type Scenario, expectMigrated, expectUnchanged, rescan, setupScenario, siteDir } from "../helpers/scenario.js";
 
 const STEPS = [
   "preflight",
@@ -100,6 +100,24 @@ describe("quick-migrate migrate", () => {
     for (const f of s.cluster.fronts) {
       expect(fs.existsSync(siteDir(f.root, s.to, s.site)), `${f.name}: no folder under the old name`).toBe(false);
     }
+  });
+
+  it("a data dir that is a symlink stays the very same link: absolute (shared storage) and relative (resolving from the new folder too)", async () => {
+    const setup = (scenario = await setupScenario({ fronts: [{ name: "web1" }, { name: "web2" }], symlinkFiles: ["web2"] }));
+    const web1 = setup.cluster.frontRoot("web1");
+    const files = path.join(siteDir(web1, setup.from, setup.site), "files");
+    fs.mkdirSync(path.join(web1, "storage", "files"), { recursive: true });
+    fs.writeFileSync(path.join(web1, "storage", "files", "upload.txt"), "shared by the link\n");
+    fs.rmSync(files, { recursive: true });
+    fs.symlinkSync("../../../storage/files", files);
+    const s = await rescan(setup);
+    const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"]);
+    expect(run.exitCode, run.stdout + run.stderr).toBe(0);
+    await expectMigrated(s);
+    const moved = path.join(siteDir(web1, s.to, s.site), "files");
+    expect(fs.readlinkSync(moved)).toBe("../../../storage/files");
+    expect(fs.readFileSync(path.join(moved, "upload.txt"), "utf8")).toBe("shared by the link\n");
+    expect(fs.readlinkSync(path.join(siteDir(s.cluster.frontRoot("web2"), s.to, s.site), "files"))).toBe(path.join(s.sharedStorage, "web2", "files"));
   });
 
   it("parks and restores the hostmaster's own data when it is also a web front, never deleting it", async () => {

@@ -19,6 +19,7 @@ const CATALOGUE: [string, number][] = [
   ["TARGET_PLATFORM_MISSING", 9],
   ["MOUNT_POINT", 9],
   ["DATA_NOT_DIRECTORY", 9],
+  ["DANGLING_SYMLINK", 9],
   ["OUTSIDE_ROOT", 7],
   ["TUNNEL_REFUSED", 7],
   ["NOT_ALLOWED", 7],

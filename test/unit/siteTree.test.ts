@@ -530,6 +530,57 @@ describe("preflight", () => {
     ]);
   });
 
+  describe("a data dir that is a relative symlink: read from its new folder once moved", () => {
+    /** files → `target` (relative), with `storage/files` under the root to point at */
+    function relativeFiles(target: string): void {
+      fs.mkdirSync(r("storage/files"), { recursive: true });
+      fs.rmSync(r("p1/sites/a.com/files"), { recursive: true });
+      fs.symlinkSync(target, r("p1/sites/a.com/files"));
+    }
+
+    it("refused (DANGLING_SYMLINK, naming the path and where it would point) when it would dangle there", async () => {
+      // the target platform one level deeper: ../../../storage/files resolves from p1/sites/a.com, not from d10/web/sites/b.com
+      fs.mkdirSync(r("d10/web/sites"), { recursive: true });
+      relativeFiles("../../../storage/files");
+      const report = await tree.preflight({ ...m, to: "d10/web" }, opts);
+      expect(report.problems).toEqual([
+        {
+          code: "DANGLING_SYMLINK",
+          path: "p1/sites/a.com/files",
+          message: `data dir p1/sites/a.com/files is a relative symlink (→ ../../../storage/files) that would dangle in d10/web/sites/b.com: ${r("d10/storage/files")} does not exist; make it absolute or move its target first`,
+        },
+      ]);
+      expect(report.dataDirs[0]).toEqual({ dataDir: "files", kind: "symlink", linkTarget: "../../../storage/files" });
+    });
+
+    it("accepted when it resolves from the new folder too (same depth), and where nothing is restored it is not checked", async () => {
+      relativeFiles("../../../storage/files");
+      expect((await tree.preflight(m, opts)).problems).toEqual([]);
+      fs.mkdirSync(r("d10/web/sites"), { recursive: true });
+      expect((await tree.preflight({ ...m, to: "d10/web" }, { ...opts, restoresHere: false })).problems).toEqual([]);
+    });
+
+    it("accepted when it points inside the site folder (copied to the new one by push-site) or at another data dir", async () => {
+      fs.mkdirSync(r("p1/sites/a.com/real-files"));
+      fs.rmSync(r("p1/sites/a.com/files"), { recursive: true });
+      fs.symlinkSync("real-files", r("p1/sites/a.com/files"));
+      fs.rmSync(r("p1/sites/a.com/private/files"), { recursive: true });
+      fs.symlinkSync("../real-files", r("p1/sites/a.com/private/files"));
+      expect((await tree.preflight(m, opts)).problems).toEqual([]);
+      fs.rmSync(r("p1/sites/a.com/real-files"), { recursive: true });
+      expect((await tree.preflight(m, opts)).problems.map((p) => [p.code, p.path])).toEqual([
+        ["DANGLING_SYMLINK", "p1/sites/a.com/files"],
+        ["DANGLING_SYMLINK", "p1/sites/a.com/private/files"],
+      ]);
+    });
+
+    it("an absolute symlink is never refused for it, dangling or not", async () => {
+      fs.rmSync(r("p1/sites/a.com/files"), { recursive: true });
+      fs.symlinkSync("/nonexistent/gluster/a.com", r("p1/sites/a.com/files"));
+      expect((await tree.preflight(m, opts)).problems).toEqual([]);
+    });
+  });
+
   it("reports SOURCE_MISSING with the path", async () => {
     fs.rmSync(r("p1/sites/a.com"), { recursive: true });
     const report = await tree.preflight(m, opts);
