@@ -390,7 +390,7 @@ export class SiteTree {
   }
 
   /** Drops this migration's park folder, and the park area itself, when they are empty. */
-  private async removeEmptyParkFolders(migrationId: string): Promise<void> {
+  async removeEmptyParkFolders(migrationId: string): Promise<void> {
     for (const rel of [parkRel(migrationId), PARK_FOLDER]) {
       try {
         await rmdir(await this.resolve(rel));

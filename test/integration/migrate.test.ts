@@ -132,6 +132,35 @@ describe("quick-migrate migrate", () => {
     await expectMigrated(s);
   });
 
+  it("a hostmaster that is a front, fetching from another front, leaves no staging copy (settings.php and its credentials) behind", async () => {
+    const s = (scenario = await setupScenario({ fronts: [{ name: "master", local: true }, { name: "web1" }] }));
+    const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--fetch-from", "web1", "--json"]);
+    expect(run.exitCode, run.stdout + run.stderr).toBe(0);
+    expect(run.events.filter((e) => e.event === "ack" && e.step === "fetch-site").map((e) => e.host)).toEqual(["web1"]);
+    // expectMigrated checks every park area, the hostmaster's included (it is front master's root)
+    await expectMigrated(s, { fetchFrom: "web1" });
+    expect(fs.existsSync(path.join(s.cluster.masterRoot, ".quick-migrate-park")), "no park area left on the hostmaster").toBe(false);
+  });
+
+  it.each(["updatedb", "--platform=drupal-7.99"])(
+    "a hostmaster that is a front, fetching from another front, leaves no staging copy behind after a rollback (%s failing)",
+    async (failOn) => {
+      const h = fakeDrushHooks();
+      const s = (scenario = await setupScenario({
+        fronts: [{ name: "master", local: true }, { name: "web1" }],
+        hooks: { ...h, deploy: [...(h.deploy ?? []), "--platform={to}"] },
+      }));
+      const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--fetch-from", "web1", "--json"], {
+        env: { QM_FAKE_DRUSH_FAIL: failOn },
+      });
+      expect(run.exitCode, run.stdout + run.stderr).toBe(1);
+      // the fetched copy was moved into place before the hook failed: the rollback moved it back and removed it
+      expect(run.events.some((e) => e.event === "ack" && e.step === "fetch-site" && e.undo && e.ok)).toBe(true);
+      await expectUnchanged(s);
+      expect(fs.existsSync(path.join(s.cluster.masterRoot, ".quick-migrate-park")), "no park area left on the hostmaster").toBe(false);
+    },
+  );
+
   it("fetches from the front named by --fetch-from", async () => {
     const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }, { name: "web2" }] }));
     // a change only web2 has: it must reach every host
