@@ -78,6 +78,11 @@ export class ClusterIO {
     this.siteLock = await SiteLock.takeOver(this.deps.stateDir, this.sites, this.m.id);
   }
 
+  /** whether this process holds the migration's lock (took it, or took it over) */
+  get holdsLock(): boolean {
+    return this.siteLock !== undefined;
+  }
+
   async releaseLock(): Promise<void> {
     await this.siteLock?.release();
     this.siteLock = undefined;

@@ -81,15 +81,18 @@ export class MigrationRunner {
       await this.emitPlan(mode.dryRun);
       return this.migrate(mode.dryRun);
     }
-    const refused = await this.claim(mode.kind);
-    if (refused) return refused;
     try {
+      const refused = await this.claim(mode.kind);
+      if (refused) return refused;
       await this.emitPlan(false);
       return mode.kind === "resume" ? await this.resume() : await this.rollbackCommand();
     } catch (err) {
-      // not a host's failure: the journal could not be written (a full state dir), say. The migration
-      // was part-way before this run, so this is never "nothing was changed"
-      return this.finish("needs-attention", `${mode.kind} stopped: ${describeError(err)}; when it is fixed run \`quick-migrate ${mode.kind} ${this.id}\` again`, undefined, err);
+      // not a host's failure: the lock or the journal could not be written (a full state dir), say. The
+      // migration was part-way before this run, so this is never "nothing was changed"
+      const message = `${mode.kind} stopped: ${describeError(err)}; when it is fixed run \`quick-migrate ${mode.kind} ${this.id}\` again`;
+      // without the lock, the journal is not this run's to write
+      if (!this.io.holdsLock) return this.report("needs-attention", message, err);
+      return this.finish("needs-attention", message, undefined, err);
     }
   }
 
@@ -279,8 +282,8 @@ export class MigrationRunner {
     return { outcome, exitCode, message };
   }
 
-  /** A run that did nothing and held no lock (refused, or locked by another run): its result is printed, not journaled. */
-  private report(outcome: "refused" | "locked", message: string, cause?: unknown): RunResult {
+  /** A run that did nothing and held no lock (refused, locked by another run, or the lock could not be written): its result is printed, not journaled. */
+  private report(outcome: "refused" | "locked" | "needs-attention", message: string, cause?: unknown): RunResult {
     this.deps.reporter.event(this.resultEvent(outcome, message, OUTCOMES[outcome], cause));
     return { outcome, exitCode: OUTCOMES[outcome], message };
   }

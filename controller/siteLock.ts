@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { open, readFile, readdir, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { QmError } from "../shared/errors.js";
+import { QmError, fsError } from "../shared/errors.js";
 import { fsyncDir, mkdirDurable, writeFileAtomic } from "../shared/fsutil.js";
 
 /** Who holds a site lock: the migration, and the controller process (to tell running from interrupted). */
@@ -135,7 +135,7 @@ export class SiteLock {
       fh = await open(file, "wx", 0o600);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
-      throw err;
+      throw fsError(err, file, "write the lock");
     }
     try {
       try {
@@ -146,7 +146,7 @@ export class SiteLock {
       }
     } catch (err) {
       await rm(file, { force: true });
-      throw err;
+      throw fsError(err, file, "write the lock");
     }
     return true;
   }

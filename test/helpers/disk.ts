@@ -7,14 +7,16 @@ import { fileURLToPath } from "node:url";
 
 export const isRoot = process.getuid?.() === 0;
 
-/** The fill-disk hook's command: `[node, fill-disk.mjs, file]`. */
-export function fillDiskCommand(file: string): string[] {
-  return [process.execPath, path.join(path.dirname(fileURLToPath(import.meta.url)), "fill-disk.mjs"), file];
+/** A hook that fills the filesystem holding `file`, then runs `then` (a hook's own argv), if given. */
+export function fillDiskCommand(file: string, then: readonly string[] = []): string[] {
+  return [process.execPath, path.join(path.dirname(fileURLToPath(import.meta.url)), "fill-disk.mjs"), file, ...then];
 }
 
-/** Fills the filesystem holding `file` (by writing `file`) until nothing more fits. */
-export function fillDisk(file: string): void {
-  execFileSync(fillDiskCommand(file)[0] as string, fillDiskCommand(file).slice(1));
+/** Fills the filesystem holding `file` (by writing `file`) until nothing more fits, then frees `leave` bytes of it. */
+export function fillDisk(file: string, leave = 0): void {
+  const [node, ...args] = fillDiskCommand(file);
+  execFileSync(node as string, args);
+  if (leave > 0) fs.truncateSync(file, Math.max(0, fs.statSync(file).size - leave));
 }
 
 /**

@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // A hook for the full-disk tests: fills the filesystem holding <file> by writing <file> until the
-// kernel says ENOSPC, then exits 0 (the hook succeeded: the next writer is the one that finds no space).
-// Usage: fill-disk.mjs <file>
+// kernel says ENOSPC, then runs the rest of its arguments as a command (if any) and exits with its
+// code: the hook itself succeeds, and the next writer is the one that finds no space.
+// Usage: fill-disk.mjs <file> [command args...]
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 
-const [file] = process.argv.slice(2);
+const [file, command, ...args] = process.argv.slice(2);
 if (!file) {
-  process.stderr.write("usage: fill-disk.mjs <file>\n");
+  process.stderr.write("usage: fill-disk.mjs <file> [command args...]\n");
   process.exit(64);
 }
 const fd = fs.openSync(file, "a");
@@ -22,3 +24,4 @@ for (let size = chunk.length; size > 0; ) {
 }
 fs.fsyncSync(fd);
 fs.closeSync(fd);
+if (command) process.exit(spawnSync(command, args, { stdio: "inherit" }).status ?? 1);
