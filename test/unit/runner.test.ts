@@ -23,6 +23,7 @@ import { QmError } from "../../shared/errors.js";
 import type { ApplyResponse, PreflightResponse } from "../../shared/generated/quickmigrate/v1/agent.js";
 import { type MigrationSpec, parkRel } from "../../shared/migration.js";
 import { SiteTree } from "../../shared/siteTree.js";
+import { fillDisk, isRoot, mountTmpfsOver } from "../helpers/disk.js";
 import { PROTOCOL_VERSION } from "../../shared/version.js";
 import type { FrontAction } from "../../shared/wire.js";
 
@@ -82,6 +83,9 @@ class FakeTunnel implements TunnelLike {
   }
 }
 
+/** runs inside each fake hook, after it is recorded (a test's way to fill the disk at that point) */
+let onHook: ((name: HookName) => void) | undefined;
+
 class FakeHooks implements HooksLike {
   constructor(
     private readonly calls: Calls,
@@ -92,6 +96,7 @@ class FakeHooks implements HooksLike {
   }
   async run(name: HookName) {
     this.calls.push(`hook ${name}`);
+    onHook?.(name);
     if (failing(this.failures, `hook:${name}`)) throw new QmError("HOOK_FAILED", `hook ${name} (drush) failed: exit 1`, { key: `hooks.${name}` });
     return { skipped: false, detail: `hook ${name} ran` };
   }
@@ -137,8 +142,12 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
+  onHook = undefined;
+  for (const u of unmounts.splice(0)) u();
   await rm(base, { recursive: true, force: true });
 });
+
+const unmounts: Array<() => void> = [];
 
 interface Run {
   readonly result: RunResult;
@@ -326,6 +335,43 @@ describe("the runner with fakes", () => {
     // the lock stays with the migration, held by no process, for rollback or resume to take over
     expect(fs.readdirSync(path.join(stateDir, "locks"))).toEqual(["a.com.lock"]);
     expect(await SiteLock.holder(stateDir, "a.com")).toMatchObject({ migrationId: m.id, pid: 0 });
+  });
+
+  it.skipIf(!isRoot)("a state dir that fills up: exit 3 not 2, no front's change without its journaled intent; once freed, rollback finishes (needs root for mount)", async () => {
+    fs.mkdirSync(stateDir);
+    unmounts.push(mountTmpfsOver(stateDir, "1m"));
+    const filler = path.join(stateDir, "filler");
+    onHook = (name) => {
+      if (name === "maintenanceOn") fillDisk(filler);
+    };
+    const run = await migrate();
+    expect(run.result.outcome).toBe("needs-attention");
+    expect(run.result.exitCode).toBe(3);
+    expect(run.result.message).toMatch(/ENOSPC; .*`quick-migrate rollback m1`/);
+    // every change asked of a front was journaled (intent) before it was asked
+    const journaled = fs
+      .readFileSync(path.join(stateDir, "migrations", m.id, "events.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { event: string; step?: string; host?: string; undo?: boolean });
+    const intents = journaled.filter((e) => e.event === "intent").map((e) => `${e.host} ${e.step}${e.undo ? " undo" : ""}`);
+    const asked = run.calls.flatMap((c) => {
+      const [host, step, action] = c.split(" ");
+      return /^web\d$/.test(host ?? "") ? [`${host} ${step}${/^un|remove-new/.test(action ?? "") ? " undo" : ""}`] : [];
+    });
+    for (const a of asked) expect(intents, `${a} asked without its intent journaled`).toContain(a);
+    onHook = undefined;
+    fs.rmSync(filler);
+    // the lock could not be handed back (no space): it names the controller, which exits; here, where the
+    // controller is this test's process, its exit is played by writing the lock as no process's
+    const lockFile = SiteLock.file(stateDir, "a.com");
+    expect(JSON.parse(fs.readFileSync(lockFile, "utf8"))).toMatchObject({ migrationId: m.id, pid: process.pid });
+    fs.writeFileSync(lockFile, JSON.stringify({ migrationId: m.id, pid: 0, startTime: "", host: "" }));
+    const done = await continueRun("rollback");
+    expect(done.result).toMatchObject({ outcome: "rolled-back", exitCode: 0 });
+    expect(done.calls.at(-1)).toBe("hook maintenanceOff");
+    expectBackAsBefore();
+    expect(fs.readdirSync(path.join(stateDir, "migrations", m.id)).filter((n) => n.endsWith(".tmp"))).toEqual([]);
   });
 
   it("a rollback that stops again hands the lock back; once the cause is gone a rollback ends and releases it", async () => {
