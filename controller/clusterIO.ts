@@ -101,8 +101,20 @@ export class ClusterIO {
     this.siteLock = await SiteLock.takeOver(this.deps.stateDir, this.sites, this.m.id);
   }
 
+  /** whether this process holds the migration's lock (took it, or took it over) */
+  get holdsLock(): boolean {
+    return this.siteLock !== undefined;
+  }
+
   async releaseLock(): Promise<void> {
     await this.siteLock?.release();
+    this.siteLock = undefined;
+  }
+
+  /** A run that ends needing attention: the site stays locked for the migration, by no process. */
+  async handBackLock(): Promise<void> {
+    await this.siteLock?.handBack();
+    this.siteLock = undefined;
   }
 
   front(host: string): AgentConnectionLike {
@@ -145,8 +157,15 @@ export class ClusterIO {
         if (this.siteLock) return "lock taken over";
         // the journal first: a crash between the two leaves a journal that resume or rollback can finish
         const journal = await Journal.create(this.deps.stateDir, m.id, { plan, createdAt: new Date().toISOString() });
-        await this.rec.open(journal);
-        this.siteLock = await SiteLock.acquire(this.deps.stateDir, this.sites, m.id);
+        try {
+          await this.rec.open(journal);
+          this.siteLock = await SiteLock.acquire(this.deps.stateDir, this.sites, m.id);
+        } catch (err) {
+          // nothing was changed on any host: a journal that could not be written whole (a full state
+          // dir), or that lost the race for the lock, is not left behind
+          await this.rec.discard().catch(() => undefined);
+          throw err;
+        }
         return `locked ${this.sites.join(", ")}; journal ${journal.dir}`;
       },
       unlock: async () => {

@@ -67,6 +67,10 @@ export async function loadControllerConfig(file: string): Promise<ControllerConf
     } catch (err) {
       problem("dataDirs", (err as QmError).message);
     }
+    // without a dump there is nothing to restore: updatedb could not be undone, dbRestore would have no file
+    for (const name of ["updatedb", "dbRestore"] as const) {
+      if (c.hooks[name] && !c.hooks.dbDump) problem(`hooks.${name}`, "needs hooks.dbDump: a rollback restores the database from the dump it writes");
+    }
     for (const [name, argv] of Object.entries(c.hooks)) {
       for (const arg of argv ?? []) {
         // the same pattern expandHook replaces: {name}; other braces are literal text

@@ -259,8 +259,12 @@ const finish = step({
   run: async (io) => {
     const m = io.plan.migration;
     const parts: string[] = [];
-    // the stale site folder holds no data dirs (they were parked): a guarded removal
-    if (fetches(io.plan)) parts.push(`stale site folder ${summarize(await io.master.removeSiteFolder(staleSiteRel(m), m.dataDirs))}`);
+    // the stale site folder holds no data dirs (they were parked): a guarded removal; then nothing of
+    // this migration is left in the park area (on a hostmaster that is a front, no other step empties it)
+    if (fetches(io.plan)) {
+      parts.push(`stale site folder ${summarize(await io.master.removeSiteFolder(staleSiteRel(m), m.dataDirs))}`);
+      await io.master.removeEmptyParkFolders(m.id);
+    }
     if (!io.plan.masterIsFront) {
       parts.push(
         io.plan.keepMasterData

@@ -32,6 +32,8 @@ export const ErrorCodes = {
   // or `parked restore` refused: the front is past the point of no return
   RESTORED_ON_FRONT: status.FAILED_PRECONDITION,
   PAST_POINT_OF_NO_RETURN: status.FAILED_PRECONDITION,
+  // a data dir that is a relative symlink whose target does not exist from the new site folder
+  DANGLING_SYMLINK: status.FAILED_PRECONDITION,
   OUTSIDE_ROOT: status.PERMISSION_DENIED,
   TUNNEL_REFUSED: status.PERMISSION_DENIED,
   NOT_ALLOWED: status.PERMISSION_DENIED,

@@ -91,32 +91,37 @@ export async function setupScenario(opts: ScenarioOptions): Promise<Scenario> {
   // the fronts' trees belong to the agents' user, as platforms belong to the aegir user
   cluster.handOver();
 
-  const before = await snapshotAll(cluster, sharedStorage);
-  const dataBefore = new Map<string, Map<string, Manifest | null>>();
-  const codeBefore = new Map<string, Manifest>();
-  for (const f of cluster.fronts) {
-    const dir = siteDir(f.root, from, site);
-    const data = new Map<string, Manifest | null>();
-    for (const d of DATA_DIRS) data.set(d, await manifestOrAbsent(path.join(dir, d)));
-    dataBefore.set(f.name, data);
-    codeBefore.set(f.name, excludePaths(await manifest(dir), [...DATA_DIRS]));
-  }
-  return {
+  return rescan({
     cluster,
     baseDir,
     site,
     from,
     to,
     sharedStorage,
-    before,
-    dataBefore,
-    codeBefore,
+    before: new Map(),
+    dataBefore: new Map(),
+    codeBefore: new Map(),
     pki,
     cleanup: async () => {
       await cluster.stop();
       await rm(baseDir, { recursive: true, force: true });
     },
-  };
+  });
+}
+
+/** The scenario with its "before" taken again: after a test changed the trees on purpose, before it migrates. */
+export async function rescan(s: Scenario): Promise<Scenario> {
+  const before = await snapshotAll(s.cluster, s.sharedStorage);
+  const dataBefore = new Map<string, Map<string, Manifest | null>>();
+  const codeBefore = new Map<string, Manifest>();
+  for (const f of s.cluster.fronts) {
+    const dir = siteDir(f.root, s.from, s.site);
+    const data = new Map<string, Manifest | null>();
+    for (const d of DATA_DIRS) data.set(d, await manifestOrAbsent(path.join(dir, d)));
+    dataBefore.set(f.name, data);
+    codeBefore.set(f.name, excludePaths(await manifest(dir), [...DATA_DIRS]));
+  }
+  return { ...s, before, dataBefore, codeBefore };
 }
 
 export async function snapshotAll(cluster: Cluster, sharedStorage: string): Promise<Map<string, Manifest>> {

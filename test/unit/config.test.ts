@@ -206,6 +206,24 @@ fronts:
     expect(c.hooks.deploy).toEqual(["drush", "@{newSite}", "php-eval", '{ "a": 1 }', "{a b}"]);
   });
 
+  it.each([
+    ["updatedb", `  updatedb: [drush, "@{newSite}", updatedb, "-y"]\n`],
+    ["dbRestore", `  dbRestore: [drush, "@{site}", sql-query, "--file={dump}"]\n`],
+  ])("refuses %s without dbDump (a rollback would have no dump to restore), one line naming file and key", async (key, line) => {
+    const file = write(`${CONTROLLER}hooks:\n  deploy: [drush, "@{newSite}", provision-verify]\n${line}`);
+    const lines = problemLines(await configError(loadControllerConfig(file)), file);
+    expect(lines).toEqual([`${file}: hooks.${key}: needs hooks.dbDump: a rollback restores the database from the dump it writes`]);
+  });
+
+  it("refuses both updatedb and dbRestore without dbDump, each on its line; with dbDump they load", async () => {
+    const hooks = `  updatedb: [drush, "@{newSite}", updatedb]\n  dbRestore: [drush, "@{site}", sql-query, "--file={dump}"]\n`;
+    const file = write(`${CONTROLLER}hooks:\n${hooks}`);
+    const lines = problemLines(await configError(loadControllerConfig(file)), file);
+    expect(lines.map((l) => l.split(": ")[1])).toEqual(["hooks.updatedb", "hooks.dbRestore"]);
+    const ok = write(`${CONTROLLER}hooks:\n${hooks}  dbDump: [drush, "@{site}", sql-dump, "--result-file={dump}"]\n`, "ok.yaml");
+    expect((await loadControllerConfig(ok)).hooks.updatedb).toEqual(["drush", "@{newSite}", "updatedb"]);
+  });
+
   it("refuses a hook with no command", async () => {
     const file = write(`${CONTROLLER}hooks:\n  deploy: []\n`);
     const lines = problemLines(await configError(loadControllerConfig(file)), file);

@@ -27,6 +27,7 @@ const CATALOGUE: [string, number][] = [
   ["ROOT_NOT_WRITABLE", 9],
   ["RESTORED_ON_FRONT", 9],
   ["PAST_POINT_OF_NO_RETURN", 9],
+  ["DANGLING_SYMLINK", 9],
   ["OUTSIDE_ROOT", 7],
   ["TUNNEL_REFUSED", 7],
   ["NOT_ALLOWED", 7],
