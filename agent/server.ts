@@ -1,5 +1,5 @@
 // The agent's gRPC server: thin handlers over SiteOperations, errors mapped to a small set of status codes
-// with the quick-migrate error code in trailing metadata, one audit log line per operation.
+// with the quick-migrate error code in trailing metadata, one audit log line per call (audit.ts).
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { ERROR_CODE_METADATA_KEY, QmError, describeError } from "../shared/errors.js";
@@ -9,11 +9,12 @@ import type { Logger } from "../shared/logger.js";
 import type { MigrationSpec } from "../shared/migration.js";
 import type { ChangeRecord } from "../shared/siteTree.js";
 import { actionFromWire, kindToWire } from "../shared/wire.js";
+import { type AuditFields, CallAudit } from "./audit.js";
 import type { AgentConfig } from "./config.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
 import { SiteOperations } from "./siteOperations.js";
 import { Registry } from "./registry.js";
-import { serveRsync } from "./rsyncServer.js";
+import { type RsyncRun, serveRsync } from "./rsyncServer.js";
 import { WatchedTls } from "./tlsFiles.js";
 
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
@@ -23,6 +24,11 @@ export function toServiceError(err: unknown): Partial<grpc.ServiceError> {
   const metadata = new grpc.Metadata();
   metadata.set(ERROR_CODE_METADATA_KEY, qm.code);
   return { code: qm.grpcStatus, details: qm.message, metadata };
+}
+
+/** Ends a streaming call with the error's status. Emit, not destroy: grpc-js sends a destroyed stream's client no status (it would wait for its deadline). */
+function endWithError(call: { emit(event: "error", err: Error): boolean }, err: unknown): void {
+  call.emit("error", Object.assign(new Error(describeError(err)), toServiceError(err)));
 }
 
 function specFromWire(m: Migration | undefined): MigrationSpec {
@@ -56,6 +62,7 @@ export class AgentGrpcServer {
   readonly server: grpc.Server;
   readonly ops: SiteOperations;
   readonly health: HealthImplementation;
+  private readonly audit: CallAudit;
   private settings: LiveSettings;
   private active = 0;
   private tls: WatchedTls | undefined;
@@ -72,31 +79,30 @@ export class AgentGrpcServer {
       "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
       "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
     });
+    this.audit = new CallAudit(log.child({ component: "rpc" }));
     // the standard health service: any client the TLS layer let in (CA-signed) may ask
     this.health = new HealthImplementation({ "": "SERVING", "quickmigrate.v1.Agent": "SERVING" });
     this.health.addToServer(this.server);
 
-    const audit = log.child({ component: "rpc" });
     /** `fields` names the request in the audit line; `fn` may add to it (the site of a migration id). */
-    const unary = <Req, Res>(op: string, fields: (req: Req) => object, fn: (req: Req, audit: Record<string, unknown>) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> =>
+    const unary = <Req, Res>(op: string, fields: (req: Req) => object, fn: (req: Req, audit: AuditFields) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> =>
       (call, callback) => {
-        let context: Record<string, unknown> = {};
-        let client = "?";
+        const line: AuditFields = { op, client: "?", peer: call.getPeer() };
         let release = () => undefined as void;
         Promise.resolve()
           .then(() => {
-            client = this.clientName(call);
-            context = { ...fields(call.request) };
-            release = this.admit(client);
-            return fn(call.request, context);
+            line.client = this.clientName(call);
+            Object.assign(line, fields(call.request));
+            release = this.admit(line.client);
+            return fn(call.request, line);
           })
           .then(
             (res) => {
-              audit.info({ op, client, ...context, peer: call.getPeer(), result: "ok" }, "operation");
+              this.audit.end(line);
               callback(null, res);
             },
             (err: unknown) => {
-              audit.warn({ op, client, ...context, peer: call.getPeer(), result: "error", err }, "operation");
+              this.audit.end(line, err);
               callback(toServiceError(err));
             },
           )
@@ -141,22 +147,23 @@ export class AgentGrpcServer {
         },
       ),
       rsync: (call) => {
-        let client = "?";
+        const line: AuditFields = { op: "rsync", client: "?", peer: call.getPeer() };
+        // filled in by the tunnel as it learns them: the migration from the start frame, the bytes each way
+        const run: RsyncRun = { bytesIn: 0, bytesOut: 0 };
         let release = () => undefined as void;
         Promise.resolve()
           .then(() => {
-            client = this.clientName(call);
-            release = this.admit(client);
+            line.client = this.clientName(call);
+            release = this.admit(line.client);
             // a backstop: whatever happens to the stream, its slot is given back when it closes
             call.once("close", () => release());
-            return serveRsync(call, this.ops, rsyncBin, log.child({ component: "rsync", client }));
+            return serveRsync(call, this.ops, rsyncBin, log.child({ component: "rsync", client: line.client }), run);
           })
           .then(
-            (info) => audit.info({ op: "rsync", client, ...info, peer: call.getPeer(), result: "ok" }, "operation"),
+            () => this.audit.end({ ...line, ...run }),
             (err: unknown) => {
-              audit.warn({ op: "rsync", client, peer: call.getPeer(), result: "error", err }, "operation");
-              // emit, not destroy: grpc-js sends a destroyed stream's client no status (it would wait for its deadline)
-              call.emit("error", Object.assign(new Error(describeError(err)), toServiceError(err)));
+              this.audit.end({ ...line, ...run }, err);
+              endWithError(call, err);
             },
           )
           .finally(() => release());

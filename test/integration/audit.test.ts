@@ -1,0 +1,308 @@
+// The agent's audit trail, read from a real agent's log while the test calls it as an attacker would
+// (mutual TLS with certificates from deploy/tls/make-certs.sh): every refused call is exactly one
+// "refused" line naming the client's CN, its address, the operation, the migration and why; an rsync
+// run's line counts the bytes each way.
+import fs from "node:fs";
+import path from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import YAML from "yaml";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { runController } from "../../scripts/lib/cluster.js";
+import { ERROR_CODE_METADATA_KEY } from "../../shared/errors.js";
+import { Action, type AgentClient, type RsyncFrame, type RsyncStart } from "../../shared/generated/quickmigrate/v1/agent.js";
+import { type AuditLine, WARN, auditLines, auditLinesAfter } from "../helpers/auditLog.js";
+import { type Scenario, DATA_DIRS, expectUnchanged, setupScenario, siteDir } from "../helpers/scenario.js";
+import { type CertPair, NOT_ALLOWED_CN, agentClient, replaceFile, sslCredentials, targetName } from "../helpers/tls.js";
+
+// ---- calls as data -------------------------------------------------------------------------------
+
+type Outcome = { ok: true; code: grpc.status.OK } | { ok: false; code: grpc.status; details: string; qmCode: string | undefined };
+
+const qmCodeOf = (md: grpc.Metadata | undefined): string | undefined => {
+  const v = md?.get(ERROR_CODE_METADATA_KEY)[0];
+  return v === undefined ? undefined : String(v);
+};
+
+/** A unary call; `deadlineMs` null sends no deadline at all. */
+function unary<Req>(
+  client: AgentClient,
+  method: (req: Req, md: grpc.Metadata, opts: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null) => void) => grpc.ClientUnaryCall,
+  req: Req,
+  deadlineMs: number | null = 10_000,
+): Promise<Outcome> {
+  return new Promise((resolve) => {
+    method.call(client, req, new grpc.Metadata(), deadlineMs === null ? {} : { deadline: Date.now() + deadlineMs }, (err) =>
+      resolve(err ? { ok: false, code: err.code, details: err.details, qmCode: qmCodeOf(err.metadata) } : { ok: true, code: grpc.status.OK }),
+    );
+  });
+}
+
+/** Opens an Rsync stream, sends the start frame and half-closes; cancels it if rsync talks. */
+function rsyncCall(client: AgentClient, start: RsyncStart): Promise<Outcome & { frames: number }> {
+  return new Promise((resolve) => {
+    const call = client.rsync({ deadline: Date.now() + 10_000 });
+    let frames = 0;
+    let error: grpc.ServiceError | undefined;
+    call.on("data", (_f: RsyncFrame) => {
+      frames++;
+      call.cancel();
+    });
+    call.on("error", (err: grpc.ServiceError) => {
+      error = err;
+    });
+    call.on("status", (st: grpc.StatusObject) =>
+      setImmediate(() => {
+        const code = error?.code ?? st.code;
+        resolve(
+          code === grpc.status.OK
+            ? { ok: true, code: grpc.status.OK, frames }
+            : { ok: false, code, details: error?.details ?? st.details, qmCode: qmCodeOf(error?.metadata ?? st.metadata), frames },
+        );
+      }),
+    );
+    call.write({ frame: { $case: "start", value: start } });
+    call.end();
+  });
+}
+
+const clients: AgentClient[] = [];
+afterEach(() => {
+  for (const c of clients.splice(0)) c.close();
+});
+
+const PEER = expect.stringMatching(/^127\.0\.0\.1:\d+$/);
+const REG = "audit-registered-1";
+
+/** The one line of `op` among `lines`, failing with all of them when there is not exactly one. */
+function onlyLine(lines: readonly AuditLine[], op: string, where: (l: AuditLine) => boolean = () => true): AuditLine {
+  const found = lines.filter((l) => l.op === op && where(l));
+  expect(found, `${op}: exactly one audit line among ${JSON.stringify(lines, null, 1)}`).toHaveLength(1);
+  return found[0] as AuditLine;
+}
+
+function refusedLine(client: string, code: string | undefined): Record<string, unknown> {
+  return { msg: "refused", level: WARN, component: "rpc", client, peer: PEER, result: "refused", code, reason: expect.any(String) };
+}
+
+/** The record lock of a migration, held by this (live) test process as `parked restore` would hold it. */
+function holdRecordLock(stateDir: string, id: string): () => void {
+  const stat = fs.readFileSync(`/proc/${process.pid}/stat`, "utf8");
+  const startTime = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  const file = path.join(stateDir, "migrations", `${id}.lock`);
+  fs.writeFileSync(file, `${JSON.stringify({ pid: process.pid, startTime, what: "the audit test" })}\n`, { flag: "wx" });
+  return () => fs.rmSync(file, { force: true });
+}
+
+/** Rewrites a running agent's config and waits until it has reloaded it. */
+async function reconfigure(s: Scenario, front: string, patch: Record<string, unknown>): Promise<void> {
+  const f = s.cluster.front(front);
+  const count = () => (fs.readFileSync(f.logFile, "utf8").match(/"msg":"config reloaded"/g) ?? []).length;
+  const before = count();
+  const config = YAML.parse(fs.readFileSync(f.configFile, "utf8")) as Record<string, unknown>;
+  replaceFile(f.configFile, YAML.stringify({ ...config, ...patch }));
+  const until = Date.now() + 10_000;
+  while (count() === before) {
+    if (Date.now() > until) throw new Error(`${front}: the config was not reloaded within 10 s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function setupTls(s: () => Scenario) {
+  const pki = () => {
+    const p = s().pki;
+    if (!p) throw new Error("no pki");
+    return p;
+  };
+  const web1 = () => s().cluster.front("web1");
+  const connect = (who: CertPair): AgentClient => {
+    const c = agentClient(web1().address, sslCredentials(pki().ca, who), targetName("web1"));
+    clients.push(c);
+    return c;
+  };
+  const migration = (id: string) => ({ id, from: s().from, site: s().site, to: s().to, newSite: s().site, dataDirs: [...DATA_DIRS] });
+  return { pki, web1, connect, migration };
+}
+
+// ---- refusals ------------------------------------------------------------------------------------
+
+describe("every refused call is exactly one audit line: CN, peer, operation, migration, code and reason", () => {
+  let s: Scenario;
+  const { pki, web1, connect, migration } = setupTls(() => s);
+  beforeAll(async () => {
+    s = await setupScenario({ fronts: [{ name: "web1" }], tls: true });
+    const c = connect(pki().controller);
+    const registered = await unary(c, c.preflight, { migration: migration(REG), register: true, local: false });
+    expect(registered, JSON.stringify(registered)).toMatchObject({ ok: true });
+    // its line is in the log before a test counts the lines there
+    await auditLinesAfter(web1().logFile, 0, (l) => l.some((x) => x.op === "preflight" && x.migrationId === REG));
+  });
+  afterAll(async () => {
+    await s?.cleanup();
+  });
+
+  it("a CA-signed certificate whose CN is not in allowedClients: NOT_ALLOWED, one line per call", async () => {
+    const before = auditLines(web1().logFile).length;
+    const c = connect(pki().notAllowed);
+    const outcomes = {
+      hello: await unary(c, c.hello, { protocolVersion: 1, controllerVersion: "audit-test" }),
+      preflight: await unary(c, c.preflight, { migration: migration("audit-intruder-1"), register: true, local: false }),
+      apply: await unary(c, c.apply, { migrationId: REG, step: "fronts-park-data", action: Action.ACTION_PARK_DATA }),
+      inspect: await unary(c, c.inspect, { migrationId: REG }),
+      rsync: await rsyncCall(c, { migrationId: REG, step: "fetch-site", args: ["rsync", "--server", "--sender", "-logDtpre.iLsfxCIvu", ".", `${s.from}/sites/${s.site}/`] }),
+    };
+    for (const [op, o] of Object.entries(outcomes)) expect(o, op).toMatchObject({ ok: false, code: grpc.status.PERMISSION_DENIED, qmCode: "NOT_ALLOWED" });
+
+    const lines = await auditLinesAfter(web1().logFile, before, (l) => l.length >= 5);
+    expect(lines.map((l) => l.op).sort()).toEqual(["apply", "hello", "inspect", "preflight", "rsync"]);
+    for (const op of Object.keys(outcomes)) {
+      const line = onlyLine(lines, op);
+      expect(line, op).toMatchObject(refusedLine(NOT_ALLOWED_CN, "NOT_ALLOWED"));
+      expect(line.reason, op).toContain(NOT_ALLOWED_CN);
+    }
+    expect(onlyLine(lines, "preflight").migrationId).toBe("audit-intruder-1");
+    expect(onlyLine(lines, "apply")).toMatchObject({ migrationId: REG, step: "fronts-park-data", action: "park-data" });
+    expect(onlyLine(lines, "inspect").migrationId).toBe(REG);
+    // an rsync stream may be refused before its start frame is read: then its migration is not known
+    expect([undefined, REG]).toContain(onlyLine(lines, "rsync").migrationId);
+  });
+
+  it("a bad name (INVALID_NAME): one line per call, with the name as sent (clipped)", async () => {
+    const before = auditLines(web1().logFile).length;
+    const c = connect(pki().controller);
+    const long = "x".repeat(10_000);
+    const outcomes = {
+      hello: await unary(c, c.hello, { protocolVersion: 1, controllerVersion: "a\u0000b" }),
+      preflight: await unary(c, c.preflight, { migration: { ...migration("audit-bad-site"), site: "a/../b" }, register: true, local: false }),
+      apply: await unary(c, c.apply, { migrationId: "../x", step: "fronts-park-data", action: Action.ACTION_PARK_DATA }),
+      inspect: await unary(c, c.inspect, { migrationId: long }),
+      rsync: await rsyncCall(c, { migrationId: "../../etc", step: "fetch-site", args: ["rsync", "--server", "--sender", "-logDtpre.iLsfxCIvu", ".", "etc/"] }),
+    };
+    for (const [op, o] of Object.entries(outcomes)) expect(o, op).toMatchObject({ ok: false, code: grpc.status.INVALID_ARGUMENT, qmCode: "INVALID_NAME" });
+
+    const lines = await auditLinesAfter(web1().logFile, before, (l) => l.length >= 5);
+    expect(lines).toHaveLength(5);
+    for (const op of Object.keys(outcomes)) expect(onlyLine(lines, op), op).toMatchObject(refusedLine("hostmaster", "INVALID_NAME"));
+    expect(onlyLine(lines, "preflight")).toMatchObject({ migrationId: "audit-bad-site", site: "a/../b" });
+    expect(onlyLine(lines, "apply").migrationId).toBe("../x");
+    expect(onlyLine(lines, "rsync")).toMatchObject({ migrationId: "../../etc", step: "fetch-site" });
+    // a name of 10,000 characters is cut short in the line
+    const inspected = String(onlyLine(lines, "inspect").migrationId);
+    expect(inspected.startsWith("xxxx")).toBe(true);
+    expect(inspected.length).toBeLessThan(250);
+    expect(inspected).toContain("(10000 chars)");
+  });
+
+  it("an action out of order, or for a migration the agent does not know: one refused line with the code the client got", async () => {
+    const before = auditLines(web1().logFile).length;
+    const c = connect(pki().controller);
+    const outOfOrder = await unary(c, c.apply, { migrationId: REG, step: "fronts-remove-old", action: Action.ACTION_REMOVE_OLD_SITE });
+    const unknown = await unary(c, c.apply, { migrationId: "audit-unknown-1", step: "fronts-park-data", action: Action.ACTION_PARK_DATA });
+    expect(outOfOrder.ok, JSON.stringify(outOfOrder)).toBe(false);
+    expect(unknown).toMatchObject({ ok: false, qmCode: "NOT_REGISTERED" });
+
+    const lines = await auditLinesAfter(web1().logFile, before, (l) => l.length >= 2);
+    expect(lines).toHaveLength(2);
+    const removeLine = onlyLine(lines, "apply", (l) => l.migrationId === REG);
+    expect(removeLine).toMatchObject({ ...refusedLine("hostmaster", outOfOrder.ok ? "" : outOfOrder.qmCode), step: "fronts-remove-old", action: "remove-old-site", site: s.site });
+    expect(onlyLine(lines, "apply", (l) => l.migrationId === "audit-unknown-1")).toMatchObject(refusedLine("hostmaster", "NOT_REGISTERED"));
+    await expectUnchanged(s);
+  });
+
+  it("an rsync refused by policy: one refused line naming the migration and step, no rsync started", async () => {
+    const before = auditLines(web1().logFile).length;
+    const starts = () => (fs.readFileSync(web1().logFile, "utf8").match(/"msg":"rsync server start"/g) ?? []).length;
+    const startsBefore = starts();
+    const c = connect(pki().controller);
+    const outside = await rsyncCall(c, { migrationId: REG, step: "push-site", args: ["rsync", "--server", "-logDtpre.iLsfxCIvu", "--delete", ".", "../../../etc/"] });
+    expect(outside.ok, JSON.stringify(outside)).toBe(false);
+    expect(outside.frames).toBe(0);
+    const lines = await auditLinesAfter(web1().logFile, before, (l) => l.length >= 1);
+    expect(onlyLine(lines, "rsync")).toMatchObject({ ...refusedLine("hostmaster", outside.ok ? "" : outside.qmCode), migrationId: REG, step: "push-site", site: s.site });
+    expect(lines).toHaveLength(1);
+    expect(starts()).toBe(startsBefore);
+  });
+
+  it("afterwards every tree is as it was", async () => {
+    await expectUnchanged(s);
+  });
+});
+
+// ---- slots ---------------------------------------------------------------------------------------
+
+describe("slots: BUSY is one refused line", () => {
+  let s: Scenario;
+  const { pki, web1, connect, migration } = setupTls(() => s);
+  beforeAll(async () => {
+    s = await setupScenario({ fronts: [{ name: "web1" }], tls: true });
+    const c = connect(pki().controller);
+    expect(await unary(c, c.preflight, { migration: migration(REG), register: true, local: false })).toMatchObject({ ok: true });
+    await auditLinesAfter(web1().logFile, 0, (l) => l.some((x) => x.op === "preflight" && x.migrationId === REG));
+    await reconfigure(s, "web1", { maxConcurrentOps: 1 });
+  });
+  afterAll(async () => {
+    await s?.cleanup();
+  });
+
+  it("one operation holds the only slot: the next call is refused BUSY with one line; once it ends the slot is free", async () => {
+    const c = connect(pki().controller);
+    const release = holdRecordLock(web1().stateDir, REG);
+    let park: Promise<Outcome> | undefined;
+    try {
+      const before = auditLines(web1().logFile).length;
+      // park-data waits for the record's lock, holding the agent's one slot
+      park = unary(c, c.apply, { migrationId: REG, step: "fronts-park-data", action: Action.ACTION_PARK_DATA }, 30_000);
+      await new Promise((r) => setTimeout(r, 500));
+      const busy = await unary(c, c.hello, { protocolVersion: 1, controllerVersion: "audit-test" });
+      expect(busy).toMatchObject({ ok: false, code: grpc.status.UNAVAILABLE, qmCode: "BUSY" });
+      const lines = await auditLinesAfter(web1().logFile, before, (l) => l.length >= 1);
+      expect(lines).toHaveLength(1);
+      expect(onlyLine(lines, "hello")).toMatchObject({ ...refusedLine("hostmaster", "BUSY"), reason: "agent busy: 1 operations running (maxConcurrentOps 1)" });
+    } finally {
+      release();
+    }
+    expect(await park).toMatchObject({ ok: true });
+    expect(await unary(c, c.hello, { protocolVersion: 1, controllerVersion: "audit-test" })).toMatchObject({ ok: true });
+  });
+
+});
+
+// ---- rsync bytes ---------------------------------------------------------------------------------
+
+describe("an rsync run's audit line counts the bytes each way", () => {
+  let s: Scenario;
+  afterAll(async () => {
+    await s?.cleanup();
+  });
+
+  it("fetch-site sends (bytesOut), push-site receives (bytesIn): more than a 256 KiB file each", async () => {
+    s = await setupScenario({ fronts: [{ name: "web1" }, { name: "web2" }], tls: true });
+    // incompressible code that only the fronts have: fetch-site brings it from web1, push-site takes it to both
+    const big = 256 * 1024;
+    const blob = Buffer.alloc(big);
+    for (let i = 0; i < big; i++) blob[i] = (i * 2654435761) >>> 24;
+    for (const f of s.cluster.fronts) fs.writeFileSync(path.join(siteDir(f.root, s.from, s.site), "modules", "custom", "m", "big.bin"), blob);
+
+    const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"]);
+    expect(run.exitCode, run.stdout + run.stderr).toBe(0);
+    const id = run.events[0]?.migrationId;
+
+    const rsyncs = (front: string) => auditLines(s.cluster.front(front).logFile).filter((l) => l.op === "rsync" && l.migrationId === id);
+    const [fetch, ...pushes1] = rsyncs("web1");
+    expect(fetch).toMatchObject({ msg: "operation", result: "ok", step: "fetch-site", site: s.site, exitCode: 0, client: "hostmaster", peer: PEER });
+    expect(pushes1).toHaveLength(1);
+    const pushes = [...pushes1, ...rsyncs("web2")];
+    expect(pushes).toHaveLength(2);
+    const bytes = (l: AuditLine | undefined) => ({ bytesIn: Number(l?.bytesIn), bytesOut: Number(l?.bytesOut) });
+    const f = bytes(fetch);
+    expect(f.bytesOut, JSON.stringify(fetch)).toBeGreaterThan(big);
+    expect(f.bytesIn).toBeGreaterThan(0);
+    expect(f.bytesIn).toBeLessThan(f.bytesOut);
+    for (const p of pushes) {
+      expect(p).toMatchObject({ msg: "operation", result: "ok", step: "push-site", exitCode: 0 });
+      const b = bytes(p);
+      expect(b.bytesIn, JSON.stringify(p)).toBeGreaterThan(big);
+      expect(b.bytesOut).toBeGreaterThan(0);
+      expect(b.bytesOut).toBeLessThan(b.bytesIn);
+    }
+  });
+});
