@@ -58,4 +58,9 @@ export class CallAudit {
     else if (isRefusal(err)) this.log.warn({ ...clipped(fields), result: "refused", ...why(err) }, "refused");
     else this.log.warn({ ...clipped(fields), result: "error", ...why(err), err }, "operation");
   }
+
+  /** What became of an operation the agent had already answered TIMED_OUT for: not a second audit line of the call. */
+  late(fields: AuditFields, err?: unknown): void {
+    this.log.warn({ ...clipped(fields), result: err === undefined ? "ok" : "error", ...(err === undefined ? {} : why(err)) }, "operation ended after its bound");
+  }
 }

@@ -54,9 +54,14 @@ function changesToWire(changes: ChangeRecord[]): ApplyResponse {
 interface LiveSettings {
   readonly allowedClients: ReadonlySet<string>;
   readonly maxConcurrentOps: number;
+  readonly operationTimeoutMs: number;
 }
 
-const liveSettings = (c: AgentConfig): LiveSettings => ({ allowedClients: new Set(c.allowedClients), maxConcurrentOps: c.maxConcurrentOps });
+const liveSettings = (c: AgentConfig): LiveSettings => ({
+  allowedClients: new Set(c.allowedClients),
+  maxConcurrentOps: c.maxConcurrentOps,
+  operationTimeoutMs: c.operationTimeout * 1000,
+});
 
 export class AgentGrpcServer {
   readonly server: grpc.Server;
@@ -84,29 +89,41 @@ export class AgentGrpcServer {
     this.health = new HealthImplementation({ "": "SERVING", "quickmigrate.v1.Agent": "SERVING" });
     this.health.addToServer(this.server);
 
-    /** `fields` names the request in the audit line; `fn` may add to it (the site of a migration id). */
+    /**
+     * `fields` names the request in the audit line; `fn` may add to it (the site of a migration id).
+     * The call's slot is held while the agent works on it, and no longer than operationTimeout: a call
+     * still running then is answered TIMED_OUT (what it did in the end gets a line of its own).
+     */
     const unary = <Req, Res>(op: string, fields: (req: Req) => object, fn: (req: Req, audit: AuditFields) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> =>
       (call, callback) => {
         const line: AuditFields = { op, client: "?", peer: call.getPeer() };
         let release = () => undefined as void;
+        let timer: NodeJS.Timeout | undefined;
+        let answered = false;
+        const answer = (err: unknown, res?: Res): void => {
+          answered = true;
+          clearTimeout(timer);
+          release();
+          this.audit.end(line, err);
+          if (err === undefined) callback(null, res);
+          else callback(toServiceError(err));
+        };
         Promise.resolve()
           .then(() => {
             line.client = this.clientName(call);
             Object.assign(line, fields(call.request));
             release = this.admit(line.client);
+            const limitMs = this.settings.operationTimeoutMs;
+            timer = setTimeout(
+              () => answer(new QmError("TIMED_OUT", `${op} did not finish within operationTimeout (${limitMs / 1000} s); it may still finish`)),
+              limitMs,
+            );
             return fn(call.request, line);
           })
           .then(
-            (res) => {
-              this.audit.end(line);
-              callback(null, res);
-            },
-            (err: unknown) => {
-              this.audit.end(line, err);
-              callback(toServiceError(err));
-            },
-          )
-          .finally(() => release());
+            (res) => (answered ? this.audit.late(line) : answer(undefined, res)),
+            (err: unknown) => (answered ? this.audit.late(line, err) : answer(err)),
+          );
       };
 
     const handlers: AgentServer = {
@@ -195,13 +212,13 @@ export class AgentGrpcServer {
     };
   }
 
-  /** A reloaded config: allowedClients and maxConcurrentOps apply to new calls; the rest needs a restart. */
+  /** A reloaded config: allowedClients, maxConcurrentOps and operationTimeout apply to new calls; the rest needs a restart. */
   updateConfig(next: AgentConfig): void {
     this.settings = liveSettings(next);
     const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel"] as const).filter(
       (k) => JSON.stringify(next[k]) !== JSON.stringify(this.config[k]),
     );
-    this.log.info({ allowedClients: next.allowedClients, maxConcurrentOps: next.maxConcurrentOps }, "config reloaded");
+    this.log.info({ allowedClients: next.allowedClients, maxConcurrentOps: next.maxConcurrentOps, operationTimeout: next.operationTimeout }, "config reloaded");
     if (fixed.length > 0) this.log.warn({ keys: fixed }, "config keys changed that take effect only at the next start");
   }
 

@@ -1,7 +1,7 @@
 // The agent's audit trail, read from a real agent's log while the test calls it as an attacker would
 // (mutual TLS with certificates from deploy/tls/make-certs.sh): every refused call is exactly one
-// "refused" line naming the client's CN, its address, the operation, the migration and why; an rsync
-// run's line counts the bytes each way.
+// "refused" line naming the client's CN, its address, the operation, the migration and why; a call
+// that never ends gives its slot back at operationTimeout; an rsync run's line counts the bytes each way.
 import fs from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -229,7 +229,7 @@ describe("every refused call is exactly one audit line: CN, peer, operation, mig
 
 // ---- slots ---------------------------------------------------------------------------------------
 
-describe("slots: BUSY is one refused line", () => {
+describe("slots: BUSY is one refused line; a call that never ends gives its slot back at operationTimeout", () => {
   let s: Scenario;
   const { pki, web1, connect, migration } = setupTls(() => s);
   beforeAll(async () => {
@@ -264,6 +264,45 @@ describe("slots: BUSY is one refused line", () => {
     expect(await unary(c, c.hello, { protocolVersion: 1, controllerVersion: "audit-test" })).toMatchObject({ ok: true });
   });
 
+  it("a call without a deadline that does not end is answered TIMED_OUT at operationTimeout, one line; its slot is free at once; what it did later is logged", async () => {
+    await reconfigure(s, "web1", { operationTimeout: 1 });
+    const c = connect(pki().controller);
+    const release = holdRecordLock(web1().stateDir, REG);
+    try {
+      const before = auditLines(web1().logFile).length;
+      const started = Date.now();
+      const stuck = await unary(c, c.apply, { migrationId: REG, step: "fronts-park-data", action: Action.ACTION_UNPARK_DATA }, null);
+      const took = Date.now() - started;
+      expect(stuck).toMatchObject({ ok: false, code: grpc.status.DEADLINE_EXCEEDED, qmCode: "TIMED_OUT" });
+      expect(took).toBeGreaterThanOrEqual(900);
+      expect(took).toBeLessThan(5_000);
+      // the only slot is free although the operation still waits for the lock
+      expect(await unary(c, c.hello, { protocolVersion: 1, controllerVersion: "audit-test" })).toMatchObject({ ok: true });
+      const lines = await auditLinesAfter(web1().logFile, before, (l) => l.length >= 2);
+      expect(lines).toHaveLength(2);
+      expect(onlyLine(lines, "apply")).toMatchObject({
+        msg: "operation",
+        level: WARN,
+        client: "hostmaster",
+        peer: PEER,
+        migrationId: REG,
+        action: "unpark-data",
+        result: "error",
+        code: "TIMED_OUT",
+        reason: "apply did not finish within operationTimeout (1 s); it may still finish",
+      });
+      expect(onlyLine(lines, "hello")).toMatchObject({ msg: "operation", result: "ok" });
+    } finally {
+      release();
+    }
+    // the lock is gone: the operation ends, and says so in a line of its own (not a second audit line)
+    const late = await auditLinesAfter(web1().logFile, 0, (l) => l.some((x) => x.msg === "operation ended after its bound"));
+    expect(late.filter((l) => l.msg === "operation ended after its bound")).toEqual([
+      expect.objectContaining({ op: "apply", migrationId: REG, action: "unpark-data", result: "ok", client: "hostmaster" }),
+    ]);
+    await reconfigure(s, "web1", { operationTimeout: 300 });
+    await expectUnchanged(s);
+  });
 });
 
 // ---- rsync bytes ---------------------------------------------------------------------------------

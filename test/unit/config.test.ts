@@ -280,6 +280,7 @@ describe("loadAgentConfig", () => {
       insecure: true,
       allowedClients: [],
       maxConcurrentOps: 16,
+      operationTimeout: 300,
       logLevel: "info",
     });
   });
