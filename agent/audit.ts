@@ -1,6 +1,6 @@
 // The agent's audit trail (component "rpc"): exactly one line per call, "operation" for a call the agent
 // ran (result ok, or error: it failed while running) and "refused" for one it would not run (a client
-// not allowed, busy, a bad name, an action out of order, an rsync against policy).
+// not allowed, busy, a bad name, an action out of order, an rsync against policy, too many streams).
 import { status } from "@grpc/grpc-js";
 import { QmError, describeError, errorCode } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";

@@ -12,12 +12,14 @@ import { actionFromWire, kindToWire } from "../shared/wire.js";
 import { type AuditFields, CallAudit } from "./audit.js";
 import type { AgentConfig } from "./config.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
+import { MAX_WATCHES_PER_CLIENT, addHealthService } from "./health.js";
 import { SiteOperations } from "./siteOperations.js";
 import { Registry } from "./registry.js";
 import { type RsyncRun, serveRsync } from "./rsyncServer.js";
 import { WatchedTls } from "./tlsFiles.js";
 
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+const KEEPALIVE_MS = 30_000;
 
 export function toServiceError(err: unknown): Partial<grpc.ServiceError> {
   const qm = err instanceof QmError ? err : new QmError("INTERNAL", describeError(err), {}, { cause: err });
@@ -83,11 +85,22 @@ export class AgentGrpcServer {
     this.server = new grpc.Server({
       "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
       "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+      // a client gone without a word (link down, host off) answers no ping: its connection is dropped, and
+      // with it the streams it held open (health Watch, rsync), instead of holding them for ever
+      "grpc.keepalive_time_ms": KEEPALIVE_MS,
+      "grpc.keepalive_timeout_ms": KEEPALIVE_MS,
     });
     this.audit = new CallAudit(log.child({ component: "rpc" }));
-    // the standard health service: any client the TLS layer let in (CA-signed) may ask
+    // the standard health service: any client the TLS layer let in (CA-signed) may ask; its Watch streams are bounded per client
     this.health = new HealthImplementation({ "": "SERVING", "quickmigrate.v1.Agent": "SERVING" });
-    this.health.addToServer(this.server);
+    addHealthService(this.server, this.health, {
+      perClient: MAX_WATCHES_PER_CLIENT,
+      clientOf: (call) => this.clientName(call),
+      refuse: (call, client, err) => {
+        this.audit.end({ op: "health.watch", client, peer: call.getPeer(), service: (call.request as { service?: unknown }).service }, err);
+        endWithError(call, err);
+      },
+    });
 
     /**
      * `fields` names the request in the audit line; `fn` may add to it (the site of a migration id).

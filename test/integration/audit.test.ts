@@ -1,18 +1,20 @@
 // The agent's audit trail, read from a real agent's log while the test calls it as an attacker would
 // (mutual TLS with certificates from deploy/tls/make-certs.sh): every refused call is exactly one
-// "refused" line naming the client's CN, its address, the operation, the migration and why; a call
-// that never ends gives its slot back at operationTimeout; an rsync run's line counts the bytes each way.
+// "refused" line naming the client's CN, its address, the operation, the migration and why; the
+// health service's Watch streams are bounded per client; a call that never ends gives its slot
+// back at operationTimeout; an rsync run's line counts the bytes each way.
 import fs from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
+import { execa } from "execa";
 import YAML from "yaml";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { runController } from "../../scripts/lib/cluster.js";
+import { repoRoot, runController } from "../../scripts/lib/cluster.js";
 import { ERROR_CODE_METADATA_KEY } from "../../shared/errors.js";
 import { Action, type AgentClient, type RsyncFrame, type RsyncStart } from "../../shared/generated/quickmigrate/v1/agent.js";
 import { type AuditLine, WARN, auditLines, auditLinesAfter } from "../helpers/auditLog.js";
 import { type Scenario, DATA_DIRS, expectUnchanged, setupScenario, siteDir } from "../helpers/scenario.js";
-import { type CertPair, NOT_ALLOWED_CN, agentClient, replaceFile, sslCredentials, targetName } from "../helpers/tls.js";
+import { type CertPair, type HealthWatch, NOT_ALLOWED_CN, agentClient, healthCheck, healthWatch, replaceFile, sslCredentials, targetName } from "../helpers/tls.js";
 
 // ---- calls as data -------------------------------------------------------------------------------
 
@@ -66,8 +68,10 @@ function rsyncCall(client: AgentClient, start: RsyncStart): Promise<Outcome & { 
 }
 
 const clients: AgentClient[] = [];
+const watches: HealthWatch[] = [];
 afterEach(() => {
   for (const c of clients.splice(0)) c.close();
+  for (const w of watches.splice(0)) w.cancel();
 });
 
 const PEER = expect.stringMatching(/^127\.0\.0\.1:\d+$/);
@@ -220,6 +224,75 @@ describe("every refused call is exactly one audit line: CN, peer, operation, mig
     expect(onlyLine(lines, "rsync")).toMatchObject({ ...refusedLine("hostmaster", outside.ok ? "" : outside.qmCode), migrationId: REG, step: "push-site", site: s.site });
     expect(lines).toHaveLength(1);
     expect(starts()).toBe(startsBefore);
+  });
+
+  it("health Watch streams: at most 4 per client, one more is RESOURCE_EXHAUSTED with one line; Check and operations still answer; a closed one frees its place", async () => {
+    const address = web1().address;
+    const intruder = sslCredentials(pki().ca, pki().notAllowed);
+    const open = (creds: grpc.ChannelCredentials): HealthWatch => {
+      const w = healthWatch(address, creds, targetName("web1"));
+      watches.push(w);
+      return w;
+    };
+    const held = [open(intruder), open(intruder), open(intruder), open(intruder)];
+    for (const w of held) expect(await w.first).toEqual({ ok: true, value: "SERVING" });
+
+    const before = auditLines(web1().logFile).length;
+    const fifth = open(intruder);
+    expect(await fifth.first).toMatchObject({ ok: false, code: grpc.status.RESOURCE_EXHAUSTED });
+    const lines = await auditLinesAfter(web1().logFile, before, (l) => l.length >= 1);
+    expect(lines).toHaveLength(1);
+    expect(onlyLine(lines, "health.watch")).toMatchObject({ ...refusedLine(NOT_ALLOWED_CN, "TOO_MANY_STREAMS"), service: "" });
+
+    // the agent still answers: Check from the same client, an operation and a Watch of another client
+    expect(await healthCheck(address, intruder, targetName("web1"))).toEqual({ ok: true, value: "SERVING" });
+    const controller = connect(pki().controller);
+    expect(await unary(controller, controller.hello, { protocolVersion: 1, controllerVersion: "audit-test" })).toMatchObject({ ok: true });
+    expect(await open(sslCredentials(pki().ca, pki().controller)).first).toEqual({ ok: true, value: "SERVING" });
+
+    // a Watch cancelled gives its place back
+    held[0]?.cancel();
+    await expect.poll(async () => (await open(intruder).first).ok, { timeout: 5_000, interval: 200 }).toBe(true);
+  });
+
+  it("health Watch streams of a client process that is killed are freed with its connection", async () => {
+    // the previous test's Watch streams were cancelled after it: give the agent a moment to see it
+    await new Promise((r) => setTimeout(r, 1_000));
+    const cert = pki().notAllowed;
+    // a separate process holds 4 Watch streams, then dies without a word
+    const script = `
+      import fs from "node:fs";
+      import * as grpc from "@grpc/grpc-js";
+      import { service } from "grpc-health-check";
+      const Health = grpc.makeGenericClientConstructor(service, "Health");
+      const creds = grpc.credentials.createSsl(fs.readFileSync(${JSON.stringify(pki().ca)}), fs.readFileSync(${JSON.stringify(cert.key)}), fs.readFileSync(${JSON.stringify(cert.cert)}));
+      let serving = 0;
+      for (let i = 0; i < 4; i++) {
+        const c = new Health(${JSON.stringify(web1().address)}, creds, { "grpc.ssl_target_name_override": "web1", "grpc.default_authority": "web1" });
+        c.watch({ service: "" }).on("data", () => { if (++serving === 4) console.log("holding"); }).on("error", (e) => { console.error(e.details); process.exit(3); });
+      }
+    `;
+    const child = execa(process.execPath, ["--input-type=module", "-e", script], { cwd: repoRoot(), reject: false, buffer: false });
+    await new Promise<void>((resolve, reject) => {
+      child.stdout?.on("data", (d: Buffer) => d.toString().includes("holding") && resolve());
+      void child.then((r) => reject(new Error(`the Watch holder exited ${String(r.exitCode)} before holding 4 Watch streams`)));
+    });
+    const intruder = sslCredentials(pki().ca, cert);
+    const refused = healthWatch(web1().address, intruder, targetName("web1"));
+    watches.push(refused);
+    expect(await refused.first).toMatchObject({ ok: false, code: grpc.status.RESOURCE_EXHAUSTED });
+    child.kill("SIGKILL");
+    await child;
+    await expect
+      .poll(
+        async () => {
+          const w = healthWatch(web1().address, intruder, targetName("web1"));
+          watches.push(w);
+          return (await w.first).ok;
+        },
+        { timeout: 10_000, interval: 200 },
+      )
+      .toBe(true);
   });
 
   it("afterwards every tree is as it was", async () => {
