@@ -9,7 +9,7 @@ import type { Logger } from "../shared/logger.js";
 import type { MigrationSpec } from "../shared/migration.js";
 import type { ChangeRecord } from "../shared/siteTree.js";
 import { actionFromWire, kindToWire } from "../shared/wire.js";
-import { type AuditFields, CallAudit } from "./audit.js";
+import { type AuditFields, CallAudit, auditHandshakes } from "./audit.js";
 import type { AgentConfig } from "./config.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
 import { MAX_WATCHES_PER_CLIENT, addHealthService } from "./health.js";
@@ -249,6 +249,9 @@ export class AgentGrpcServer {
     const port = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(this.config.listen, creds, (err, p) => (err ? reject(err) : resolve(p)));
     });
+    if (this.tls && !auditHandshakes(this.server, this.audit)) {
+      this.log.warn("TLS handshakes that fail cannot be audited with this grpc-js: a client refused for its certificate leaves no line");
+    }
     return this.config.listen.replace(/:\d+$/, `:${port}`);
   }
 

@@ -1,10 +1,13 @@
 // The agent's audit trail, read from a real agent's log while the test calls it as an attacker would
 // (mutual TLS with certificates from deploy/tls/make-certs.sh): every refused call is exactly one
-// "refused" line naming the client's CN, its address, the operation, the migration and why; the
-// health service's Watch streams are bounded per client; a call that never ends gives its slot
-// back at operationTimeout; an rsync run's line counts the bytes each way.
+// "refused" line naming the client's CN, its address, the operation, the migration and why; a TLS
+// handshake that lets no call through is one line with the peer's address; the health service's
+// Watch streams are bounded per client; a call that never ends gives its slot back at
+// operationTimeout; an rsync run's line counts the bytes each way.
 import fs from "node:fs";
+import net from "node:net";
 import path from "node:path";
+import tls from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { execa } from "execa";
 import YAML from "yaml";
@@ -224,6 +227,56 @@ describe("every refused call is exactly one audit line: CN, peer, operation, mig
     expect(onlyLine(lines, "rsync")).toMatchObject({ ...refusedLine("hostmaster", outside.ok ? "" : outside.qmCode), migrationId: REG, step: "push-site", site: s.site });
     expect(lines).toHaveLength(1);
     expect(starts()).toBe(startsBefore);
+  });
+
+  it("TLS handshakes that let no call through: one line each, with the peer's address and why", async () => {
+    const before = auditLines(web1().logFile).length;
+    const [host, port] = [web1().address.replace(/:\d+$/, ""), Number(/:(\d+)$/.exec(web1().address)?.[1])];
+    /** Connects as a TLS client with `cert` (or none), resolves with its local port once the agent has closed the connection. */
+    const tlsAttempt = (cert?: CertPair): Promise<number> =>
+      new Promise((resolve) => {
+        const socket = tls.connect({
+          host,
+          port,
+          servername: "web1",
+          ca: fs.readFileSync(pki().ca),
+          ...(cert ? { cert: fs.readFileSync(cert.cert), key: fs.readFileSync(cert.key) } : {}),
+          ALPNProtocols: ["h2"],
+        });
+        let local = 0;
+        socket.once("connect", () => {
+          local = socket.localPort ?? 0;
+        });
+        socket.on("error", () => undefined);
+        socket.once("close", () => resolve(local));
+        socket.setTimeout(10_000, () => socket.destroy());
+      });
+    const plaintextAttempt = (): Promise<number> =>
+      new Promise((resolve) => {
+        const socket = net.connect({ host, port }, () => socket.write("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+        let local = 0;
+        socket.once("connect", () => {
+          local = socket.localPort ?? 0;
+        });
+        socket.on("error", () => undefined);
+        socket.once("close", () => resolve(local));
+        socket.setTimeout(10_000, () => socket.destroy());
+      });
+
+    const noCert = await tlsAttempt();
+    const otherCa = await tlsAttempt(pki().otherCa.client);
+    const plaintext = await plaintextAttempt();
+    for (const p of [noCert, otherCa, plaintext]) expect(p).toBeGreaterThan(0);
+
+    const lines = await auditLinesAfter(web1().logFile, before, (l) => l.length >= 3);
+    expect(lines).toHaveLength(3);
+    const of = (p: number) => onlyLine(lines, "tls-handshake", (l) => l.peer === `127.0.0.1:${p}`);
+    const shape = { msg: "refused", level: WARN, client: "(not verified)", result: "refused", code: "NOT_ALLOWED" };
+    expect(of(noCert)).toMatchObject({ ...shape, reason: "no client certificate" });
+    expect(of(otherCa)).toMatchObject({ ...shape, reason: expect.stringMatching(/^client certificate not accepted: /), certificateError: expect.any(String) });
+    expect(of(plaintext)).toMatchObject({ ...shape, reason: "not TLS (a plaintext client?)" });
+    // the CN an unverified certificate claims is not taken for the client's name
+    expect(JSON.stringify(of(otherCa))).not.toContain(pki().controller.name);
   });
 
   it("health Watch streams: at most 4 per client, one more is RESOURCE_EXHAUSTED with one line; Check and operations still answer; a closed one frees its place", async () => {
