@@ -227,9 +227,10 @@ describe("a TLS agent lets in only clients with a certificate from its CA, and r
     await expectNothingRan(before);
     // the refusals are audited with the client's CN: one "refused" line per call, none as an operation
     expect(auditLines(web1().logFile).slice(before)).toEqual([]);
-    const refused = logLines(web1().logFile).slice(linesBefore).filter((l) => l.msg === "refused");
+    // (the handshakes the earlier tests' clients may still be retrying are refused lines too, of no client)
+    const refused = logLines(web1().logFile).slice(linesBefore).filter((l) => l.msg === "refused" && l.client === NOT_ALLOWED_CN);
     expect(refused.map((a) => a.op).sort()).toEqual(["apply", "hello", "preflight"]);
-    for (const a of refused) expect(a, JSON.stringify(a)).toMatchObject({ result: "refused", code: "NOT_ALLOWED", client: NOT_ALLOWED_CN });
+    for (const a of refused) expect(a, JSON.stringify(a)).toMatchObject({ result: "refused", code: "NOT_ALLOWED" });
   });
 
   it("the same CN opening an rsync tunnel gets PERMISSION_DENIED naming the CN, and no rsync starts", async () => {
