@@ -13,6 +13,11 @@ const schema = z
     allowedClients: z.array(z.string().min(1)).default([]),
     /** operations (RPCs and rsync streams) running at once; more are refused as busy */
     maxConcurrentOps: z.number().int().min(1).max(1000).default(16),
+    /**
+     * seconds the agent works on one Hello, Preflight, Apply or Inspect before it answers TIMED_OUT and
+     * gives its slot back (a client may send no deadline); the controller's timeouts.apply by default
+     */
+    operationTimeout: z.number().positive().max(86_400).default(300),
     logLevel: logLevel.default("info"),
     /**
      * run as root after all (refused by default): the agent is meant to run as the aegir user, as

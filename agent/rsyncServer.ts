@@ -16,8 +16,19 @@ type Stream = ServerDuplexStream<RsyncFrame, RsyncFrame>;
 
 const HEARTBEAT_MS = 500;
 
-/** Serves one tunnelled rsync; resolves with what the audit line records. */
-export async function serveRsync(call: Stream, agent: SiteOperations, rsyncBin: string, log: Logger): Promise<{ migrationId: string; site: string; step: string; exitCode: number }> {
+/** What the audit line of one tunnelled rsync records, filled in as it becomes known (also when it is refused). */
+export interface RsyncRun {
+  migrationId?: string;
+  step?: string;
+  site?: string;
+  exitCode?: number;
+  /** bytes of rsync's stream: from the controller's rsync to ours, and back */
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** Serves one tunnelled rsync, recording in `run` what its audit line says. */
+export async function serveRsync(call: Stream, agent: SiteOperations, rsyncBin: string, log: Logger, run: RsyncRun): Promise<void> {
   const cancelled = new AbortController();
   call.on("cancelled", () => cancelled.abort());
   // the iterator must not destroy the call when the client half-closes: its status could not be sent
@@ -26,9 +37,11 @@ export async function serveRsync(call: Stream, agent: SiteOperations, rsyncBin: 
   const start = first.done ? undefined : first.value.frame;
   if (start?.$case !== "start") throw new QmError("USAGE", "rsync tunnel: the first frame must be `start`");
   const { migrationId, step, args } = start.value;
+  Object.assign(run, { migrationId, step });
   checkMigrationId(migrationId);
   checkStepName(step);
   const m = await agent.forwardMigration(migrationId);
+  run.site = m.site;
   const invocation = checkServerArgs(args, m, step);
   // rsync follows a symlinked site folder: it must be a real directory inside the root (the new one may not exist yet)
   await agent.checkRsyncFolder(invocation.path.replace(/\/$/, ""), invocation.sender);
@@ -75,6 +88,7 @@ export async function serveRsync(call: Stream, agent: SiteOperations, rsyncBin: 
         const f = next.value.frame;
         if (f?.$case !== "data") throw new QmError("USAGE", "rsync tunnel: only data frames may follow `start`");
         moved = true;
+        run.bytesIn += f.value.length;
         if (!child.stdin.write(f.value)) await once(child.stdin, "drain", { signal: cancelled.signal });
       }
     } finally {
@@ -87,6 +101,7 @@ export async function serveRsync(call: Stream, agent: SiteOperations, rsyncBin: 
   const forward = async (source: NodeJS.ReadableStream, kind: "data" | "stderr") => {
     for await (const chunk of source) {
       moved = true;
+      if (kind === "data") run.bytesOut += (chunk as Buffer).length;
       await write({ frame: { $case: kind, value: chunk as Buffer } });
     }
   };
@@ -98,10 +113,10 @@ export async function serveRsync(call: Stream, agent: SiteOperations, rsyncBin: 
     clearInterval(heartbeat);
   }
   const code = result.exitCode ?? 255;
+  run.exitCode = code;
   opLog.info({ exitCode: code, signal: result.signal, cancelled: cancelled.signal.aborted, maxRssKb: process.resourceUsage().maxRSS }, "rsync server end");
   if (!cancelled.signal.aborted) {
     await write({ frame: { $case: "exit", value: { code, signal: result.signal ?? "" } } });
     call.end();
   }
-  return { migrationId, site: m.site, step, exitCode: code };
 }

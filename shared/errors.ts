@@ -40,6 +40,10 @@ export const ErrorCodes = {
   LOCKED: status.ALREADY_EXISTS,
   UNREACHABLE: status.UNAVAILABLE,
   BUSY: status.UNAVAILABLE,
+  // the agent stopped waiting for one of its own operations (operationTimeout): it may still finish
+  TIMED_OUT: status.DEADLINE_EXCEEDED,
+  // a client already holds as many health Watch streams as it may
+  TOO_MANY_STREAMS: status.RESOURCE_EXHAUSTED,
   INCOMPATIBLE: status.FAILED_PRECONDITION,
   HOOK_FAILED: status.INTERNAL,
   RSYNC_FAILED: status.INTERNAL,

@@ -298,6 +298,7 @@ describe("loadAgentConfig", () => {
       insecure: true,
       allowedClients: [],
       maxConcurrentOps: 16,
+      operationTimeout: 300,
       logLevel: "info",
       allowRoot: false,
     });

@@ -2,8 +2,9 @@
 import { describe, expect, it } from "vitest";
 import { ErrorCodes, QmError, describeError, fsError, isErrorCode } from "../../shared/errors.js";
 
-// gRPC status numbers, written out: INVALID_ARGUMENT 3, ALREADY_EXISTS 6, PERMISSION_DENIED 7,
-// FAILED_PRECONDITION 9, INTERNAL 13, UNAVAILABLE 14. Changing the catalogue means changing this table.
+// gRPC status numbers, written out: INVALID_ARGUMENT 3, DEADLINE_EXCEEDED 4, ALREADY_EXISTS 6,
+// PERMISSION_DENIED 7, RESOURCE_EXHAUSTED 8, FAILED_PRECONDITION 9, INTERNAL 13, UNAVAILABLE 14.
+// Changing the catalogue means changing this table.
 const CATALOGUE: [string, number][] = [
   ["INVALID_NAME", 3],
   ["CONFIG_INVALID", 3],
@@ -34,6 +35,8 @@ const CATALOGUE: [string, number][] = [
   ["LOCKED", 6],
   ["UNREACHABLE", 14],
   ["BUSY", 14],
+  ["TIMED_OUT", 4],
+  ["TOO_MANY_STREAMS", 8],
   ["INCOMPATIBLE", 9],
   ["HOOK_FAILED", 13],
   ["RSYNC_FAILED", 13],
