@@ -32,6 +32,12 @@ export const ErrorCodes = {
   // or `parked restore` refused: the front is past the point of no return
   RESTORED_ON_FRONT: status.FAILED_PRECONDITION,
   PAST_POINT_OF_NO_RETURN: status.FAILED_PRECONDITION,
+  // the migration lists other data dirs than the agent's own config protects
+  DATA_DIRS_MISMATCH: status.FAILED_PRECONDITION,
+  // an action or rsync the step sequence does not allow in the migration's state on this front;
+  // or any action of a migration that ended here (finished, or rolled back)
+  OUT_OF_ORDER: status.FAILED_PRECONDITION,
+  MIGRATION_FINISHED: status.FAILED_PRECONDITION,
   OUTSIDE_ROOT: status.PERMISSION_DENIED,
   TUNNEL_REFUSED: status.PERMISSION_DENIED,
   NOT_ALLOWED: status.PERMISSION_DENIED,
