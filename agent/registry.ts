@@ -7,6 +7,7 @@ import { writeJsonAtomic } from "../shared/fsutil.js";
 import { type MigrationSpec, checkMigration } from "../shared/migration.js";
 import { checkMigrationId } from "../shared/names.js";
 import type { ChangeRecord, Ledger, LedgerEntry } from "../shared/siteTree.js";
+import { type FrontState, INITIAL_STATE, deriveState } from "./stepOrder.js";
 
 /**
  * The last result of one Apply of a (step, action), for audit. Never replayed: a repeated Apply does the
@@ -36,6 +37,15 @@ export interface MigrationRecord {
    * migration only goes back (the hostmaster's rollback), never forward
    */
   restoredOnFrontAt?: string;
+  /** where the migration stands in the step order on this front; absent in records written before it was kept */
+  state?: FrontState;
+}
+
+/** The record's state in the step order: as kept, or derived from its operations and ledger (older records). Pure. */
+export function frontStateOf(record: MigrationRecord): FrontState {
+  if (record.state) return record.state;
+  const operations = Object.entries(record.operations ?? {}).map(([key, op]) => ({ key, at: op.at, ok: op.changes !== undefined }));
+  return deriveState(record.local, operations, record.ledger);
 }
 
 /** This front was asked to remove the old site folder: the migration is past its point of no return here. */
@@ -78,7 +88,7 @@ export class Registry {
       }
       return existing;
     }
-    const record: MigrationRecord = { migration, local, registeredAt: new Date().toISOString(), ledger: [], operations: {} };
+    const record: MigrationRecord = { migration, local, registeredAt: new Date().toISOString(), ledger: [], operations: {}, state: INITIAL_STATE };
     await writeJsonAtomic(this.file(migration.id), record);
     return record;
   }
@@ -92,7 +102,7 @@ export class Registry {
       throw err;
     }
     const record = JSON.parse(text) as MigrationRecord;
-    record.migration = checkMigration(record.migration);
+    record.migration = checkMigration(record.migration, { storedRecord: true });
     return record;
   }
 
@@ -123,6 +133,11 @@ export class Registry {
     const operations = (record.operations ??= {});
     const count = (operations[key]?.count ?? 0) + 1;
     operations[key] = { at: new Date().toISOString(), count, ...structuredClone(result) };
+    await writeJsonAtomic(this.file(record.migration.id), record);
+  }
+
+  /** Writes the record as it is now (atomically, fsynced). */
+  async save(record: MigrationRecord): Promise<void> {
     await writeJsonAtomic(this.file(record.migration.id), record);
   }
 

@@ -66,7 +66,7 @@ export class AgentGrpcServer {
     rsyncBin = "rsync",
     faults: AgentFaults = NO_FAULTS,
   ) {
-    this.ops = new SiteOperations(config.root, new Registry(config.stateDir), faults);
+    this.ops = new SiteOperations(config.root, new Registry(config.stateDir), { dataDirs: config.dataDirs }, faults);
     this.settings = liveSettings(config);
     this.server = new grpc.Server({
       "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
@@ -191,7 +191,7 @@ export class AgentGrpcServer {
   /** A reloaded config: allowedClients and maxConcurrentOps apply to new calls; the rest needs a restart. */
   updateConfig(next: AgentConfig): void {
     this.settings = liveSettings(next);
-    const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel"] as const).filter(
+    const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel", "dataDirs"] as const).filter(
       (k) => JSON.stringify(next[k]) !== JSON.stringify(this.config[k]),
     );
     this.log.info({ allowedClients: next.allowedClients, maxConcurrentOps: next.maxConcurrentOps }, "config reloaded");

@@ -80,13 +80,15 @@ export interface FrontSpec {
    * (plaintext is only allowed on loopback).
    */
   readonly netns?: { readonly name: string; readonly address: string };
+  /** more keys of this front's agent config (e.g. `keepFinished`, or `dataDirs` other than the cluster's) */
+  readonly agentConfig?: Record<string, unknown>;
 }
 
 export interface ClusterOptions {
   readonly baseDir: string;
   readonly fronts: readonly FrontSpec[];
   readonly hooks?: Record<string, string[]>;
-  /** default: the controller's default, written out as `[files, private/files]` */
+  /** the controller's and every agent's; default: theirs, written out as `[files, private/files]` for the controller */
   readonly dataDirs?: readonly string[];
   /** default `<repo>/dist/agent/main.js` */
   readonly agentBin?: string;
@@ -221,7 +223,8 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     const configFile = path.join(dir, 'agent.yaml');
     const security = tls === undefined ? { insecure: true } : { tls: { ca: tls.ca, ...tls.front(spec.name) }, allowedClients: [...tls.allowedClients] };
     const listen = spec.netns === undefined ? '127.0.0.1:0' : `${spec.netns.address}:0`;
-    fs.writeFileSync(configFile, YAML.stringify({ listen, root, stateDir, ...security }));
+    const policy = opts.dataDirs === undefined ? {} : { dataDirs: [...opts.dataDirs] };
+    fs.writeFileSync(configFile, YAML.stringify({ listen, root, stateDir, ...security, ...policy, ...spec.agentConfig }));
     return {
       name: spec.name,
       local,

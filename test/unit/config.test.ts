@@ -280,8 +280,24 @@ describe("loadAgentConfig", () => {
       insecure: true,
       allowedClients: [],
       maxConcurrentOps: 16,
+      dataDirs: ["files", "private/files"],
       logLevel: "info",
     });
+  });
+
+  it("reads the data dirs it protects", async () => {
+    const c = await loadAgentConfig(write(`${AGENT}dataDirs: [files, private/files, private/temp]\n`));
+    expect(c.dataDirs).toEqual(["files", "private/files", "private/temp"]);
+  });
+
+  it("refuses an empty data-dir list, a nested one, more than 64", async () => {
+    const empty = write(`${AGENT}dataDirs: []\n`, "empty.yaml");
+    const lines = problemLines(await configError(loadAgentConfig(empty)), empty);
+    expect(lines).toEqual([expect.stringMatching(/: dataDirs: /)]);
+    const nested = write(`${AGENT}dataDirs: [files, files/x]\n`, "nested.yaml");
+    expect(problemLines(await configError(loadAgentConfig(nested)), nested)).toEqual([expect.stringMatching(/: dataDirs: data dir files\/x lies inside data dir files/)]);
+    const many = write(`${AGENT}dataDirs: [${Array.from({ length: 65 }, (_, i) => `d${i}`).join(", ")}]\n`, "many.yaml");
+    expect(problemLines(await configError(loadAgentConfig(many)), many)).toEqual([expect.stringMatching(/: dataDirs: /)]);
   });
 
   it("refuses insecure mode on a non-loopback address, naming listen", async () => {
