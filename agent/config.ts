@@ -20,6 +20,8 @@ const schema = z
      * refused, and a site folder holding one of these is never removed, whatever a client says
      */
     dataDirs: z.array(z.string()).min(1).max(MAX_DATA_DIRS).default([...DEFAULT_DATA_DIRS]),
+    /** days the record of a migration that ended here (finished or rolled back) is kept, for audit */
+    keepFinished: z.number().min(0).default(30),
     logLevel: logLevel.default("info"),
   })
   .strict();

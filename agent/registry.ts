@@ -1,12 +1,13 @@
 // The agent's own durable record, under its state dir: each migration it was told about at preflight,
 // and where each of that migration's data dirs is (the ledger). It outlives the hostmaster and its journal.
-import { readFile, readdir } from "node:fs/promises";
+import { readFile, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { QmError } from "../shared/errors.js";
 import { writeJsonAtomic } from "../shared/fsutil.js";
 import { type MigrationSpec, checkMigration } from "../shared/migration.js";
 import { checkMigrationId } from "../shared/names.js";
 import type { ChangeRecord, Ledger, LedgerEntry } from "../shared/siteTree.js";
+import { withRecordLock } from "./recordLock.js";
 import { type FrontState, INITIAL_STATE, deriveState } from "./stepOrder.js";
 
 /**
@@ -139,6 +140,30 @@ export class Registry {
   /** Writes the record as it is now (atomically, fsynced). */
   async save(record: MigrationRecord): Promise<void> {
     await writeJsonAtomic(this.file(record.migration.id), record);
+  }
+
+  /**
+   * Deletes the records of migrations that ended on this front (finished, or rolled back) more than
+   * `keepMs` before `now`, each under its lock; an unfinished one, or one that cannot be read, is never
+   * deleted. Returns the ids deleted.
+   */
+  async pruneEnded(keepMs: number, now: number): Promise<string[]> {
+    const pruned: string[] = [];
+    const expired = (record: MigrationRecord | undefined): boolean => {
+      const ended = record ? frontStateOf(record).ended : undefined;
+      return record !== undefined && ended !== undefined && Date.parse(ended.at) + keepMs <= now && !isUnfinished(record);
+    };
+    for (const id of await this.ids()) {
+      if (!expired(await this.find(id).catch(() => undefined))) continue;
+      const done = await withRecordLock(this.stateDir, id, { what: "the agent's pruning of ended migrations" }, async () => {
+        // read again under the lock: `parked restore` may have changed it meanwhile
+        if (!expired(await this.find(id).catch(() => undefined))) return false;
+        await rm(this.file(id));
+        return true;
+      }).catch(() => false);
+      if (done) pruned.push(id);
+    }
+    return pruned;
   }
 
   /** Marks the migration as put back by `parked restore` on this front (see MigrationRecord.restoredOnFrontAt). */

@@ -191,7 +191,7 @@ export class AgentGrpcServer {
   /** A reloaded config: allowedClients and maxConcurrentOps apply to new calls; the rest needs a restart. */
   updateConfig(next: AgentConfig): void {
     this.settings = liveSettings(next);
-    const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel", "dataDirs"] as const).filter(
+    const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel", "dataDirs", "keepFinished"] as const).filter(
       (k) => JSON.stringify(next[k]) !== JSON.stringify(this.config[k]),
     );
     this.log.info({ allowedClients: next.allowedClients, maxConcurrentOps: next.maxConcurrentOps }, "config reloaded");

@@ -2,10 +2,11 @@
 // certificate, as a buggy or replaying controller could: its config, not the client, says which data
 // dirs it protects; it accepts an action only where the step order allows it; a migration that ended
 // (finished, or rolled back) accepts nothing more, and the live site's trees stay byte for byte as they
-// were.
+// were; the records of ended migrations are pruned after keepFinished days, unfinished ones never.
 import fs from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
+import YAML from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ClusterFront, fakeDrushHooks, runController } from "../../scripts/lib/cluster.js";
 import { type Manifest, diffManifests, summarizeDiff } from "../../scripts/lib/manifest.js";
@@ -180,7 +181,7 @@ describe("the step order", () => {
   });
 });
 
-/** the migration there (finished) and the one back (rolled back), made below */
+/** the migration there (finished) and the one back (rolled back), made below and pruned last */
 let there = "";
 let back = "";
 
@@ -258,8 +259,76 @@ describe("replaying ended migrations", () => {
     expect(removeNew.ok ? "" : removeNew.details).toContain(`refusing to remove ${s.to}/sites/${s.site}: data dir ${s.to}/sites/${s.site}/files is not empty`);
     expect(codes(await act(id, "remove-old-site"))).toEqual({ code: "FAILED_PRECONDITION", qmCode: "OUT_OF_ORDER" });
     // forward, its list is not the agent's
-    const restore = await apply(client, { migrationId: id, step: "fronts-park-data", action: Action.ACTION_PARK_DATA });
-    expect(codes(restore)).toEqual({ code: "FAILED_PRECONDITION", qmCode: "DATA_DIRS_MISMATCH" });
+    const park = await apply(client, { migrationId: id, step: "fronts-park-data", action: Action.ACTION_PARK_DATA });
+    expect(codes(park)).toEqual({ code: "FAILED_PRECONDITION", qmCode: "DATA_DIRS_MISMATCH" });
     await expectTreesAsIn(before, "after the legacy record's actions");
+  });
+});
+
+describe("records of ended migrations are pruned", () => {
+  /** Restarts web1's agent with `patch` in its config and waits until its first pruning round is logged or the agent answers. */
+  async function restart(patch: Record<string, unknown>): Promise<void> {
+    client.close();
+    await s.cluster.stopAgent("web1");
+    const config = YAML.parse(fs.readFileSync(web1.configFile, "utf8")) as Record<string, unknown>;
+    fs.writeFileSync(web1.configFile, YAML.stringify({ ...config, ...patch }));
+    await s.cluster.startAgent("web1");
+    client = connect();
+  }
+
+  async function eventually(what: string, check: () => boolean, ms = 10_000): Promise<void> {
+    const until = Date.now() + ms;
+    while (!check()) {
+      if (Date.now() > until) throw new Error(`${what}: not within ${ms / 1000} s`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  const prunedLines = (): Array<{ migrationIds: string[] }> =>
+    fs
+      .readFileSync(web1.logFile, "utf8")
+      .split("\n")
+      .filter((l) => l.includes('"msg":"records of ended migrations pruned"'))
+      .map((l) => JSON.parse(l) as { migrationIds: string[] });
+
+  it("at start, those that ended more than keepFinished days ago go (an old-format finished record too); unfinished ones stay, however old", async () => {
+    const write = (id: string, record: object) => fs.writeFileSync(path.join(web1.stateDir, "migrations", `${id}.json`), JSON.stringify(record, null, 2));
+    const old = (id: string, site: string) => ({ id, from: "old-a", site, to: "old-b", newSite: site, dataDirs: [...DATA_DIRS] });
+    // finished in 2024, written by an older agent (no state)
+    write("old-finished", {
+      migration: old("old-finished", "gone.example.com"),
+      local: false,
+      registeredAt: "2024-01-01T00:00:00.000Z",
+      ledger: [{ dataDir: "files", kind: "directory", at: "new" }],
+      operations: {
+        "fronts-park-data/park-data": { at: "2024-01-01T00:01:00.000Z", count: 1, changes: [] },
+        "fronts-restore-data/restore-data": { at: "2024-01-01T00:02:00.000Z", count: 1, changes: [] },
+        "fronts-remove-old/remove-old-site": { at: "2024-01-01T00:03:00.000Z", count: 1, changes: [] },
+      },
+    });
+    // parked in 2024 and never finished: its data is still in the park area
+    write("old-unfinished", {
+      migration: old("old-unfinished", "stuck.example.com"),
+      local: false,
+      registeredAt: "2024-01-01T00:00:00.000Z",
+      ledger: [{ dataDir: "files", kind: "directory", at: "park" }],
+      operations: { "fronts-park-data/park-data": { at: "2024-01-01T00:01:00.000Z", count: 1, changes: [] } },
+    });
+    const seen = prunedLines().length;
+    await restart({});
+    await eventually("a pruning log line", () => prunedLines().length > seen);
+    expect(prunedLines().at(-1)?.migrationIds).toEqual(["old-finished"]);
+    expect(registered()).toEqual([`${back}.json`, `${there}.json`, "legacy-empty-1.json", "old-unfinished.json", "order-1.json"].sort());
+  });
+
+  it("with keepFinished: 0, every ended one goes at the next start; the unfinished and the open ones stay", async () => {
+    const seen = prunedLines().length;
+    await restart({ keepFinished: 0 });
+    await eventually("a pruning log line", () => prunedLines().length > seen);
+    expect(prunedLines().at(-1)?.migrationIds).toEqual([back, there, "order-1"].sort());
+    expect(registered()).toEqual(["legacy-empty-1.json", "old-unfinished.json"]);
+    // a pruned migration is unknown from then on
+    expect(codes(await act(there, "remove-old-site"))).toEqual({ code: "FAILED_PRECONDITION", qmCode: "NOT_REGISTERED" });
+    await expectMigrated(s);
   });
 });
