@@ -137,7 +137,7 @@ export class AgentGrpcServer {
         async (req) => {
           checkMigrationId(req.migrationId);
           const r = await this.ops.inspect(req.migrationId);
-          return { registered: r.registered, restoredOnFrontAt: r.restoredOnFrontAt, pastPointOfNoReturn: r.pastPointOfNoReturn };
+          return { registered: r.registered, restoredOnFrontAt: r.restoredOnFrontAt, pastPointOfNoReturn: r.pastPointOfNoReturn, endedAs: r.endedAs };
         },
       ),
       rsync: (call) => {

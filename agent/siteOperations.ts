@@ -11,7 +11,7 @@ import type { FrontAction } from "../shared/wire.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
 import { withRecordLock } from "./recordLock.js";
 import { type MigrationRecord, type Registry, frontStateOf, pastPointOfNoReturn } from "./registry.js";
-import { type Decision, type FrontRequest, begin, decide, settle } from "./stepOrder.js";
+import { type Decision, type FrontRequest, INITIAL_STATE, begin, decide, settle } from "./stepOrder.js";
 import { unfinishedProblems } from "./unfinished.js";
 
 /** What this agent's own config says, whatever a client asks: the data dirs it protects. */
@@ -53,8 +53,28 @@ export class SiteOperations {
     const report = await this.tree.preflight(m, { targetMustBeAbsent: !opts.local, restoresHere: true });
     report.problems.unshift(...dataDirsProblems(m, this.policy));
     report.problems.push(...(await unfinishedProblems(this.registry, this.tree.root.path, m)));
-    if (opts.register && report.problems.length === 0) await this.registry.register(m, opts.local);
+    if (opts.register && report.problems.length === 0) {
+      const record = await this.registry.register(m, opts.local);
+      if (frontStateOf(record).ended?.as === "rolled-back") await this.takeUpAgain(m.id);
+    }
     return report;
+  }
+
+  /**
+   * A migration rolled back on this front, registered again by a preflight that passed (the hostmaster's
+   * `resume` after a rollback that stopped part-way goes forward from the start here): its state starts
+   * over; its operation results stay, for audit. A replayed action never does this: only a new preflight,
+   * which checks the tree as for a new migration.
+   */
+  private async takeUpAgain(migrationId: string): Promise<void> {
+    await this.oneAtATime(migrationId, () =>
+      withRecordLock(this.registry.stateDir, migrationId, { what: "the agent service" }, async () => {
+        const record = await this.registry.get(migrationId);
+        if (frontStateOf(record).ended?.as !== "rolled-back") return;
+        record.state = INITIAL_STATE;
+        await this.registry.save(record);
+      }),
+    );
   }
 
   /**
@@ -201,10 +221,10 @@ export class SiteOperations {
   }
 
   /** What this front's record says of a migration, for `resume` (changes nothing). */
-  async inspect(migrationId: string): Promise<{ registered: boolean; restoredOnFrontAt: string; pastPointOfNoReturn: boolean }> {
+  async inspect(migrationId: string): Promise<{ registered: boolean; restoredOnFrontAt: string; pastPointOfNoReturn: boolean; endedAs: string }> {
     const record = await this.registry.find(migrationId);
-    if (!record) return { registered: false, restoredOnFrontAt: "", pastPointOfNoReturn: false };
-    return { registered: true, restoredOnFrontAt: record.restoredOnFrontAt ?? "", pastPointOfNoReturn: pastPointOfNoReturn(record) };
+    if (!record) return { registered: false, restoredOnFrontAt: "", pastPointOfNoReturn: false, endedAs: "" };
+    return { registered: true, restoredOnFrontAt: record.restoredOnFrontAt ?? "", pastPointOfNoReturn: pastPointOfNoReturn(record), endedAs: frontStateOf(record).ended?.as ?? "" };
   }
 }
 

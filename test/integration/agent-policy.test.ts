@@ -2,7 +2,8 @@
 // certificate, as a buggy or replaying controller could: its config, not the client, says which data
 // dirs it protects; it accepts an action only where the step order allows it; a migration that ended
 // (finished, or rolled back) accepts nothing more, and the live site's trees stay byte for byte as they
-// were; the records of ended migrations are pruned after keepFinished days, unfinished ones never.
+// were, and a rolled-back one is taken up again only by a new preflight that passes; the records of
+// ended migrations are pruned after keepFinished days, unfinished ones never.
 import fs from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -10,7 +11,7 @@ import YAML from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ClusterFront, fakeDrushHooks, runController } from "../../scripts/lib/cluster.js";
 import { type Manifest, diffManifests, summarizeDiff } from "../../scripts/lib/manifest.js";
-import { Action, type AgentClient, type Migration } from "../../shared/generated/quickmigrate/v1/agent.js";
+import { Action, type AgentClient, type InspectResponse, type Migration } from "../../shared/generated/quickmigrate/v1/agent.js";
 import { type RpcOutcome, apply, preflight, rsyncRan, rsyncStarts, startFrame, tunnel } from "../helpers/agentRpc.js";
 import { DATA_DIRS, type Scenario, expectMigrated, expectUnchanged, setupScenario, snapshotAll } from "../helpers/scenario.js";
 import { agentClient, sslCredentials, targetName } from "../helpers/tls.js";
@@ -184,6 +185,31 @@ describe("the step order", () => {
 /** the migration there (finished) and the one back (rolled back), made below and pruned last */
 let there = "";
 let back = "";
+
+describe("a rolled-back migration taken up again", () => {
+  const ID = "order-1";
+  const inspect = (id: string) =>
+    new Promise<InspectResponse>((resolve, reject) => client.inspect({ migrationId: id }, (err, res) => (err ? reject(err) : resolve(res as InspectResponse))));
+
+  it("only by a new preflight with register, which must pass (here TARGET_EXISTS first, then clean): then it runs again, and ends again", async () => {
+    expect(await inspect(ID)).toMatchObject({ registered: true, endedAs: "rolled-back" });
+    // a preflight that finds a problem takes nothing up
+    const target = path.join(web1.root, s.to, "sites", s.site);
+    fs.mkdirSync(target);
+    const refused = await preflight(client, { migration: spec(ID), register: true, local: false });
+    expect(refused.ok && refused.value.problems.map((p) => p.code)).toEqual(["TARGET_EXISTS"]);
+    fs.rmdirSync(target);
+    expect(codes(await act(ID, "park-data"))).toEqual({ code: "FAILED_PRECONDITION", qmCode: "MIGRATION_FINISHED" });
+    // the one the hostmaster's resume sends when a rollback that stopped part-way had put this front back
+    const again = await preflight(client, { migration: spec(ID), register: true, local: false });
+    expect(again.ok && again.value.problems).toEqual([]);
+    expect(await inspect(ID)).toMatchObject({ registered: true, endedAs: "" });
+    expect(codes(await act(ID, "park-data"))).toEqual({ code: "OK", qmCode: undefined });
+    expect(codes(await act(ID, "unpark-data"))).toEqual({ code: "OK", qmCode: undefined });
+    expect(await inspect(ID)).toMatchObject({ endedAs: "rolled-back" });
+    await expectUnchanged(s);
+  });
+});
 
 describe("replaying ended migrations", () => {
   it("a migration there, finished; one back again, rolled back (updatedb fails): the site is live on the target platform", async () => {

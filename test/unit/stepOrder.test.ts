@@ -2,7 +2,7 @@
 // accepts, what it refuses, and the states kept by records written before it existed.
 import { describe, expect, it } from "vitest";
 import { STEPS, type StepIO } from "../../controller/steps.js";
-import { FRONT_STEPS } from "../../shared/frontSteps.js";
+import { FRONT_STEPS, type FrontStep } from "../../shared/frontSteps.js";
 import type { FrontAction } from "../../shared/wire.js";
 import { type Decision, type FrontRequest, type FrontState, INITIAL_STATE, begin, decide, deriveState, settle, stagesOf } from "../../agent/stepOrder.js";
 
@@ -248,7 +248,7 @@ describe("the table", () => {
         return [];
       },
     } as unknown as StepIO;
-    for (const f of FRONT_STEPS) {
+    for (const f of FRONT_STEPS as readonly FrontStep[]) {
       const def = STEPS.find((s) => s.name === f.step);
       expect(def, f.step).toBeDefined();
       sent.length = 0;
