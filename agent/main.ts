@@ -29,12 +29,34 @@ async function serve(configFile: string): Promise<void> {
   const address = await server.listen();
   log.info({ address, root: config.root, rootId, stateDir: config.stateDir, tls: config.tls !== undefined, version: PACKAGE_VERSION }, "agent listening");
   const configWatch = watchConfig(configFile, server, log);
+  const pruning = prunePeriodically(server.ops.registry, config.keepFinished, log.child({ component: "prune" }));
   const shutdown = (signal: string) => {
+    clearInterval(pruning);
     log.info({ signal }, "agent stopping");
     void Promise.all([configWatch.close(), server.stop()]).then(() => process.exit(0));
   };
   process.once("SIGTERM", () => shutdown("SIGTERM"));
   process.once("SIGINT", () => shutdown("SIGINT"));
+}
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * The records of migrations that ended here more than `keepDays` ago go: now, and once a day. An
+ * unfinished migration's record is never pruned. A failed round is logged and tried again the next day.
+ */
+function prunePeriodically(registry: Registry, keepDays: number, log: Logger): NodeJS.Timeout {
+  const prune = () =>
+    registry.pruneEnded(keepDays * DAY_MS, Date.now()).then(
+      (ids) => {
+        if (ids.length > 0) log.info({ migrationIds: ids, keepFinished: keepDays }, "records of ended migrations pruned");
+      },
+      (err: unknown) => log.warn({ err: describeError(err) }, "pruning records of ended migrations failed"),
+    );
+  void prune();
+  const timer = setInterval(() => void prune(), DAY_MS);
+  timer.unref();
+  return timer;
 }
 
 /**

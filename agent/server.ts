@@ -80,7 +80,7 @@ export class AgentGrpcServer {
     rsyncBin = "rsync",
     faults: AgentFaults = NO_FAULTS,
   ) {
-    this.ops = new SiteOperations(config.root, new Registry(config.stateDir), faults);
+    this.ops = new SiteOperations(config.root, new Registry(config.stateDir), { dataDirs: config.dataDirs }, faults);
     this.settings = liveSettings(config);
     this.server = new grpc.Server({
       "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
@@ -173,7 +173,7 @@ export class AgentGrpcServer {
         async (req) => {
           checkMigrationId(req.migrationId);
           const r = await this.ops.inspect(req.migrationId);
-          return { registered: r.registered, restoredOnFrontAt: r.restoredOnFrontAt, pastPointOfNoReturn: r.pastPointOfNoReturn };
+          return { registered: r.registered, restoredOnFrontAt: r.restoredOnFrontAt, pastPointOfNoReturn: r.pastPointOfNoReturn, endedAs: r.endedAs };
         },
       ),
       rsync: (call) => {
@@ -228,7 +228,7 @@ export class AgentGrpcServer {
   /** A reloaded config: allowedClients, maxConcurrentOps and operationTimeout apply to new calls; the rest needs a restart. */
   updateConfig(next: AgentConfig): void {
     this.settings = liveSettings(next);
-    const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel", "allowRoot"] as const).filter(
+    const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel", "dataDirs", "keepFinished", "allowRoot"] as const).filter(
       (k) => JSON.stringify(next[k]) !== JSON.stringify(this.config[k]),
     );
     this.log.info({ allowedClients: next.allowedClients, maxConcurrentOps: next.maxConcurrentOps, operationTimeout: next.operationTimeout }, "config reloaded");

@@ -125,22 +125,29 @@ export class ClusterIO {
 
   /**
    * What every front's own record says of this migration: those whose operator put the data back with
-   * `parked restore` (the migration can then only go back), and those that did not answer.
+   * `parked restore` (the migration can then only go back), those where a rollback that stopped
+   * part-way got all the way back (they accept the migration again only after a new preflight), and
+   * those that did not answer.
    */
-  async frontsRecords(): Promise<{ restored: Array<{ host: string; at: string }>; unanswered: Array<{ host: string; err: unknown }> }> {
+  async frontsRecords(): Promise<{ restored: Array<{ host: string; at: string }>; rolledBack: string[]; unanswered: Array<{ host: string; err: unknown }> }> {
     const restored: Array<{ host: string; at: string }> = [];
+    const rolledBack: string[] = [];
     const unanswered: Array<{ host: string; err: unknown }> = [];
     await Promise.all(
       this.deps.plan.fronts.map(async ({ name }) => {
         try {
           const r = await this.front(name).inspect(this.m.id);
           if (r.restoredOnFrontAt) restored.push({ host: name, at: r.restoredOnFrontAt });
+          if (r.endedAs === "rolled-back") rolledBack.push(name);
         } catch (err) {
           unanswered.push({ host: name, err });
         }
       }),
     );
-    return { restored, unanswered };
+    // in config order, as every step's hosts are
+    const order = this.deps.plan.fronts.map((f) => f.name);
+    rolledBack.sort((a, b) => order.indexOf(a) - order.indexOf(b));
+    return { restored, rolledBack, unanswered };
   }
 
   /** The StepIO of one step, forward or undoing. */

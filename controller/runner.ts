@@ -160,6 +160,15 @@ export class MigrationRunner {
     }
     if (fronts.restored.length > 0) return this.rollBackRestored(fronts.restored);
     await this.rec.note({ event: "resume", migrationId: this.id, step: from });
+    if (fronts.rolledBack.length > 0) {
+      // a rollback that stopped part-way put these fronts all the way back, and their agents accept the
+      // migration again only after a new preflight (registering it) passes there; if one does not, it goes back
+      const tally = await this.fan.run("preflight", fronts.rolledBack, this.work({ name: "preflight" }, false));
+      if (!tally.ok) {
+        const failure = new StepFailed("preflight", tally);
+        return this.failed("preflight", failure.cause, `${failure.message} (a new preflight of the fronts the rollback had put back)`);
+      }
+    }
     return this.forward(this.plan.steps.filter((s) => STEP_NAMES.indexOf(s.name) >= STEP_NAMES.indexOf(from)));
   }
 

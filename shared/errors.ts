@@ -34,6 +34,12 @@ export const ErrorCodes = {
   PAST_POINT_OF_NO_RETURN: status.FAILED_PRECONDITION,
   // a data dir that is a relative symlink whose target does not exist from the new site folder
   DANGLING_SYMLINK: status.FAILED_PRECONDITION,
+  // the migration lists other data dirs than the agent's own config protects
+  DATA_DIRS_MISMATCH: status.FAILED_PRECONDITION,
+  // an action or rsync the step sequence does not allow in the migration's state on this front;
+  // or any action of a migration that ended here (finished, or rolled back)
+  OUT_OF_ORDER: status.FAILED_PRECONDITION,
+  MIGRATION_FINISHED: status.FAILED_PRECONDITION,
   OUTSIDE_ROOT: status.PERMISSION_DENIED,
   TUNNEL_REFUSED: status.PERMISSION_DENIED,
   NOT_ALLOWED: status.PERMISSION_DENIED,

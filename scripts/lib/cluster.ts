@@ -143,13 +143,15 @@ export interface FrontSpec {
    * (plaintext is only allowed on loopback).
    */
   readonly netns?: { readonly name: string; readonly address: string };
+  /** more keys of this front's agent config (e.g. `keepFinished`, or `dataDirs` other than the cluster's) */
+  readonly agentConfig?: Record<string, unknown>;
 }
 
 export interface ClusterOptions {
   readonly baseDir: string;
   readonly fronts: readonly FrontSpec[];
   readonly hooks?: Record<string, string[]>;
-  /** default: the controller's default, written out as `[files, private/files]` */
+  /** the controller's and every agent's; default: theirs, written out as `[files, private/files]` for the controller */
   readonly dataDirs?: readonly string[];
   /** default `<repo>/dist/agent/main.js` */
   readonly agentBin?: string;
@@ -314,7 +316,8 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
       own(tls.front(spec.name).cert);
     }
     const listen = spec.netns === undefined ? '127.0.0.1:0' : `${spec.netns.address}:0`;
-    fs.writeFileSync(configFile, YAML.stringify({ listen, root, stateDir, ...security, ...(asRoot ? { allowRoot: true } : {}) }));
+    const policy = opts.dataDirs === undefined ? {} : { dataDirs: [...opts.dataDirs] };
+    fs.writeFileSync(configFile, YAML.stringify({ listen, root, stateDir, ...security, ...policy, ...(asRoot ? { allowRoot: true } : {}), ...spec.agentConfig }));
     return {
       name: spec.name,
       local,

@@ -10,8 +10,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { ClusterFront } from "../../scripts/lib/cluster.js";
 import { makeSite } from "../../scripts/lib/fixtures.js";
 import { type Manifest, diffManifests, manifest, summarizeDiff } from "../../scripts/lib/manifest.js";
-import type { AgentClient, RsyncFrame } from "../../shared/generated/quickmigrate/v1/agent.js";
-import { hello, insecureClient, preflight, rsyncRan, rsyncStarts, startFrame, tunnel } from "../helpers/agentRpc.js";
+import { Action, type AgentClient, type RsyncFrame } from "../../shared/generated/quickmigrate/v1/agent.js";
+import { apply, hello, insecureClient, preflight, rsyncRan, rsyncStarts, startFrame, tunnel } from "../helpers/agentRpc.js";
 import { DATA_DIRS, type Scenario, setupScenario } from "../helpers/scenario.js";
 
 const REG = "tunnel-attack-1";
@@ -63,6 +63,9 @@ beforeAll(async () => {
   ] as const) {
     const res = await preflight(client, { migration: { id, from: s.from, site, to: s.to, newSite: site, dataDirs: [...DATA_DIRS] }, register: true, local: false });
     expect(res.ok && res.value.problems, JSON.stringify(res)).toEqual([]);
+    // parked, as fronts-park-data leaves them: the step order allows their fetch-site and push-site now
+    const parked = await apply(client, { migrationId: id, step: "fronts-park-data", action: Action.ACTION_PARK_DATA });
+    expect(parked.ok, JSON.stringify(parked)).toBe(true);
   }
   before = await snapshot();
 });
@@ -255,13 +258,19 @@ describe("positive controls", () => {
   });
 
   it("the exact arguments rsync sends for push-site are served too (cancelled before any file list: nothing written)", async () => {
+    // the other migration's push: a push moves its migration past fetch-site, which the tests below still need of REG's
     const startsBefore = rsyncStarts(web1.logFile);
-    const o = await tunnel(client, [startFrame({ migrationId: REG, step: "push-site", args: ["rsync", "--server", SHORT, "--delete", ".", `${s.to}/sites/${s.site}/`] })]);
+    const o = await tunnel(client, [startFrame({ migrationId: OTHER_REG, step: "push-site", args: ["rsync", "--server", SHORT, "--delete", ".", `${s.to}/sites/${OTHER_SITE}/`] })]);
     expect(o.cancelledByUs, o.details).toBe("data");
     expect(o.dataFrames).toBeGreaterThan(0);
     expect(rsyncStarts(web1.logFile)).toBe(startsBefore + 1);
     // the agent kills its rsync on the cancel; give it a moment to be gone before the last look
     await new Promise((r) => setTimeout(r, 300));
+    // the one change: the agent's record of that migration says its push began
+    const record = diffManifests(before.get("web1-state") as Manifest, await manifest(web1.stateDir));
+    expect(record.length).toBeGreaterThan(0);
+    expect(record.filter((line) => !line.startsWith(`changed: migrations/${OTHER_REG}.json: `))).toEqual([]);
+    before.set("web1-state", await manifest(web1.stateDir));
     await expectNothingWritten("push-site positive control");
   });
 });

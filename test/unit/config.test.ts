@@ -299,9 +299,27 @@ describe("loadAgentConfig", () => {
       allowedClients: [],
       maxConcurrentOps: 16,
       operationTimeout: 300,
+      dataDirs: ["files", "private/files"],
+      keepFinished: 30,
       logLevel: "info",
       allowRoot: false,
     });
+  });
+
+  it("reads the data dirs it protects and how long ended migrations are kept", async () => {
+    const c = await loadAgentConfig(write(`${AGENT}dataDirs: [files, private/files, private/temp]\nkeepFinished: 7\n`));
+    expect(c.dataDirs).toEqual(["files", "private/files", "private/temp"]);
+    expect(c.keepFinished).toBe(7);
+  });
+
+  it("refuses an empty data-dir list, a nested one, more than 64, and a negative keepFinished, all at once", async () => {
+    const empty = write(`${AGENT}dataDirs: []\nkeepFinished: -1\n`, "empty.yaml");
+    const lines = problemLines(await configError(loadAgentConfig(empty)), empty);
+    expect(lines).toEqual([expect.stringMatching(/: dataDirs: /), expect.stringMatching(/: keepFinished: /)]);
+    const nested = write(`${AGENT}dataDirs: [files, files/x]\n`, "nested.yaml");
+    expect(problemLines(await configError(loadAgentConfig(nested)), nested)).toEqual([expect.stringMatching(/: dataDirs: data dir files\/x lies inside data dir files/)]);
+    const many = write(`${AGENT}dataDirs: [${Array.from({ length: 65 }, (_, i) => `d${i}`).join(", ")}]\n`, "many.yaml");
+    expect(problemLines(await configError(loadAgentConfig(many)), many)).toEqual([expect.stringMatching(/: dataDirs: /)]);
   });
 
   it("refuses insecure mode on a non-loopback address, naming listen", async () => {

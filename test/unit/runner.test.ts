@@ -69,7 +69,7 @@ class FakeAgent implements AgentConnectionLike {
     return { changes: [], repeated: false };
   }
   async inspect(): Promise<InspectResponse> {
-    return { registered: true, restoredOnFrontAt: "", pastPointOfNoReturn: false };
+    return { registered: true, restoredOnFrontAt: "", pastPointOfNoReturn: false, endedAs: "" };
   }
   openRsync(): never {
     throw new Error("the fake tunnel never opens a stream");
