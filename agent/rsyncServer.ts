@@ -40,12 +40,13 @@ export async function serveRsync(call: Stream, agent: SiteOperations, rsyncBin: 
   Object.assign(run, { migrationId, step });
   checkMigrationId(migrationId);
   checkStepName(step);
-  const invocation = checkServerArgs(args, await agent.migration(migrationId), step);
+  const spec = await agent.migration(migrationId);
+  run.site = spec.site;
+  const invocation = checkServerArgs(args, spec, step);
   // rsync follows a symlinked site folder: it must be a real directory inside the root (the new one may not exist yet)
   await agent.checkRsyncFolder(invocation.path.replace(/\/$/, ""), invocation.sender);
   // last, once nothing else refuses it: the step order, which writes a push down as begun
   const m = await agent.forwardMigration(migrationId, step);
-  run.site = m.site;
   // the data dirs are excluded on this side too, whatever the client asked: never sent, never deleted
   const serverArgs = [...invocation.args.slice(0, -2), ...m.dataDirs.map((d) => `--exclude=/${d}`), ...invocation.args.slice(-2)];
   const opLog = log.child({ migrationId, step });
