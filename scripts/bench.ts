@@ -63,6 +63,7 @@ async function main(): Promise<number> {
     const build = (size: number, uri: string): void => {
       for (const f of c.fronts) makeSite(f.root, FROM, uri, { files: size, privateFiles: Math.min(size, 100), seed: f.name });
       makeSite(c.masterRoot, FROM, uri, { files: masterFiles, privateFiles: 0, seed: 'stale' });
+      c.handOver();
     };
     const order = [{ size: sizes[0] ?? 50, warmUp: true }, ...Array.from({ length: runs }, () => sizes.map((size) => ({ size, warmUp: false }))).flat()];
     const jobs = order.map((o, i) => ({ ...o, uri: `s${o.size}-${i}.bench.test` }));
@@ -136,6 +137,7 @@ async function largePush(c: Cluster, mb: number, signal: AbortSignal): Promise<v
   const uri = `push${mb}.bench.test`;
   for (const f of c.fronts) makeSite(f.root, FROM, uri, { files: 10, privateFiles: 0, seed: f.name });
   makeSite(c.masterRoot, FROM, uri, { files: 0, privateFiles: 0, seed: 'stale' });
+  c.handOver();
   const web1 = c.fronts[0];
   if (!web1) return;
   const big = path.join(web1.root, FROM, 'sites', uri, 'libraries', 'big.bin');

@@ -60,6 +60,8 @@ async function main(): Promise<number> {
     makeSite(cluster.masterRoot, FROM, SITE, { files: Math.floor(FILES / 3), privateFiles: Math.floor(PRIVATE_FILES / 4), seed: 'hostmaster-stale' });
     makeSite(cluster.frontRoot('web1'), FROM, SITE, { files: FILES, privateFiles: PRIVATE_FILES, seed: 'web1' });
     makeSite(cluster.frontRoot('web2'), FROM, SITE, { files: FILES, privateFiles: PRIVATE_FILES, seed: 'web2', filesSymlinkTo: sharedFiles });
+    // the fronts' trees belong to the agents' user, as platforms belong to the aegir user
+    cluster.handOver();
     console.log(`site ${SITE} on ${FROM}: ${FILES} files in files/ and ${PRIVATE_FILES} in private/files on each front; web2's files -> ${sharedFiles} (${ms(t)})`);
 
     checkpoint();
