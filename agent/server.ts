@@ -146,10 +146,13 @@ export class AgentGrpcServer {
         Promise.resolve()
           .then(() => {
             client = this.clientName(call);
-            release = this.admit(client);
             // a backstop: whatever happens to the stream, its slot is given back when it closes
             call.once("close", () => release());
-            return serveRsync(call, this.ops, rsyncBin, log.child({ component: "rsync", client }));
+            // the slot is taken once the start frame is in: a stream that says nothing holds none
+            const rsyncOptions = { rsyncBin, idleMs: config.timeouts.unresponsive * 1000, log: log.child({ component: "rsync", client }) };
+            return serveRsync(call, this.ops, rsyncOptions, () => {
+              release = this.admit(client);
+            });
           })
           .then(
             (info) => audit.info({ op: "rsync", client, ...info, peer: call.getPeer(), result: "ok" }, "operation"),
@@ -191,7 +194,7 @@ export class AgentGrpcServer {
   /** A reloaded config: allowedClients and maxConcurrentOps apply to new calls; the rest needs a restart. */
   updateConfig(next: AgentConfig): void {
     this.settings = liveSettings(next);
-    const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel"] as const).filter(
+    const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel", "timeouts"] as const).filter(
       (k) => JSON.stringify(next[k]) !== JSON.stringify(this.config[k]),
     );
     this.log.info({ allowedClients: next.allowedClients, maxConcurrentOps: next.maxConcurrentOps }, "config reloaded");

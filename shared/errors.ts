@@ -38,6 +38,8 @@ export const ErrorCodes = {
   LOCKED: status.ALREADY_EXISTS,
   UNREACHABLE: status.UNAVAILABLE,
   BUSY: status.UNAVAILABLE,
+  // a stream whose other end says nothing: no start frame in time, or an rsync that stopped moving bytes
+  STREAM_IDLE: status.UNAVAILABLE,
   INCOMPATIBLE: status.FAILED_PRECONDITION,
   HOOK_FAILED: status.INTERNAL,
   RSYNC_FAILED: status.INTERNAL,

@@ -33,6 +33,7 @@ const CATALOGUE: [string, number][] = [
   ["LOCKED", 6],
   ["UNREACHABLE", 14],
   ["BUSY", 14],
+  ["STREAM_IDLE", 14],
   ["INCOMPATIBLE", 9],
   ["HOOK_FAILED", 13],
   ["RSYNC_FAILED", 13],
