@@ -80,6 +80,14 @@ export interface FrontSpec {
    * (plaintext is only allowed on loopback).
    */
   readonly netns?: { readonly name: string; readonly address: string };
+  /** extra keys of this front's agent.yaml, e.g. `{ timeouts: { unresponsive: 2 } }` */
+  readonly agentConfig?: Record<string, unknown>;
+  /**
+   * Run this front's agent as this (unprivileged) user, as production does: its root and state dir
+   * are made theirs, and the folders above them searchable. Needs root; plaintext (the TLS key files
+   * of a test PKI are root's).
+   */
+  readonly user?: { readonly uid: number; readonly gid: number };
 }
 
 export interface ClusterOptions {
@@ -166,6 +174,8 @@ export interface ClusterFront {
   env: Record<string, string>;
   /** the network namespace its agent runs in, if any */
   readonly netns: string | undefined;
+  /** the user its agent runs as, when not the test's own */
+  readonly user: { readonly uid: number; readonly gid: number } | undefined;
 }
 
 export interface Cluster {
@@ -221,7 +231,11 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     const configFile = path.join(dir, 'agent.yaml');
     const security = tls === undefined ? { insecure: true } : { tls: { ca: tls.ca, ...tls.front(spec.name) }, allowedClients: [...tls.allowedClients] };
     const listen = spec.netns === undefined ? '127.0.0.1:0' : `${spec.netns.address}:0`;
-    fs.writeFileSync(configFile, YAML.stringify({ listen, root, stateDir, ...security }));
+    fs.writeFileSync(configFile, YAML.stringify({ listen, root, stateDir, ...security, ...spec.agentConfig }));
+    if (spec.user !== undefined) {
+      for (const d of [baseDir, dir]) fs.chmodSync(d, 0o755);
+      for (const d of [root, stateDir]) fs.chownSync(d, spec.user.uid, spec.user.gid);
+    }
     return {
       name: spec.name,
       local,
@@ -233,6 +247,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
       process: null,
       env: { ...spec.env },
       netns: spec.netns?.name,
+      user: spec.user,
     };
   });
 
@@ -336,6 +351,7 @@ function spawnAgent(f: ClusterFront, agentBin: string, timeoutMs: number): Promi
     stderr: 'pipe',
     // The listening line is logged at info; a QM_LOG_LEVEL=warn inherited from a test would hide it.
     env: { QM_LOG_LEVEL: process.env.QM_AGENT_LOG_LEVEL ?? 'info', ...f.env },
+    ...(f.user !== undefined ? { uid: f.user.uid, gid: f.user.gid } : {}),
   });
   child.stdout.on('data', (chunk: Buffer) => log.write(chunk));
   child.stderr.on('data', (chunk: Buffer) => log.write(chunk));
