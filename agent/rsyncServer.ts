@@ -5,8 +5,7 @@
 // run. A stream that says nothing is ended: no start frame within START_MS, or no byte moved either way
 // for the unresponsive bound. A cancelled call ends the rsync daemon, never leaves it waiting.
 import { once } from "node:events";
-import type { FileHandle } from "node:fs/promises";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { type FileHandle, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ServerDuplexStream } from "@grpc/grpc-js";
@@ -70,8 +69,8 @@ export async function serveRsync(
   const m = await agent.forwardMigration(migrationId);
   const served = stepFolder(m, step);
   if (!served) throw refuse("rsync is only used by fetch-site and push-site");
-  // rsync must work in the site folder itself: a real directory inside the root, pinned by a descriptor
-  await agent.checkRsyncFolder(served.rel, served.direction === "send");
+  // rsync works in the site folder itself: a real directory inside the root (made for a push), pinned
+  // by a descriptor, so that a symlink or rename swapped in after the checks is never followed
   const folder = await agent.tree.root.openRealDirectory(served.rel, { create: served.direction === "receive", purpose: "rsync" });
   const opLog = opts.log.child({ migrationId, step });
   const chroot = opts.privileged ?? process.geteuid?.() === 0;

@@ -64,7 +64,7 @@ export function rsyncdConf(o: RsyncdConfOptions): string {
   return `${lines.join("\n")}\n`;
 }
 
-/** A value rsync reads literally: one line, `%` doubled (rsync expands %VAR%), no space in a list item. */
+/** A value rsync reads literally: one line, no surrounding space (rsync trims it), `%` doubled (rsync expands %VAR%). */
 function value(s: string): string {
   if (/[\n\r\0]/.test(s) || s.trim() !== s || s === "") throw new Error(`rsyncd.conf: unusable value ${JSON.stringify(s)}`);
   return s.replaceAll("%", "%%");
