@@ -1,6 +1,8 @@
 // The agent's configuration: one schema, defaults here, unknown keys rejected, every problem reported at once.
 import { z } from "zod";
 import { absPath, checkTransport, hostPort, isLoopback, loadYamlConfig, logLevel, tlsFiles } from "../shared/config.js";
+import type { QmError } from "../shared/errors.js";
+import { DEFAULT_DATA_DIRS, MAX_DATA_DIRS, checkDataDirSet } from "../shared/names.js";
 
 const schema = z
   .object({
@@ -18,7 +20,24 @@ const schema = z
       .object({ unresponsive: z.number().min(1).default(30) })
       .strict()
       .default({ unresponsive: 30 }),
+    /**
+     * seconds the agent works on one Hello, Preflight, Apply or Inspect before it answers TIMED_OUT and
+     * gives its slot back (a client may send no deadline); the controller's timeouts.apply by default
+     */
+    operationTimeout: z.number().positive().max(86_400).default(300),
+    /**
+     * the data dirs this front protects, relative to a site folder: a migration listing others is
+     * refused, and a site folder holding one of these is never removed, whatever a client says
+     */
+    dataDirs: z.array(z.string()).min(1).max(MAX_DATA_DIRS).default([...DEFAULT_DATA_DIRS]),
+    /** days the record of a migration that ended here (finished or rolled back) is kept, for audit */
+    keepFinished: z.number().min(0).default(30),
     logLevel: logLevel.default("info"),
+    /**
+     * run as root after all (refused by default): the agent is meant to run as the aegir user, as
+     * Aegir's backend does, so that a symlink race in a platform folder gains nothing
+     */
+    allowRoot: z.boolean().default(false),
   })
   .strict();
 
@@ -30,6 +49,11 @@ export async function loadAgentConfig(file: string): Promise<AgentConfig> {
   return loadYamlConfig(file, schema, (c, problem) => {
     checkTransport(c, problem);
     if (c.tls && c.allowedClients.length === 0) problem("allowedClients", "name at least one client certificate common name (the controller's)");
+    try {
+      checkDataDirSet(c.dataDirs);
+    } catch (err) {
+      problem("dataDirs", (err as QmError).message);
+    }
     if (c.insecure && !isLoopback(c.listen)) {
       problem("listen", `insecure (plaintext) mode is only allowed on a loopback address, not ${c.listen}`);
     }

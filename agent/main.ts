@@ -18,6 +18,7 @@ const USAGE_CODES = new Set(["CONFIG_INVALID", "USAGE", "INVALID_NAME", "NOT_REG
 async function serve(configFile: string): Promise<void> {
   const config = await loadAgentConfig(configFile);
   const log = createRootLogger("quick-migrate-agent", config.logLevel);
+  checkUser(configFile, config.allowRoot, log);
   const faultSetting = process.env[FAULT_ENV];
   const faults = parseFaults(faultSetting, (fault, fields) => log.warn({ fault, ...fields }, "fault injection: killing the agent"));
   if (faultSetting) log.warn({ fault: faultSetting }, "fault injection is on: for tests only");
@@ -28,12 +29,51 @@ async function serve(configFile: string): Promise<void> {
   const address = await server.listen();
   log.info({ address, root: config.root, rootId, stateDir: config.stateDir, tls: config.tls !== undefined, version: PACKAGE_VERSION }, "agent listening");
   const configWatch = watchConfig(configFile, server, log);
+  const pruning = prunePeriodically(server.ops.registry, config.keepFinished, log.child({ component: "prune" }));
   const shutdown = (signal: string) => {
+    clearInterval(pruning);
     log.info({ signal }, "agent stopping");
     void Promise.all([configWatch.close(), server.stop()]).then(() => process.exit(0));
   };
   process.once("SIGTERM", () => shutdown("SIGTERM"));
   process.once("SIGINT", () => shutdown("SIGINT"));
+}
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * The records of migrations that ended here more than `keepDays` ago go: now, and once a day. An
+ * unfinished migration's record is never pruned. A failed round is logged and tried again the next day.
+ */
+function prunePeriodically(registry: Registry, keepDays: number, log: Logger): NodeJS.Timeout {
+  const prune = () =>
+    registry.pruneEnded(keepDays * DAY_MS, Date.now()).then(
+      (ids) => {
+        if (ids.length > 0) log.info({ migrationIds: ids, keepFinished: keepDays }, "records of ended migrations pruned");
+      },
+      (err: unknown) => log.warn({ err: describeError(err) }, "pruning records of ended migrations failed"),
+    );
+  void prune();
+  const timer = setInterval(() => void prune(), DAY_MS);
+  timer.unref();
+  return timer;
+}
+
+/**
+ * The agent runs as the aegir user, like Aegir's own backend: whoever can write a platform folder (the
+ * aegir user, a site's PHP code) then gains nothing by racing symlinks under the agent. As root it
+ * starts only when its config says so, and says so.
+ */
+function checkUser(configFile: string, allowRoot: boolean, log: Logger): void {
+  if (process.getuid?.() !== 0) return;
+  if (!allowRoot) {
+    throw new QmError(
+      "CONFIG_INVALID",
+      `${configFile}: allowRoot: refusing to run as root: run the agent as the aegir user (User= in its systemd unit), or set allowRoot: true (see the README)`,
+      { key: "allowRoot" },
+    );
+  }
+  log.warn({ uid: 0 }, "running as root (allowRoot: true): run the agent as the aegir user instead");
 }
 
 /**
@@ -66,6 +106,13 @@ async function parkedList(configFile: string, json: boolean): Promise<number> {
 
 async function parkedRestore(configFile: string, migrationId: string): Promise<number> {
   const config = await loadAgentConfig(configFile);
+  // as root it would race a platform folder's symlinks with root's reach, and leave root-owned
+  // records and folders that the service (the aegir user) can no longer change
+  if (process.getuid?.() === 0 && !config.allowRoot) {
+    throw new QmError("USAGE", `refusing to run as root: run it as the agent's user, e.g. sudo -u aegir quick-migrate-agent parked restore ${migrationId} (or set allowRoot: true in ${configFile})`, {
+      key: "allowRoot",
+    });
+  }
   const report = await restoreParked(config.root, new Registry(config.stateDir), migrationId);
   process.stdout.write(`${formatRestoreReport(report).join("\n")}\n`);
   return restoreExitCode(report);

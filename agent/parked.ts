@@ -51,13 +51,18 @@ function abs(root: string, m: MigrationSpec, dataDir: string, place: DataPlace):
 
 /**
  * Where a data dir is: the ledger's `at`, unless a rename to `moving` was in flight and the disk shows
- * it happened (nothing at `at`, something at `moving`).
+ * it happened (nothing at `at`, something at `moving`). When neither holds it, its other places are
+ * looked at: a rename the ledger recorded and a crash lost leaves it where it was (its original path,
+ * say), and it is reported there rather than missing.
  */
 export async function locate(root: string, m: MigrationSpec, entry: LedgerEntry): Promise<{ place: DataPlace; exists: boolean }> {
   const atNow = await lstatOrNull(abs(root, m, entry.dataDir, entry.at));
-  if (atNow || entry.moving === undefined || entry.moving === entry.at) return { place: entry.at, exists: atNow !== null };
-  const movedNow = await lstatOrNull(abs(root, m, entry.dataDir, entry.moving));
-  return movedNow ? { place: entry.moving, exists: true } : { place: entry.at, exists: false };
+  if (atNow) return { place: entry.at, exists: true };
+  if (entry.moving !== undefined && entry.moving !== entry.at && (await lstatOrNull(abs(root, m, entry.dataDir, entry.moving)))) {
+    return { place: entry.moving, exists: true };
+  }
+  const found = await new SiteTree(root).whereIs(m, entry).catch(() => undefined);
+  return found ? { place: found, exists: true } : { place: entry.at, exists: false };
 }
 
 /** Ledger entries in the migration's data-dir order. */
@@ -176,8 +181,8 @@ async function restoreLocked(root: string, registry: Registry, record: Migration
       continue;
     }
     try {
-      if (recorded.moving !== undefined) {
-        // a rename was in flight when the agent stopped: record where the disk shows the data dir is
+      if (recorded.moving !== undefined || where.place !== recorded.at) {
+        // a rename was in flight when the agent stopped, or one recorded was lost: record where the disk shows the data dir is
         const entries = await ledger.entries();
         const entry = entries.find((e) => e.dataDir === dataDir);
         if (entry) {
@@ -235,7 +240,12 @@ export function formatParkedList(list: ParkedList): string[] {
   }
   return list.entries.map((e) => {
     const kind = e.kind === "symlink" ? `symlink → ${e.linkTarget ?? "?"}` : "directory";
-    const inFlight = e.moving === undefined ? "" : ` (ledger: at ${e.ledgerAt}, moving to ${e.moving})`;
+    const inFlight =
+      e.moving !== undefined
+        ? ` (ledger: at ${e.ledgerAt}, moving to ${e.moving})`
+        : e.exists && e.place !== e.ledgerAt
+          ? ` (ledger: at ${e.ledgerAt}; found at ${e.place === "old" ? "its original path" : e.place}: a rename recorded before a crash was lost)`
+          : "";
     return `${e.migrationId} ${e.site} ${e.dataDir}: at ${e.place} ${e.path}${inFlight} [${kind}, ${e.exists ? "present" : "MISSING"}]; original ${e.originalPath}`;
   });
 }

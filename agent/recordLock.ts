@@ -3,7 +3,7 @@
 // lock file, created exclusively, for as long as they change the record or the tree under it. A lock
 // left by a process that is gone (same pid, other start time, or none) is broken.
 import { readFileSync } from "node:fs";
-import { open, readFile, rm } from "node:fs/promises";
+import { open, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { QmError } from "../shared/errors.js";
 import { checkMigrationId } from "../shared/names.js";
@@ -24,6 +24,8 @@ function startTimeOf(pid: number): string | undefined {
   }
 }
 
+const TORN_AFTER_MS = 2000;
+
 const alive = (h: Holder): boolean => h.pid > 0 && startTimeOf(h.pid) === h.startTime;
 
 export interface RecordLockOptions {
@@ -43,9 +45,13 @@ export async function withRecordLock<T>(stateDir: string, id: string, opts: Reco
       const fh = await open(file, "wx", 0o600);
       try {
         await fh.writeFile(`${JSON.stringify(me)}\n`);
-      } finally {
-        await fh.close();
+      } catch (err) {
+        // a full state dir: no lock half-made is left behind to block every later writer
+        await fh.close().catch(() => undefined);
+        await rm(file, { force: true });
+        throw err;
       }
+      await fh.close();
       break;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
@@ -58,7 +64,9 @@ export async function withRecordLock<T>(stateDir: string, id: string, opts: Reco
     } catch {
       holder = undefined; // being written, or torn by a crash: judged again on the next round
     }
-    if (holder && !alive(holder)) {
+    // an unreadable lock a few seconds old was torn by a crash, not being written
+    const torn = holder === undefined && Date.now() - ((await stat(file).catch(() => undefined))?.mtimeMs ?? Date.now()) > TORN_AFTER_MS;
+    if (torn || (holder && !alive(holder))) {
       await rm(file, { force: true });
       continue;
     }

@@ -1,12 +1,14 @@
 // The agent's own durable record, under its state dir: each migration it was told about at preflight,
 // and where each of that migration's data dirs is (the ledger). It outlives the hostmaster and its journal.
-import { readFile, readdir } from "node:fs/promises";
+import { readFile, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { QmError } from "../shared/errors.js";
 import { writeJsonAtomic } from "../shared/fsutil.js";
 import { type MigrationSpec, checkMigration } from "../shared/migration.js";
 import { checkMigrationId } from "../shared/names.js";
 import type { ChangeRecord, Ledger, LedgerEntry } from "../shared/siteTree.js";
+import { withRecordLock } from "./recordLock.js";
+import { type FrontState, INITIAL_STATE, deriveState } from "./stepOrder.js";
 
 /**
  * The last result of one Apply of a (step, action), for audit. Never replayed: a repeated Apply does the
@@ -36,6 +38,15 @@ export interface MigrationRecord {
    * migration only goes back (the hostmaster's rollback), never forward
    */
   restoredOnFrontAt?: string;
+  /** where the migration stands in the step order on this front; absent in records written before it was kept */
+  state?: FrontState;
+}
+
+/** The record's state in the step order: as kept, or derived from its operations and ledger (older records). Pure. */
+export function frontStateOf(record: MigrationRecord): FrontState {
+  if (record.state) return record.state;
+  const operations = Object.entries(record.operations ?? {}).map(([key, op]) => ({ key, at: op.at, ok: op.changes !== undefined }));
+  return deriveState(record.local, operations, record.ledger);
 }
 
 /** This front was asked to remove the old site folder: the migration is past its point of no return here. */
@@ -78,7 +89,7 @@ export class Registry {
       }
       return existing;
     }
-    const record: MigrationRecord = { migration, local, registeredAt: new Date().toISOString(), ledger: [], operations: {} };
+    const record: MigrationRecord = { migration, local, registeredAt: new Date().toISOString(), ledger: [], operations: {}, state: INITIAL_STATE };
     await writeJsonAtomic(this.file(migration.id), record);
     return record;
   }
@@ -92,7 +103,7 @@ export class Registry {
       throw err;
     }
     const record = JSON.parse(text) as MigrationRecord;
-    record.migration = checkMigration(record.migration);
+    record.migration = checkMigration(record.migration, { storedRecord: true });
     return record;
   }
 
@@ -124,6 +135,35 @@ export class Registry {
     const count = (operations[key]?.count ?? 0) + 1;
     operations[key] = { at: new Date().toISOString(), count, ...structuredClone(result) };
     await writeJsonAtomic(this.file(record.migration.id), record);
+  }
+
+  /** Writes the record as it is now (atomically, fsynced). */
+  async save(record: MigrationRecord): Promise<void> {
+    await writeJsonAtomic(this.file(record.migration.id), record);
+  }
+
+  /**
+   * Deletes the records of migrations that ended on this front (finished, or rolled back) more than
+   * `keepMs` before `now`, each under its lock; an unfinished one, or one that cannot be read, is never
+   * deleted. Returns the ids deleted.
+   */
+  async pruneEnded(keepMs: number, now: number): Promise<string[]> {
+    const pruned: string[] = [];
+    const expired = (record: MigrationRecord | undefined): boolean => {
+      const ended = record ? frontStateOf(record).ended : undefined;
+      return record !== undefined && ended !== undefined && Date.parse(ended.at) + keepMs <= now && !isUnfinished(record);
+    };
+    for (const id of await this.ids()) {
+      if (!expired(await this.find(id).catch(() => undefined))) continue;
+      const done = await withRecordLock(this.stateDir, id, { what: "the agent's pruning of ended migrations" }, async () => {
+        // read again under the lock: `parked restore` may have changed it meanwhile
+        if (!expired(await this.find(id).catch(() => undefined))) return false;
+        await rm(this.file(id));
+        return true;
+      }).catch(() => false);
+      if (done) pruned.push(id);
+    }
+    return pruned;
   }
 
   /** Marks the migration as put back by `parked restore` on this front (see MigrationRecord.restoredOnFrontAt). */

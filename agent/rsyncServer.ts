@@ -27,6 +27,17 @@ export const START_MS = 5000;
 /** The descriptor of the site folder in the rsync daemon: its module's path is `/proc/self/fd/3`. */
 const FOLDER_FD = 3;
 
+/** What the audit line of one tunnelled rsync records, filled in as it becomes known (also when it is refused). */
+export interface RsyncRun {
+  migrationId?: string;
+  step?: string;
+  site?: string;
+  exitCode?: number;
+  /** bytes of rsync's stream: from the controller's rsync to ours, and back */
+  bytesIn: number;
+  bytesOut: number;
+}
+
 export interface RsyncServeOptions {
   readonly rsyncBin: string;
   /** a running rsync that moves no byte either way for this long is ended (timeouts.unresponsive) */
@@ -44,7 +55,7 @@ function stepFolder(m: MigrationSpec, step: string): { rel: string; direction: R
 }
 
 /**
- * Serves one tunnelled rsync; resolves with what the audit line records. `admit` is called once the
+ * Serves one tunnelled rsync, recording in `run` what its audit line says. `admit` is called once the
  * start frame is in (authorisation and the operation slot); it throws to refuse.
  */
 export async function serveRsync(
@@ -52,23 +63,33 @@ export async function serveRsync(
   agent: SiteOperations,
   opts: RsyncServeOptions,
   admit: () => void,
-): Promise<{ migrationId: string; site: string; step: string; exitCode: number }> {
+  run: RsyncRun,
+): Promise<void> {
   const cancelled = new AbortController();
   call.on("cancelled", () => cancelled.abort());
   // the iterator must not destroy the call when the client half-closes: its status could not be sent
   const frames = call.iterator({ destroyOnReturn: false }) as AsyncIterator<RsyncFrame>;
   const start = await firstFrame(frames, cancelled.signal);
+  const { migrationId, step, args } = start;
+  Object.assign(run, { migrationId, step });
   admit();
 
-  const { migrationId, step, args } = start;
   checkMigrationId(migrationId);
   checkStepName(step);
   const refuse = (why: string) => new QmError("TUNNEL_REFUSED", `rsync tunnel refused for ${step} of ${migrationId}: ${why}`, { step });
   // the client's remote shell says what its rsync asked for; the agent runs its own command whatever it is
   if (!isDaemonOverRsh(args)) throw refuse(`the remote shell must be asked for \`rsync --server --daemon .\` (rsync's daemon protocol over the tunnel), not ${JSON.stringify(args).slice(0, 200)}`);
-  const m = await agent.forwardMigration(migrationId);
-  const served = stepFolder(m, step);
+  const registered = await agent.migration(migrationId);
+  run.site = registered.site;
+  const served = stepFolder(registered, step);
   if (!served) throw refuse("rsync is only used by fetch-site and push-site");
+  // the folder is looked at before the step order is written down, changing nothing: a symlink, a parent
+  // leading out of the root or an absent folder to read is refused here (the pinned open below is what
+  // rsync is confined by; it refuses the same, and a swap after this look)
+  await agent.checkRsyncFolder(served.rel, served.direction === "send");
+  // last, once nothing else refuses it: the step order, which writes a push down as begun
+  const m = await agent.forwardMigration(migrationId, step);
+  run.site = m.site;
   // rsync works in the site folder itself: a real directory inside the root (made for a push), pinned
   // by a descriptor, so that a symlink or rename swapped in after the checks is never followed
   const folder = await agent.tree.root.openRealDirectory(served.rel, { create: served.direction === "receive", purpose: "rsync" });
@@ -93,9 +114,8 @@ export async function serveRsync(
       { mode: 0o600, flag: "wx" },
     );
     opLog.info({ folder: served.rel, direction: served.direction, chroot }, "rsync server start");
-    const result = await pipeDaemon(call, frames, cancelled, folder, { ...opts, config, cwd: dir, log: opLog });
+    const result = await pipeDaemon(call, frames, cancelled, folder, run, { ...opts, config, cwd: dir, log: opLog });
     if (result.exitCode !== 0) opLog.warn({ daemonLog: await tail(logFile) }, "rsync daemon log");
-    return { migrationId, site: m.site, step, exitCode: result.exitCode };
   } finally {
     await folder.close();
     if (dir) await rm(dir, { recursive: true, force: true });
@@ -127,6 +147,7 @@ async function pipeDaemon(
   frames: AsyncIterator<RsyncFrame>,
   cancelled: AbortController,
   folder: FileHandle,
+  run: RsyncRun,
   opts: RsyncServeOptions & { config: string; cwd: string },
 ): Promise<{ exitCode: number }> {
   const { log } = opts;
@@ -198,6 +219,7 @@ async function pipeDaemon(
         const f = next.value.frame;
         if (f?.$case !== "data") throw new QmError("USAGE", "rsync tunnel: only data frames may follow `start`");
         move();
+        run.bytesIn += f.value.length;
         if (!stdin.write(f.value)) await once(stdin, "drain", { signal: cancelled.signal });
       }
     } finally {
@@ -210,6 +232,7 @@ async function pipeDaemon(
   const forward = async (source: NodeJS.ReadableStream, kind: "data" | "stderr") => {
     for await (const chunk of source) {
       move();
+      if (kind === "data") run.bytesOut += (chunk as Buffer).length;
       await write({ frame: { $case: kind, value: chunk as Buffer } });
     }
   };
@@ -222,6 +245,7 @@ async function pipeDaemon(
     clearInterval(idleCheck);
   }
   const code = result.exitCode ?? 255;
+  run.exitCode = code;
   log.info({ exitCode: code, signal: result.signal, cancelled: cancelled.signal.aborted, idle, maxRssKb: process.resourceUsage().maxRSS }, "rsync server end");
   if (idle) {
     throw new QmError("STREAM_IDLE", `rsync tunnel: no byte moved either way for ${opts.idleMs / 1000} s (timeouts.unresponsive): rsync ended`);

@@ -1,5 +1,5 @@
 // The agent's gRPC server: thin handlers over SiteOperations, errors mapped to a small set of status codes
-// with the quick-migrate error code in trailing metadata, one audit log line per operation.
+// with the quick-migrate error code in trailing metadata, one audit log line per call (audit.ts).
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { ERROR_CODE_METADATA_KEY, QmError, describeError } from "../shared/errors.js";
@@ -9,20 +9,28 @@ import type { Logger } from "../shared/logger.js";
 import type { MigrationSpec } from "../shared/migration.js";
 import type { ChangeRecord } from "../shared/siteTree.js";
 import { actionFromWire, kindToWire } from "../shared/wire.js";
+import { type AuditFields, CallAudit, auditHandshakes } from "./audit.js";
 import type { AgentConfig } from "./config.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
+import { MAX_WATCHES_PER_CLIENT, addHealthService } from "./health.js";
 import { SiteOperations } from "./siteOperations.js";
 import { Registry } from "./registry.js";
-import { serveRsync } from "./rsyncServer.js";
+import { type RsyncRun, serveRsync } from "./rsyncServer.js";
 import { WatchedTls } from "./tlsFiles.js";
 
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+const KEEPALIVE_MS = 30_000;
 
 export function toServiceError(err: unknown): Partial<grpc.ServiceError> {
   const qm = err instanceof QmError ? err : new QmError("INTERNAL", describeError(err), {}, { cause: err });
   const metadata = new grpc.Metadata();
   metadata.set(ERROR_CODE_METADATA_KEY, qm.code);
   return { code: qm.grpcStatus, details: qm.message, metadata };
+}
+
+/** Ends a streaming call with the error's status. Emit, not destroy: grpc-js sends a destroyed stream's client no status (it would wait for its deadline). */
+function endWithError(call: { emit(event: "error", err: Error): boolean }, err: unknown): void {
+  call.emit("error", Object.assign(new Error(describeError(err)), toServiceError(err)));
 }
 
 function specFromWire(m: Migration | undefined): MigrationSpec {
@@ -48,14 +56,20 @@ function changesToWire(changes: ChangeRecord[]): ApplyResponse {
 interface LiveSettings {
   readonly allowedClients: ReadonlySet<string>;
   readonly maxConcurrentOps: number;
+  readonly operationTimeoutMs: number;
 }
 
-const liveSettings = (c: AgentConfig): LiveSettings => ({ allowedClients: new Set(c.allowedClients), maxConcurrentOps: c.maxConcurrentOps });
+const liveSettings = (c: AgentConfig): LiveSettings => ({
+  allowedClients: new Set(c.allowedClients),
+  maxConcurrentOps: c.maxConcurrentOps,
+  operationTimeoutMs: c.operationTimeout * 1000,
+});
 
 export class AgentGrpcServer {
   readonly server: grpc.Server;
   readonly ops: SiteOperations;
   readonly health: HealthImplementation;
+  private readonly audit: CallAudit;
   private settings: LiveSettings;
   private active = 0;
   private tls: WatchedTls | undefined;
@@ -66,41 +80,63 @@ export class AgentGrpcServer {
     rsyncBin = "rsync",
     faults: AgentFaults = NO_FAULTS,
   ) {
-    this.ops = new SiteOperations(config.root, new Registry(config.stateDir), faults);
+    this.ops = new SiteOperations(config.root, new Registry(config.stateDir), { dataDirs: config.dataDirs }, faults);
     this.settings = liveSettings(config);
     this.server = new grpc.Server({
       "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
       "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+      // a client gone without a word (link down, host off) answers no ping: its connection is dropped, and
+      // with it the streams it held open (health Watch, rsync), instead of holding them for ever
+      "grpc.keepalive_time_ms": KEEPALIVE_MS,
+      "grpc.keepalive_timeout_ms": KEEPALIVE_MS,
     });
-    // the standard health service: any client the TLS layer let in (CA-signed) may ask
+    this.audit = new CallAudit(log.child({ component: "rpc" }));
+    // the standard health service: any client the TLS layer let in (CA-signed) may ask; its Watch streams are bounded per client
     this.health = new HealthImplementation({ "": "SERVING", "quickmigrate.v1.Agent": "SERVING" });
-    this.health.addToServer(this.server);
+    addHealthService(this.server, this.health, {
+      perClient: MAX_WATCHES_PER_CLIENT,
+      clientOf: (call) => this.clientName(call),
+      refuse: (call, client, err) => {
+        this.audit.end({ op: "health.watch", client, peer: call.getPeer(), service: (call.request as { service?: unknown }).service }, err);
+        endWithError(call, err);
+      },
+    });
 
-    const audit = log.child({ component: "rpc" });
-    /** `fields` names the request in the audit line; `fn` may add to it (the site of a migration id). */
-    const unary = <Req, Res>(op: string, fields: (req: Req) => object, fn: (req: Req, audit: Record<string, unknown>) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> =>
+    /**
+     * `fields` names the request in the audit line; `fn` may add to it (the site of a migration id).
+     * The call's slot is held while the agent works on it, and no longer than operationTimeout: a call
+     * still running then is answered TIMED_OUT (what it did in the end gets a line of its own).
+     */
+    const unary = <Req, Res>(op: string, fields: (req: Req) => object, fn: (req: Req, audit: AuditFields) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> =>
       (call, callback) => {
-        let context: Record<string, unknown> = {};
-        let client = "?";
+        const line: AuditFields = { op, client: "?", peer: call.getPeer() };
         let release = () => undefined as void;
+        let timer: NodeJS.Timeout | undefined;
+        let answered = false;
+        const answer = (err: unknown, res?: Res): void => {
+          answered = true;
+          clearTimeout(timer);
+          release();
+          this.audit.end(line, err);
+          if (err === undefined) callback(null, res);
+          else callback(toServiceError(err));
+        };
         Promise.resolve()
           .then(() => {
-            client = this.clientName(call);
-            context = { ...fields(call.request) };
-            release = this.admit(client);
-            return fn(call.request, context);
+            line.client = this.clientName(call);
+            Object.assign(line, fields(call.request));
+            release = this.admit(line.client);
+            const limitMs = this.settings.operationTimeoutMs;
+            timer = setTimeout(
+              () => answer(new QmError("TIMED_OUT", `${op} did not finish within operationTimeout (${limitMs / 1000} s); it may still finish`)),
+              limitMs,
+            );
+            return fn(call.request, line);
           })
           .then(
-            (res) => {
-              audit.info({ op, client, ...context, peer: call.getPeer(), result: "ok" }, "operation");
-              callback(null, res);
-            },
-            (err: unknown) => {
-              audit.warn({ op, client, ...context, peer: call.getPeer(), result: "error", err }, "operation");
-              callback(toServiceError(err));
-            },
-          )
-          .finally(() => release());
+            (res) => (answered ? this.audit.late(line) : answer(undefined, res)),
+            (err: unknown) => (answered ? this.audit.late(line, err) : answer(err)),
+          );
       };
 
     const handlers: AgentServer = {
@@ -137,29 +173,32 @@ export class AgentGrpcServer {
         async (req) => {
           checkMigrationId(req.migrationId);
           const r = await this.ops.inspect(req.migrationId);
-          return { registered: r.registered, restoredOnFrontAt: r.restoredOnFrontAt, pastPointOfNoReturn: r.pastPointOfNoReturn };
+          return { registered: r.registered, restoredOnFrontAt: r.restoredOnFrontAt, pastPointOfNoReturn: r.pastPointOfNoReturn, endedAs: r.endedAs };
         },
       ),
       rsync: (call) => {
-        let client = "?";
+        const line: AuditFields = { op: "rsync", client: "?", peer: call.getPeer() };
+        // filled in by the tunnel as it learns them: the migration from the start frame, the bytes each way
+        const run: RsyncRun = { bytesIn: 0, bytesOut: 0 };
         let release = () => undefined as void;
         Promise.resolve()
           .then(() => {
-            client = this.clientName(call);
+            line.client = this.clientName(call);
+            const client = line.client;
             // a backstop: whatever happens to the stream, its slot is given back when it closes
             call.once("close", () => release());
             // the slot is taken once the start frame is in: a stream that says nothing holds none
             const rsyncOptions = { rsyncBin, idleMs: config.timeouts.unresponsive * 1000, log: log.child({ component: "rsync", client }) };
-            return serveRsync(call, this.ops, rsyncOptions, () => {
+            const admit = () => {
               release = this.admit(client);
-            });
+            };
+            return serveRsync(call, this.ops, rsyncOptions, admit, run);
           })
           .then(
-            (info) => audit.info({ op: "rsync", client, ...info, peer: call.getPeer(), result: "ok" }, "operation"),
+            () => this.audit.end({ ...line, ...run }),
             (err: unknown) => {
-              audit.warn({ op: "rsync", client, peer: call.getPeer(), result: "error", err }, "operation");
-              // emit, not destroy: grpc-js sends a destroyed stream's client no status (it would wait for its deadline)
-              call.emit("error", Object.assign(new Error(describeError(err)), toServiceError(err)));
+              this.audit.end({ ...line, ...run }, err);
+              endWithError(call, err);
             },
           )
           .finally(() => release());
@@ -191,13 +230,13 @@ export class AgentGrpcServer {
     };
   }
 
-  /** A reloaded config: allowedClients and maxConcurrentOps apply to new calls; the rest needs a restart. */
+  /** A reloaded config: allowedClients, maxConcurrentOps and operationTimeout apply to new calls; the rest needs a restart. */
   updateConfig(next: AgentConfig): void {
     this.settings = liveSettings(next);
-    const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel", "timeouts"] as const).filter(
+    const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel", "timeouts", "dataDirs", "keepFinished", "allowRoot"] as const).filter(
       (k) => JSON.stringify(next[k]) !== JSON.stringify(this.config[k]),
     );
-    this.log.info({ allowedClients: next.allowedClients, maxConcurrentOps: next.maxConcurrentOps }, "config reloaded");
+    this.log.info({ allowedClients: next.allowedClients, maxConcurrentOps: next.maxConcurrentOps, operationTimeout: next.operationTimeout }, "config reloaded");
     if (fixed.length > 0) this.log.warn({ keys: fixed }, "config keys changed that take effect only at the next start");
   }
 
@@ -215,6 +254,9 @@ export class AgentGrpcServer {
     const port = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(this.config.listen, creds, (err, p) => (err ? reject(err) : resolve(p)));
     });
+    if (this.tls && !auditHandshakes(this.server, this.audit)) {
+      this.log.warn("TLS handshakes that fail cannot be audited with this grpc-js: a client refused for its certificate leaves no line");
+    }
     return this.config.listen.replace(/:\d+$/, `:${port}`);
   }
 

@@ -102,8 +102,20 @@ export class ClusterIO {
     this.siteLock = await SiteLock.takeOver(this.deps.stateDir, this.sites, this.m.id);
   }
 
+  /** whether this process holds the migration's lock (took it, or took it over) */
+  get holdsLock(): boolean {
+    return this.siteLock !== undefined;
+  }
+
   async releaseLock(): Promise<void> {
     await this.siteLock?.release();
+    this.siteLock = undefined;
+  }
+
+  /** A run that ends needing attention: the site stays locked for the migration, by no process. */
+  async handBackLock(): Promise<void> {
+    await this.siteLock?.handBack();
+    this.siteLock = undefined;
   }
 
   front(host: string): AgentConnectionLike {
@@ -114,22 +126,29 @@ export class ClusterIO {
 
   /**
    * What every front's own record says of this migration: those whose operator put the data back with
-   * `parked restore` (the migration can then only go back), and those that did not answer.
+   * `parked restore` (the migration can then only go back), those where a rollback that stopped
+   * part-way got all the way back (they accept the migration again only after a new preflight), and
+   * those that did not answer.
    */
-  async frontsRecords(): Promise<{ restored: Array<{ host: string; at: string }>; unanswered: Array<{ host: string; err: unknown }> }> {
+  async frontsRecords(): Promise<{ restored: Array<{ host: string; at: string }>; rolledBack: string[]; unanswered: Array<{ host: string; err: unknown }> }> {
     const restored: Array<{ host: string; at: string }> = [];
+    const rolledBack: string[] = [];
     const unanswered: Array<{ host: string; err: unknown }> = [];
     await Promise.all(
       this.deps.plan.fronts.map(async ({ name }) => {
         try {
           const r = await this.front(name).inspect(this.m.id);
           if (r.restoredOnFrontAt) restored.push({ host: name, at: r.restoredOnFrontAt });
+          if (r.endedAs === "rolled-back") rolledBack.push(name);
         } catch (err) {
           unanswered.push({ host: name, err });
         }
       }),
     );
-    return { restored, unanswered };
+    // in config order, as every step's hosts are
+    const order = this.deps.plan.fronts.map((f) => f.name);
+    rolledBack.sort((a, b) => order.indexOf(a) - order.indexOf(b));
+    return { restored, rolledBack, unanswered };
   }
 
   /** The StepIO of one step, forward or undoing. */
@@ -146,8 +165,15 @@ export class ClusterIO {
         if (this.siteLock) return "lock taken over";
         // the journal first: a crash between the two leaves a journal that resume or rollback can finish
         const journal = await Journal.create(this.deps.stateDir, m.id, { plan, createdAt: new Date().toISOString() });
-        await this.rec.open(journal);
-        this.siteLock = await SiteLock.acquire(this.deps.stateDir, this.sites, m.id);
+        try {
+          await this.rec.open(journal);
+          this.siteLock = await SiteLock.acquire(this.deps.stateDir, this.sites, m.id);
+        } catch (err) {
+          // nothing was changed on any host: a journal that could not be written whole (a full state
+          // dir), or that lost the race for the lock, is not left behind
+          await this.rec.discard().catch(() => undefined);
+          throw err;
+        }
         return `locked ${this.sites.join(", ")}; journal ${journal.dir}`;
       },
       unlock: async () => {

@@ -3,7 +3,7 @@
 import { z } from "zod";
 import { absPath, checkTransport, hostPort, isLoopback, loadYamlConfig, logLevel, tlsFiles } from "../shared/config.js";
 import { QmError } from "../shared/errors.js";
-import { checkDataDirSet } from "../shared/names.js";
+import { DEFAULT_DATA_DIRS, MAX_DATA_DIRS, checkDataDirSet } from "../shared/names.js";
 import { HOOK_NAMES, PLACEHOLDERS } from "./hooks.js";
 
 export const DEFAULT_CONTROLLER_CONFIG = "/etc/quick-migrate/controller.yaml";
@@ -23,7 +23,7 @@ const schema = z
   .object({
     root: absPath,
     stateDir: absPath,
-    dataDirs: z.array(z.string()).min(1).default(["files", "private/files"]),
+    dataDirs: z.array(z.string()).min(1).max(MAX_DATA_DIRS).default([...DEFAULT_DATA_DIRS]),
     insecure: z.boolean().default(false),
     tls: tlsFiles.optional(),
     fronts: z.array(front).min(1, "at least one front is needed"),
@@ -66,6 +66,10 @@ export async function loadControllerConfig(file: string): Promise<ControllerConf
       checkDataDirSet(c.dataDirs);
     } catch (err) {
       problem("dataDirs", (err as QmError).message);
+    }
+    // without a dump there is nothing to restore: updatedb could not be undone, dbRestore would have no file
+    for (const name of ["updatedb", "dbRestore"] as const) {
+      if (c.hooks[name] && !c.hooks.dbDump) problem(`hooks.${name}`, "needs hooks.dbDump: a rollback restores the database from the dump it writes");
     }
     for (const [name, argv] of Object.entries(c.hooks)) {
       for (const arg of argv ?? []) {

@@ -36,38 +36,62 @@ export class FanOut {
     return tally;
   }
 
+  /**
+   * One attempt on each host. A host's change is attempted only once its intent is journaled; a
+   * journal that cannot be written (a full state dir) is not a host's failure: every host's part is let
+   * finish, then the journal's error is thrown, and the runner stops going forward.
+   */
   private async once(step: string, hosts: readonly string[], work: HostWork, tally: StepTally, undo: boolean): Promise<void> {
     const { rec } = this;
     const id = rec.migrationId;
     const u = undo ? { undo: true as const } : {};
+    let journalError: unknown;
+    const journal = async (write: Promise<void>): Promise<boolean> => {
+      try {
+        await write;
+        return true;
+      } catch (err) {
+        journalError ??= err;
+        return false;
+      }
+    };
     for (const h of hosts) tally.failed.delete(h);
     const t0 = this.clock.now();
-    await rec.emit({ event: "step-start", migrationId: id, step, ...u });
+    if (!(await journal(rec.emit({ event: "step-start", migrationId: id, step, ...u })))) throw journalError;
     await Promise.all(
       hosts.map(async (host) => {
-        await rec.intent(step, host, step, undo);
+        if (!(await journal(rec.intent(step, host, step, undo)))) {
+          tally.fail(host, asError(journalError));
+          return;
+        }
         try {
           const detail = await work(host);
           tally.ack(host, detail);
-          await rec.emit({ event: "ack", migrationId: id, step, host, ok: true, detail, ...u });
-          this.afterAck(step, host, undo);
+          if (await journal(rec.emit({ event: "ack", migrationId: id, step, host, ok: true, detail, ...u }))) this.afterAck(step, host, undo);
         } catch (err) {
-          const e = err instanceof Error ? err : new Error(String(err));
+          const e = asError(err);
           tally.fail(host, e);
           this.log.warn({ migrationId: id, step, host, undo, err: e }, "host failed step");
-          await rec.emit({ event: "ack", migrationId: id, step, host, ok: false, detail: describeError(e), code: errorCode(e), ...u });
+          await journal(rec.emit({ event: "ack", migrationId: id, step, host, ok: false, detail: describeError(e), code: errorCode(e), ...u }));
         }
       }),
     );
-    await rec.emit({
-      event: "step-end",
-      migrationId: id,
-      step,
-      ok: tally.ok,
-      acked: tally.acked.size,
-      expected: tally.expected.length,
-      durationMs: this.clock.now() - t0,
-      ...u,
-    });
+    await journal(
+      rec.emit({
+        event: "step-end",
+        migrationId: id,
+        step,
+        ok: tally.ok && journalError === undefined,
+        acked: tally.acked.size,
+        expected: tally.expected.length,
+        durationMs: this.clock.now() - t0,
+        ...u,
+      }),
+    );
+    if (journalError !== undefined) throw journalError;
   }
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
 }

@@ -1,10 +1,10 @@
 // The hostmaster's journal (DESIGN §7): one folder per migration under the state dir with the plan,
 // written once atomically, and an append-only event log, one fsynced JSON line per event. Also the
 // hostmaster's own ledger of parked data. The per-site lock is in siteLock.ts.
-import { mkdir, readFile, rm } from "node:fs/promises";
+import { mkdir, open, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { QmError } from "../shared/errors.js";
-import { appendLineDurable, fsyncDir, writeJsonAtomic } from "../shared/fsutil.js";
+import { QmError, fsError } from "../shared/errors.js";
+import { appendLineDurable, fsyncDir, mkdirDurable, writeJsonAtomic } from "../shared/fsutil.js";
 import { checkMigrationId } from "../shared/names.js";
 import type { Ledger, LedgerEntry } from "../shared/siteTree.js";
 import type { JournalEvent } from "./journalState.js";
@@ -19,17 +19,26 @@ export class Journal {
   /** Creates the migration's folder (it must not exist) and writes the plan once, atomically. */
   static async create(stateDir: string, migrationId: string, plan: unknown): Promise<Journal> {
     const dir = Journal.folder(stateDir, migrationId);
-    await mkdir(join(stateDir, "migrations"), { recursive: true, mode: 0o700 });
+    await mkdirDurable(join(stateDir, "migrations"), 0o700);
     try {
       await mkdir(dir, { mode: 0o700 });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "EEXIST") {
         throw new QmError("CONFLICT", `journal ${dir} already exists`, { path: dir });
       }
-      throw err;
+      throw fsError(err, dir, "create the journal");
     }
-    await fsyncDir(join(stateDir, "migrations"));
-    await writeJsonAtomic(join(dir, "plan.json"), plan);
+    try {
+      await fsyncDir(join(stateDir, "migrations"));
+      await writeJsonAtomic(join(dir, "plan.json"), plan);
+      // the event log exists from the start, its name fsynced with the plan's: appends only add lines
+      await (await open(join(dir, "events.jsonl"), "wx", 0o600)).close();
+      await fsyncDir(dir);
+    } catch (err) {
+      // a journal without its plan is no journal (a full state dir, say): nothing of it is left
+      await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      throw fsError(err, dir, "create the journal");
+    }
     return new Journal(dir);
   }
 
@@ -60,16 +69,9 @@ export class Journal {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     }
     const lines = text.split("\n");
-    // a crash can tear only the line being appended: one last line without its newline is dropped
-    const torn = lines.pop();
-    if (torn) {
-      try {
-        JSON.parse(torn);
-        lines.push(torn);
-      } catch {
-        // dropped
-      }
-    }
+    // a line is whole only with its newline: one torn by a crash or a full disk is dropped here, and cut
+    // off before the next append (appendLineDurable)
+    lines.pop();
     const events = lines.map((line, i) => {
       try {
         const e = JSON.parse(line) as JournalEvent;
@@ -82,8 +84,14 @@ export class Journal {
     return { journal: new Journal(dir), document, events };
   }
 
+  /** Appends one event, whole or not at all; fails with IO naming the journal (a full state dir, say). */
   async append(event: object): Promise<void> {
-    await appendLineDurable(join(this.dir, "events.jsonl"), JSON.stringify({ time: new Date().toISOString(), ...event }));
+    const file = join(this.dir, "events.jsonl");
+    try {
+      await appendLineDurable(file, JSON.stringify({ time: new Date().toISOString(), ...event }));
+    } catch (err) {
+      throw fsError(err, file, "append to the journal");
+    }
   }
 
   /** Only for an attempt that changed nothing (it lost the race for the lock). */

@@ -51,10 +51,18 @@ export class Recorder {
     await this.note(e);
   }
 
-  /** Journaled only. */
+  /**
+   * Journaled only. An event that cannot be journaled (a full state dir) is not kept either: what the
+   * replay of this run sees is what a later run will read back.
+   */
   async note(e: object): Promise<void> {
-    this.events.push(e as JournalEvent);
     if (this.current) await this.current.append(e);
     else this.pending.push(e);
+    this.events.push(e as JournalEvent);
+  }
+
+  /** The journal as read again once the lock is held (resume, rollback): earlier runs' events, and none of this one yet. */
+  reload(events: readonly JournalEvent[]): void {
+    this.events.splice(0, this.events.length, ...events);
   }
 }

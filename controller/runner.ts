@@ -6,10 +6,10 @@ import { QmError, describeError, errorCode } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { type Clock, systemClock } from "./clock.js";
 import { type ClusterDeps, ClusterIO, PreflightRefused } from "./clusterIO.js";
-import { type HookGroupEvent, OUTCOMES, type Outcome, type Reporter } from "./events.js";
+import { type HookGroupEvent, OUTCOMES, type Outcome, type Reporter, type RunEvent } from "./events.js";
 import { FanOut } from "./fanOut.js";
 import type { FaultPlan } from "./faults.js";
-import type { Journal } from "./journal.js";
+import { Journal } from "./journal.js";
 import { type JournalEvent, replay } from "./journalState.js";
 import type { Plan, PlanStep } from "./plan.js";
 import { type EndedBy, type ProcessGroupsLike, processGroups } from "./processGroup.js";
@@ -80,15 +80,55 @@ export class MigrationRunner {
 
   async run(): Promise<RunResult> {
     const { mode } = this.deps;
-    await this.emitPlan(mode.kind === "migrate" && mode.dryRun);
-    switch (mode.kind) {
-      case "migrate":
-        return this.migrate(mode.dryRun);
-      case "resume":
-        return this.resume();
-      case "rollback":
-        return this.rollbackCommand();
+    if (mode.kind === "migrate") {
+      await this.emitPlan(mode.dryRun);
+      return this.migrate(mode.dryRun);
     }
+    try {
+      const refused = await this.claim(mode.kind);
+      if (refused) return refused;
+      await this.emitPlan(false);
+      const orphans = await this.endUnendedHooks(mode.kind);
+      if (orphans) return orphans;
+      return mode.kind === "resume" ? await this.resume() : await this.rollbackCommand();
+    } catch (err) {
+      // not a host's failure: the lock or the journal could not be written (a full state dir), say. The
+      // migration was part-way before this run, so this is never "nothing was changed"
+      const message = `${mode.kind} stopped: ${describeError(err)}; when it is fixed run \`quick-migrate ${mode.kind} ${this.id}\` again`;
+      // without the lock, the journal is not this run's to write
+      if (!this.io.holdsLock) return this.report("needs-attention", message, err);
+      return this.finish("needs-attention", message, undefined, err);
+    }
+  }
+
+  /**
+   * resume and rollback: takes over the lock, then reads the journal again under it (another run may
+   * have ended since it was read). Nothing is journaled until the lock is held, so a run that loses
+   * the race for it leaves the journal as it was.
+   */
+  private async claim(kind: "resume" | "rollback"): Promise<RunResult | undefined> {
+    const pastPointOfNoReturn = (): RunResult | undefined =>
+      kind === "rollback" && replay(this.rec.events).pastPointOfNoReturn
+        ? this.report("refused", `migration ${this.id} is past the point of no return (${POINT_OF_NO_RETURN}): only \`quick-migrate resume ${this.id}\` can finish it`)
+        : undefined;
+    const early = pastPointOfNoReturn();
+    if (early) return early;
+    try {
+      await this.io.takeOverLock();
+    } catch (err) {
+      if (err instanceof QmError && err.code === "LOCKED") return this.report("locked", err.message, err);
+      throw err;
+    }
+    const { events } = await Journal.load(this.deps.stateDir, this.id);
+    this.rec.reload(events);
+    const outcome = replay(events).result?.outcome;
+    if (outcome === "migrated" || outcome === "rolled-back") {
+      await this.io.releaseLock();
+      return this.report("refused", `migration ${this.id} is finished (${outcome}): nothing to ${kind}`);
+    }
+    const late = pastPointOfNoReturn();
+    if (late) await this.io.handBackLock();
+    return late;
   }
 
   private async migrate(dryRun: boolean): Promise<RunResult> {
@@ -107,8 +147,6 @@ export class MigrationRunner {
 
   private async resume(): Promise<RunResult> {
     const from = replay(this.rec.events).resumeFrom;
-    const taken = (await this.takeOverLock()) ?? (await this.endUnendedHooks("resume"));
-    if (taken) return taken;
     if (!from) {
       // killed after its last step and before its result: only the lock taken over just now is left
       await this.io.releaseLock();
@@ -122,6 +160,15 @@ export class MigrationRunner {
     }
     if (fronts.restored.length > 0) return this.rollBackRestored(fronts.restored);
     await this.rec.note({ event: "resume", migrationId: this.id, step: from });
+    if (fronts.rolledBack.length > 0) {
+      // a rollback that stopped part-way put these fronts all the way back, and their agents accept the
+      // migration again only after a new preflight (registering it) passes there; if one does not, it goes back
+      const tally = await this.fan.run("preflight", fronts.rolledBack, this.work({ name: "preflight" }, false));
+      if (!tally.ok) {
+        const failure = new StepFailed("preflight", tally);
+        return this.failed("preflight", failure.cause, `${failure.message} (a new preflight of the fronts the rollback had put back)`);
+      }
+    }
     return this.forward(this.plan.steps.filter((s) => STEP_NAMES.indexOf(s.name) >= STEP_NAMES.indexOf(from)));
   }
 
@@ -139,25 +186,10 @@ export class MigrationRunner {
   }
 
   private async rollbackCommand(): Promise<RunResult> {
-    if (replay(this.rec.events).pastPointOfNoReturn) {
-      return this.finish("refused", `migration ${this.id} is past the point of no return (${POINT_OF_NO_RETURN}): only \`quick-migrate resume ${this.id}\` can finish it`);
-    }
-    const taken = (await this.takeOverLock()) ?? (await this.endUnendedHooks("rollback"));
-    if (taken) return taken;
     await this.rec.note({ event: "rollback", migrationId: this.id });
     const stuck = await this.rollback();
     if (stuck) return this.finish("needs-attention", `rollback stopped: ${describeError(stuck)}; when it is fixed run \`quick-migrate rollback ${this.id}\` again`, undefined, stuck.cause);
     return this.finish("rolled-back", `${this.plan.migration.site} is back on ${this.plan.migration.from}`, 0);
-  }
-
-  private async takeOverLock(): Promise<RunResult | undefined> {
-    try {
-      await this.io.takeOverLock();
-      return undefined;
-    } catch (err) {
-      if (err instanceof QmError && err.code === "LOCKED") return this.finish("locked", err.message, undefined, err);
-      throw err;
-    }
   }
 
   /**
@@ -256,12 +288,18 @@ export class MigrationRunner {
    * undo is idempotent: on a host that failed part-way it puts back what was done, where nothing
    * happened it does nothing. Returns why it stopped, or undefined when everything is back.
    */
-  private async rollback(): Promise<StepFailed | undefined> {
+  private async rollback(): Promise<Error | undefined> {
     for (;;) {
       const next = replay(this.rec.events).undoPlan[0];
       if (!next) return undefined;
       this.deps.faults?.beforeStep(`undo:${next.step}`);
-      const tally = await this.fan.run(next.step, next.hosts, this.work({ name: next.step }, true), { undo: true });
+      let tally: StepTally;
+      try {
+        tally = await this.fan.run(next.step, next.hosts, this.work({ name: next.step }, true), { undo: true });
+      } catch (err) {
+        // the journal could not be written: no undo goes on unrecorded
+        return new Error(`undo of ${next.step} stopped: ${describeError(err)}`, { cause: err });
+      }
       if (!tally.ok) {
         const failure = new StepFailed(next.step, tally);
         return Object.assign(failure, { message: `undo of ${failure.message}` });
@@ -287,10 +325,37 @@ export class MigrationRunner {
     });
   }
 
+  /**
+   * The end of a run that held the lock: a finished migration's lock is removed; one that needs
+   * attention stays the migration's, held by no process. Then the result is printed and journaled; a
+   * result that cannot be journaled (a full state dir) is printed all the same.
+   */
   private async finish(outcome: Outcome, message: string, exitCode: number = OUTCOMES[outcome], cause?: unknown): Promise<RunResult> {
+    try {
+      if (outcome === "migrated" || outcome === "rolled-back") await this.io.releaseLock();
+      if (outcome === "needs-attention") await this.io.handBackLock();
+    } catch (err) {
+      this.deps.log.error({ migrationId: this.id, err }, "lock not released");
+    }
+    const e = this.resultEvent(outcome, message, exitCode, cause);
+    try {
+      await this.rec.emit(e);
+    } catch (err) {
+      this.deps.log.error({ migrationId: this.id, err }, "result not journaled");
+    }
+    return { outcome, exitCode, message };
+  }
+
+  /** A run that did nothing and held no lock (refused, locked by another run, or the lock could not be written): its result is printed, not journaled. */
+  private report(outcome: "refused" | "locked" | "needs-attention", message: string, cause?: unknown): RunResult {
+    this.deps.reporter.event(this.resultEvent(outcome, message, OUTCOMES[outcome], cause));
+    return { outcome, exitCode: OUTCOMES[outcome], message };
+  }
+
+  private resultEvent(outcome: Outcome, message: string, exitCode: number, cause: unknown): RunEvent {
     const code = exitCode === 0 || cause === undefined ? undefined : errorCode(cause);
     const journal = this.rec.journal;
-    await this.rec.emit({
+    return {
       event: "result",
       migrationId: this.id,
       outcome,
@@ -299,7 +364,6 @@ export class MigrationRunner {
       ...(code ? { code } : {}),
       durationMs: this.clock.now() - this.started,
       ...(journal ? { journal: journal.dir } : {}),
-    });
-    return { outcome, exitCode, message };
+    };
   }
 }

@@ -6,6 +6,7 @@
 // hosts, so this file does no I/O of its own.
 import { type MigrationSpec, newSiteRel, oldSiteRel, parkRel, placeRel, staleSiteRel, stagingRel } from "../shared/migration.js";
 import type { ChangeRecord, Ledger, SiteTree } from "../shared/siteTree.js";
+import { type FrontStepName, frontAction, frontStep } from "../shared/frontSteps.js";
 import type { FrontAction } from "../shared/wire.js";
 import type { HookName } from "./hooks.js";
 
@@ -109,13 +110,13 @@ function hookStep<const N extends string>(name: N, hook: HookName, undoHook?: Ho
   };
 }
 
-/** A step that is one agent action on every front (the hostmaster's own front included). */
-function frontsStep<const N extends string>(
-  name: N,
-  action: FrontAction,
-  undoAction: FrontAction | undefined,
-  def: Pick<StepDef, "does" | "moves"> & { undoDoes?: string },
-): StepDef<N> {
+/**
+ * A step that is one agent action on every front (the hostmaster's own front included); which action,
+ * forward and undo, is the shared table's (shared/frontSteps.ts), the order the agents accept them in.
+ */
+function frontsStep<const N extends FrontStepName>(name: N, def: Pick<StepDef, "does" | "moves"> & { undoDoes?: string }): StepDef<N> {
+  const action = frontAction(name, "forward");
+  const undoAction = frontStep(name)?.undo;
   return {
     name,
     hosts: fronts,
@@ -236,7 +237,7 @@ const pushSite = step({
   },
   undo: {
     does: () => "remove the copy this step created",
-    run: async (io, host) => summarize(await io.apply(host, "remove-new-site")),
+    run: async (io, host) => summarize(await io.apply(host, frontAction("push-site", "undo"))),
   },
 });
 
@@ -259,8 +260,12 @@ const finish = step({
   run: async (io) => {
     const m = io.plan.migration;
     const parts: string[] = [];
-    // the stale site folder holds no data dirs (they were parked): a guarded removal
-    if (fetches(io.plan)) parts.push(`stale site folder ${summarize(await io.master.removeSiteFolder(staleSiteRel(m), m.dataDirs))}`);
+    // the stale site folder holds no data dirs (they were parked): a guarded removal; then nothing of
+    // this migration is left in the park area (on a hostmaster that is a front, no other step empties it)
+    if (fetches(io.plan)) {
+      parts.push(`stale site folder ${summarize(await io.master.removeSiteFolder(staleSiteRel(m), m.dataDirs))}`);
+      await io.master.removeEmptyParkFolders(m.id);
+    }
     if (!io.plan.masterIsFront) {
       parts.push(
         io.plan.keepMasterData
@@ -280,7 +285,7 @@ export const STEPS = [
   hookStep("maintenance-on", "maintenanceOn", "maintenanceOff"),
   hookStep("db-dump", "dbDump"),
   masterParkData,
-  frontsStep("fronts-park-data", "park-data", "unpark-data", {
+  frontsStep("fronts-park-data", {
     does: () => "rename each data dir into the park area",
     moves: (p) => dataMoves(p, fronts(p), "old", "park", "park"),
     undoDoes: "rename back into the old site folder",
@@ -288,13 +293,13 @@ export const STEPS = [
   fetchSite,
   masterMoveSite,
   pushSite,
-  frontsStep("fronts-restore-data", "restore-data", "unrestore-data", {
+  frontsStep("fronts-restore-data", {
     does: () => "rename the parked data dirs into the new site folder (an empty placeholder directory there is removed first)",
     moves: (p) => dataMoves(p, fronts(p), "park", "new", "restore"),
     undoDoes: "rename back into the park area",
   }),
   {
-    ...frontsStep("fronts-remove-old", "remove-old-site", undefined, {
+    ...frontsStep("fronts-remove-old", {
       does: () => "remove the old site folder (refused while it holds data) — point of no return",
       // on the hostmaster's own front the old folder was moved by master-move-site: nothing is left to remove
       moves: (p) => remoteFronts(p).map((host): Move => ({ host, what: "remove the old site folder", op: "remove", from: oldSiteRel(p.migration), to: "" })),

@@ -32,6 +32,14 @@ export const ErrorCodes = {
   // or `parked restore` refused: the front is past the point of no return
   RESTORED_ON_FRONT: status.FAILED_PRECONDITION,
   PAST_POINT_OF_NO_RETURN: status.FAILED_PRECONDITION,
+  // a data dir that is a relative symlink whose target does not exist from the new site folder
+  DANGLING_SYMLINK: status.FAILED_PRECONDITION,
+  // the migration lists other data dirs than the agent's own config protects
+  DATA_DIRS_MISMATCH: status.FAILED_PRECONDITION,
+  // an action or rsync the step sequence does not allow in the migration's state on this front;
+  // or any action of a migration that ended here (finished, or rolled back)
+  OUT_OF_ORDER: status.FAILED_PRECONDITION,
+  MIGRATION_FINISHED: status.FAILED_PRECONDITION,
   OUTSIDE_ROOT: status.PERMISSION_DENIED,
   TUNNEL_REFUSED: status.PERMISSION_DENIED,
   NOT_ALLOWED: status.PERMISSION_DENIED,
@@ -40,6 +48,10 @@ export const ErrorCodes = {
   BUSY: status.UNAVAILABLE,
   // a stream whose other end says nothing: no start frame in time, or an rsync that stopped moving bytes
   STREAM_IDLE: status.UNAVAILABLE,
+  // the agent stopped waiting for one of its own operations (operationTimeout): it may still finish
+  TIMED_OUT: status.DEADLINE_EXCEEDED,
+  // a client already holds as many health Watch streams as it may
+  TOO_MANY_STREAMS: status.RESOURCE_EXHAUSTED,
   INCOMPATIBLE: status.FAILED_PRECONDITION,
   HOOK_FAILED: status.INTERNAL,
   RSYNC_FAILED: status.INTERNAL,

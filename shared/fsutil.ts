@@ -1,8 +1,13 @@
-// Small filesystem helpers with the durability the journal and the ledgers need.
+// Small filesystem helpers with the durability the journal and the ledgers need: what they report as
+// written is on disk (fsync of the file and of the folder that holds a new name), and what fails part-way
+// leaves nothing behind (no temporary file, no torn line).
+import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { lstat, mkdir, open, rename } from "node:fs/promises";
+import { lstat, mkdir, open, rename, rm } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
 import type { Stats } from "node:fs";
 import { dirname, basename, join } from "node:path";
+import { fsError } from "./errors.js";
 
 export async function lstatOrNull(path: string): Promise<Stats | null> {
   try {
@@ -24,19 +29,42 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** Writes a file so that a crash leaves either the old or the new content: temp file, fsync, rename, fsync of the folder. */
+/** fsyncs each folder once (a rename within one folder names it twice). */
+export async function fsyncDirs(...dirs: string[]): Promise<void> {
+  for (const dir of new Set(dirs)) await fsyncDir(dir);
+}
+
+/** Creates `dir` and its missing parents; each new folder's entry is fsynced in the folder that holds it. */
+export async function mkdirDurable(dir: string, mode?: number): Promise<void> {
+  const first = await mkdir(dir, { recursive: true, ...(mode === undefined ? {} : { mode }) });
+  if (first === undefined) return;
+  for (let d = dir; ; d = dirname(d)) {
+    await fsyncDir(dirname(d));
+    if (d === first || dirname(d) === d) return;
+  }
+}
+
+/**
+ * Writes a file so that a crash leaves either the old or the new content: temp file, fsync, rename,
+ * fsync of the folder. A write that fails (a full disk) removes its temp file and throws IO naming `path`.
+ */
 export async function writeFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
   const dir = dirname(path);
-  await mkdir(dir, { recursive: true });
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
-  const fh = await open(tmp, "w", mode);
+  await mkdirDurable(dir);
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`);
   try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
+    const fh = await open(tmp, "wx", mode);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw fsError(err, path, "write");
   }
-  await rename(tmp, path);
   await fsyncDir(dir);
 }
 
@@ -44,12 +72,41 @@ export async function writeJsonAtomic(path: string, value: unknown): Promise<voi
   await writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
 }
 
-/** Appends one line and fsyncs it before returning. */
+/**
+ * The length of `fh`'s content up to and including its last newline: what is after it is a torn line
+ * (a write that failed part-way, or a crash before the line was whole).
+ */
+export async function wholeLinesLength(fh: FileHandle): Promise<number> {
+  const { size } = await fh.stat();
+  const chunk = Buffer.alloc(4096);
+  for (let end = size; end > 0; ) {
+    const start = Math.max(0, end - chunk.length);
+    const { bytesRead } = await fh.read(chunk, 0, end - start, start);
+    const nl = chunk.subarray(0, bytesRead).lastIndexOf(0x0a);
+    if (nl >= 0) return start + nl + 1;
+    end = start;
+  }
+  return 0;
+}
+
+/**
+ * Appends one line, whole or not at all, and fsyncs it before returning. A torn line left at the end by
+ * an earlier failure is cut off first; a write that fails part-way (a full disk) is cut back before the
+ * error is thrown. So the file is always whole lines, and later appends still parse.
+ */
 export async function appendLineDurable(path: string, line: string): Promise<void> {
-  const fh = await open(path, "a", 0o600);
+  const fh = await open(path, "a+", 0o600);
   try {
-    await fh.appendFile(`${line}\n`);
-    await fh.sync();
+    const { size } = await fh.stat();
+    const whole = await wholeLinesLength(fh);
+    if (whole < size) await fh.truncate(whole);
+    try {
+      await fh.appendFile(`${line}\n`);
+      await fh.sync();
+    } catch (err) {
+      await fh.truncate(whole).catch(() => undefined);
+      throw err;
+    }
   } finally {
     await fh.close();
   }

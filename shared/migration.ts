@@ -11,14 +11,18 @@ export interface MigrationSpec {
   readonly dataDirs: readonly string[];
 }
 
-/** Validates every field; throws INVALID_NAME naming the first bad one. */
-export function checkMigration(m: MigrationSpec): MigrationSpec {
+/**
+ * Validates every field; throws INVALID_NAME naming the first bad one. `storedRecord`: an agent's record
+ * written before empty data-dir lists were refused may have one; it is read (it can only be rolled back:
+ * its list differs from every agent's), never accepted from the wire.
+ */
+export function checkMigration(m: MigrationSpec, opts: { storedRecord?: boolean } = {}): MigrationSpec {
   checkMigrationId(m.id);
   checkPlatform(m.from, "source platform");
   checkPlatform(m.to, "target platform");
   checkSiteName(m.site, "site");
   checkSiteName(m.newSite, "new site");
-  checkDataDirSet(m.dataDirs);
+  if (!(opts.storedRecord && m.dataDirs.length === 0)) checkDataDirSet(m.dataDirs);
   if (m.from === m.to && m.site === m.newSite) {
     throw new QmError("INVALID_NAME", `source and target are the same: ${m.from}/sites/${m.site}`, { key: "to" });
   }

@@ -48,17 +48,31 @@ export function checkMigrationId(value: string): string {
   return value;
 }
 
-/** Data dirs must be distinct and none may lie inside another (renaming one would move the other). */
+/** The most data dirs a migration, or an agent, may name: each is a rename per step on every front. */
+export const MAX_DATA_DIRS = 64;
+
+/** What both configs default to, and what an agent protects unless its config says otherwise. */
+export const DEFAULT_DATA_DIRS: readonly string[] = Object.freeze(["files", "private/files"]);
+
+/**
+ * Data dirs: at least one, at most MAX_DATA_DIRS (counted before anything else is looked at), distinct,
+ * and none inside another (renaming one would move the other). Linear: each dir's parent paths are
+ * looked up in a set of the dirs.
+ */
 export function checkDataDirSet(dirs: readonly string[]): readonly string[] {
+  if (dirs.length === 0) throw new QmError("INVALID_NAME", "no data dirs: at least one is needed", { key: "dataDirs" });
+  if (dirs.length > MAX_DATA_DIRS) {
+    throw new QmError("INVALID_NAME", `${dirs.length} data dirs: at most ${MAX_DATA_DIRS} are allowed`, { key: "dataDirs" });
+  }
   dirs.forEach(checkDataDir);
-  for (const a of dirs) {
-    for (const b of dirs) {
-      if (a !== b && (b.startsWith(`${a}/`))) {
-        throw new QmError("INVALID_NAME", `data dir ${b} lies inside data dir ${a}`, { key: "dataDirs" });
-      }
+  const all = new Set(dirs);
+  for (const d of dirs) {
+    for (let slash = d.indexOf("/"); slash !== -1; slash = d.indexOf("/", slash + 1)) {
+      const parent = d.slice(0, slash);
+      if (all.has(parent)) throw new QmError("INVALID_NAME", `data dir ${d} lies inside data dir ${parent}`, { key: "dataDirs" });
     }
   }
-  if (new Set(dirs).size !== dirs.length) throw new QmError("INVALID_NAME", "data dirs listed twice", { key: "dataDirs" });
+  if (all.size !== dirs.length) throw new QmError("INVALID_NAME", "data dirs listed twice", { key: "dataDirs" });
   return dirs;
 }
 

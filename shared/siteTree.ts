@@ -1,12 +1,12 @@
 // The filesystem work of a migration on one host's root: read-only preflight checks, the data-dir
 // renames (park, restore and their undos), site folder moves and guarded removals. Used by the agent
 // on every front and by the controller for the hostmaster's own copy. Data dirs are only ever renamed.
-import { mkdir, readlink, rename, rm, rmdir, stat, unlink } from "node:fs/promises";
+import { readlink, realpath, rename, rm, rmdir, stat, unlink } from "node:fs/promises";
 import type { Stats } from "node:fs";
-import { dirname } from "node:path";
+import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { type ConfinedPath, Root, isPlaceholder, isRealDirectory } from "./confined.js";
 import { type ErrorCode, QmError, fsError } from "./errors.js";
-import { lstatOrNull } from "./fsutil.js";
+import { fsyncDir, fsyncDirs, lstatOrNull, mkdirDurable } from "./fsutil.js";
 import type { EntryKindName } from "./wire.js";
 import {
   type DataPlace,
@@ -24,9 +24,17 @@ export interface LedgerEntry {
   dataDir: string;
   kind: "directory" | "symlink";
   linkTarget?: string;
+  /**
+   * its inode and birth time (a rename keeps both; an inode number alone is reused once freed): they
+   * tell the data dir from anything else found at one of its places
+   */
+  ino?: number;
+  born?: number;
   at: DataPlace;
   moving?: DataPlace;
 }
+
+const PLACES: readonly DataPlace[] = ["old", "park", "new"];
 
 /** Durable record of a migration's data dirs on one host (the agent's state dir, or the controller's journal). */
 export interface Ledger {
@@ -34,7 +42,11 @@ export interface Ledger {
   save(entries: LedgerEntry[]): Promise<void>;
 }
 
-export type ChangeResult = "renamed" | "already-done" | "absent" | "removed" | "rmdir-placeholder";
+/**
+ * What a change did. "found-at-destination": the ledger had the data dir elsewhere, but it was already
+ * where it was to go (a rename recorded as done and lost in a crash, then undone by this move).
+ */
+export type ChangeResult = "renamed" | "already-done" | "absent" | "removed" | "rmdir-placeholder" | "found-at-destination";
 
 export interface ChangeRecord {
   dataDir: string;
@@ -153,7 +165,17 @@ export class SiteTree {
         continue;
       }
       if (st.isSymbolicLink()) {
-        dataDirs.push({ dataDir, kind: "symlink", linkTarget: await readlink(await this.resolve(rel)) });
+        const linkTarget = await readlink(await this.resolve(rel));
+        dataDirs.push({ dataDir, kind: "symlink", linkTarget });
+        // the link is moved as it is: a relative one is read from its new folder from then on
+        const dangling = opts.restoresHere && !isAbsolute(linkTarget) ? await this.danglingAtNewPlace(m, dataDir, linkTarget) : undefined;
+        if (dangling) {
+          problem(
+            "DANGLING_SYMLINK",
+            rel,
+            `data dir ${rel} is a relative symlink (→ ${linkTarget}) that would dangle in ${newRel}: ${dangling} does not exist; make it absolute or move its target first`,
+          );
+        }
       } else if (st.isDirectory()) {
         dataDirs.push({ dataDir, kind: "directory" });
         const parent = (await tryStat(dirname(rel)))?.st;
@@ -171,6 +193,34 @@ export class SiteTree {
       }
     }
     return { problems, dataDirs };
+  }
+
+  /**
+   * Where a relative link target would point from the data dir's place in the new site folder, when
+   * nothing is there: undefined when it resolves. The new site folder does not exist yet; what a link
+   * reaches inside it is what push-site copies there from the old one (or a data dir moved there), so
+   * that part is looked for in the old site folder.
+   */
+  private async danglingAtNewPlace(m: MigrationSpec, dataDir: string, linkTarget: string): Promise<string | undefined> {
+    let sites: string;
+    let oldSite: string;
+    try {
+      sites = await realpath(await this.resolve(`${m.to}/sites`));
+      oldSite = await realpath(await this.resolve(oldSiteRel(m)));
+    } catch {
+      return undefined; // the target platform or the site is missing: reported as such
+    }
+    const newSite = join(sites, m.newSite);
+    const pointsTo = resolve(dirname(join(newSite, dataDir)), linkTarget);
+    const inNewSite = relative(newSite, pointsTo);
+    const outside = inNewSite === ".." || inNewSite.startsWith(`..${sep}`) || isAbsolute(inNewSite);
+    const probe = outside ? pointsTo : join(oldSite, inNewSite);
+    try {
+      await stat(probe);
+      return undefined;
+    } catch {
+      return pointsTo;
+    }
   }
 
   /** The device the park area is (or will be) on: that of its nearest existing ancestor. */
@@ -199,7 +249,7 @@ export class SiteTree {
       if (prepared) return;
       prepared = true;
       if (to === "park") {
-        await mkdir(await this.resolve(parkRel(m.id)), { recursive: true, mode: 0o700 });
+        await mkdirDurable(await this.resolve(parkRel(m.id)), 0o700);
         return;
       }
       // data goes only into a site folder that is already there; never create one around it
@@ -239,15 +289,20 @@ export class SiteTree {
           throw new QmError("PRECONDITION", `data dir ${srcRel} is neither a directory nor a symlink`, { path: srcRel });
         }
         entry = s.isSymbolicLink()
-          ? { dataDir, kind: "symlink", linkTarget: await readlink(src), at: from }
-          : { dataDir, kind: "directory", at: from };
+          ? { dataDir, kind: "symlink", linkTarget: await readlink(src), ...identity(s), at: from }
+          : { dataDir, kind: "directory", ...identity(s), at: from };
         entries.push(entry);
       }
 
       if (entry.at === to && entry.moving === undefined) {
-        if (!d) throw lost(dataDir, dstRel);
-        record("already-done");
-        continue;
+        if (d) {
+          record("already-done");
+          continue;
+        }
+        // recorded as moved, and not there: a rename acknowledged before a crash that the disk lost
+        const found = await this.whereIs(m, entry);
+        if (found !== from) throw misplaced(m, entry, found);
+        entry.at = from;
       }
 
       let placeholder = false;
@@ -265,9 +320,17 @@ export class SiteTree {
         record("already-done");
         continue;
       } else if (!s) {
-        throw d
-          ? new QmError("CONFLICT", `data dir ${dataDir} is not at ${srcRel} and ${dstRel} holds something else`, { path: dstRel })
-          : lost(dataDir, srcRel);
+        // not where the ledger says: a rename the disk lost in a crash (the ledger is on another
+        // filesystem, or older than the fsync of renames) leaves it where it was before
+        const found = await this.whereIs(m, entry);
+        if (found === to) {
+          entry.at = to;
+          delete entry.moving;
+          await ledger.save(entries);
+          record("found-at-destination");
+          continue;
+        }
+        throw misplaced(m, entry, found, d ? dstRel : undefined);
       }
 
       await prepare();
@@ -275,13 +338,17 @@ export class SiteTree {
       await ledger.save(entries);
       try {
         if (placeholder) await rmdir(dst);
-        await mkdir(dirname(dst), { recursive: true });
+        await mkdirDurable(dirname(dst));
         await rename(src, dst);
       } catch (err) {
         delete entry.moving;
-        await ledger.save(entries);
+        await ledger.save(entries).catch(() => undefined);
         throw fsError(err, srcRel, `rename to ${dstRel}`);
       }
+      // on disk before the ledger records it and the step is acknowledged, even where the ledger (the
+      // agent's state dir) is on another filesystem than the root; if this fails, `moving` stays and
+      // the next run finds the rename done
+      await fsyncDirs(dirname(src), dirname(dst));
       await opts.afterRename?.(dataDir);
       entry.at = to;
       delete entry.moving;
@@ -291,6 +358,21 @@ export class SiteTree {
 
     if (from === "park") await this.removeEmptyParkFolders(m.id);
     return changes;
+  }
+
+  /**
+   * Where a ledger entry's data dir is on disk: the first of its places (the recorded one first) that
+   * holds it. What is found must be the data dir itself: the same inode when the ledger has it, else
+   * the same kind (and link target), and never an empty placeholder directory.
+   */
+  async whereIs(m: MigrationSpec, entry: LedgerEntry): Promise<DataPlace | undefined> {
+    const order = [...new Set([entry.at, ...(entry.moving ? [entry.moving] : []), ...PLACES])];
+    for (const place of order) {
+      const path = await this.resolve(placeRel(m, entry.dataDir, place));
+      const st = await lstatOrNull(path);
+      if (st && (await isDataDir(entry, path, st))) return place;
+    }
+    return undefined;
   }
 
   /** Refuses the whole move, before anything is renamed, when a destination holds something that must not be replaced. */
@@ -308,7 +390,7 @@ export class SiteTree {
   }
 
   /** Drops this migration's park folder, and the park area itself, when they are empty. */
-  private async removeEmptyParkFolders(migrationId: string): Promise<void> {
+  async removeEmptyParkFolders(migrationId: string): Promise<void> {
     for (const rel of [parkRel(migrationId), PARK_FOLDER]) {
       try {
         await rmdir(await this.resolve(rel));
@@ -351,6 +433,7 @@ export class SiteTree {
     } catch (err) {
       throw fsError(err, siteRelPath, "remove");
     }
+    await fsyncDir(dirname(abs));
     return change("removed");
   }
 
@@ -372,6 +455,8 @@ export class SiteTree {
     } catch (err) {
       throw fsError(err, fromRel, `rename to ${toRel}`);
     }
+    // on disk before the step is journaled as done (the state dir may be another filesystem)
+    await fsyncDirs(dirname(src), dirname(dst));
     return change("renamed");
   }
 
@@ -397,6 +482,37 @@ export class SiteTree {
   }
 }
 
-function lost(dataDir: string, rel: string): QmError {
-  return new QmError("CONFLICT", `data dir ${dataDir} is missing: expected at ${rel}`, { path: rel });
+function identity(st: Stats): Pick<LedgerEntry, "ino" | "born"> {
+  return { ino: st.ino, ...(st.birthtimeMs ? { born: st.birthtimeMs } : {}) };
+}
+
+/** Whether what lstat found at `path` is the ledger entry's data dir (see SiteTree.whereIs). */
+async function isDataDir(entry: LedgerEntry, path: ConfinedPath, st: Stats): Promise<boolean> {
+  if (entry.kind === "symlink" ? !st.isSymbolicLink() : !isRealDirectory(st)) return false;
+  if (entry.ino !== undefined) {
+    // a birth time of 0: the filesystem keeps none
+    return st.ino === entry.ino && (!entry.born || !st.birthtimeMs || st.birthtimeMs === entry.born);
+  }
+  if (entry.kind === "symlink") return entry.linkTarget === undefined || (await readlink(path)) === entry.linkTarget;
+  return !(await isPlaceholder(path, st));
+}
+
+const PLACE_NAMES: Record<DataPlace, string> = { old: "its original path", park: "the park area", new: "the new site folder" };
+
+/** A data dir not where the ledger says: found at another of its places, or nowhere (`occupied`: the destination holds something else). */
+function misplaced(m: MigrationSpec, entry: LedgerEntry, found: DataPlace | undefined, occupied?: string): QmError {
+  const recorded = placeRel(m, entry.dataDir, entry.at);
+  if (found === undefined) {
+    const others = PLACES.filter((p) => p !== entry.at).map((p) => placeRel(m, entry.dataDir, p));
+    const also = occupied ? `; ${occupied} holds something else` : "";
+    return new QmError("CONFLICT", `data dir ${entry.dataDir} is missing: not at ${recorded} where the record says, nor at ${others.join(" nor at ")}${also}`, {
+      path: occupied ?? recorded,
+    });
+  }
+  const rel = placeRel(m, entry.dataDir, found);
+  return new QmError(
+    "CONFLICT",
+    `data dir ${entry.dataDir} is at ${PLACE_NAMES[found]} ${rel}, not at ${recorded} where the record says (a rename lost in a crash): nothing was moved`,
+    { path: rel },
+  );
 }

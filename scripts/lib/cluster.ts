@@ -4,6 +4,7 @@ import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
 import { execa, type ResultPromise } from 'execa';
 import YAML from 'yaml';
 
@@ -55,6 +56,71 @@ export function abortOnSignals(baseDir: string): AbortController {
   return abort;
 }
 
+/** The unprivileged user test agents run as when the tests run as root (made once with useradd). */
+export const TEST_AGENT_USER = 'qm-agent';
+
+/** The user one front's agent runs as: the cluster's AgentUser, or one of its own (FrontSpec.user). */
+export type FrontUser = { readonly name?: string; readonly uid: number; readonly gid: number };
+
+/** A user the agents run as: an agent must not run as root (it refuses to, without allowRoot). */
+export interface AgentUser {
+  readonly name: string;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+function run(file: string, args: readonly string[]): string {
+  return execFileSync(file, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+}
+
+/**
+ * The user agents run as by default: none to switch to when this process is not root (the agents run
+ * as this user, already unprivileged); else TEST_AGENT_USER, made if it does not exist.
+ */
+export function defaultAgentUser(): AgentUser | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  try {
+    run('id', ['-u', TEST_AGENT_USER]);
+  } catch {
+    try {
+      run('useradd', ['--system', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', TEST_AGENT_USER]);
+    } catch (err) {
+      // made meanwhile by a parallel test worker
+      if (!/already exists/.test(String((err as { stderr?: unknown }).stderr))) throw err;
+    }
+  }
+  return { name: TEST_AGENT_USER, uid: Number(run('id', ['-u', TEST_AGENT_USER])), gid: Number(run('id', ['-g', TEST_AGENT_USER])) };
+}
+
+/**
+ * For an agent process a test starts itself: the process options that run it as the default agent
+ * user, after giving it `dirs` (its root, state dir…). Empty when no user is switched.
+ */
+export function asAgentUser(...dirs: string[]): { uid?: number; gid?: number } {
+  const user = defaultAgentUser();
+  if (user === undefined) return {};
+  for (const dir of dirs) {
+    fs.chmodSync(path.dirname(dir), 0o755);
+    run('chown', ['-R', `${user.uid}:${user.gid}`, dir]);
+  }
+  return { uid: user.uid, gid: user.gid };
+}
+
+/**
+ * Runs `quick-migrate-agent <args…> --config <front's config>` (e.g. `parked restore <id>`) as the
+ * front's agent user, as an operator would with `sudo -u aegir`; never throws on a non-zero exit.
+ */
+export async function runAgentCommand(f: ClusterFront, args: readonly string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  const bin = path.join(repoRoot(), 'dist', 'agent', 'main.js');
+  const r = await execa(process.execPath, [bin, ...args, '--config', f.configFile], {
+    reject: false,
+    stdin: 'ignore',
+    timeout: 30_000,
+    ...(f.user !== undefined ? { uid: f.user.uid, gid: f.user.gid } : {}),
+  });
+  return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+}
+
 /** Hooks that run scripts/fake-drush.mjs with the arguments a real drush would get. */
 export function fakeDrushHooks(): Record<string, string[]> {
   const drush = [process.execPath, path.join(repoRoot(), 'scripts', 'fake-drush.mjs')];
@@ -80,12 +146,12 @@ export interface FrontSpec {
    * (plaintext is only allowed on loopback).
    */
   readonly netns?: { readonly name: string; readonly address: string };
-  /** extra keys of this front's agent.yaml, e.g. `{ timeouts: { unresponsive: 2 } }` */
+  /** more keys of this front's agent config (e.g. `keepFinished`, `timeouts: { unresponsive: 2 }`, or `dataDirs` other than the cluster's) */
   readonly agentConfig?: Record<string, unknown>;
   /**
-   * Run this front's agent as this (unprivileged) user, as production does: its root and state dir
-   * are made theirs, and the folders above them searchable. Needs root; plaintext (the TLS key files
-   * of a test PKI are root's).
+   * Run this front's agent as this user instead of the cluster's agentUser (e.g. nobody, a user that
+   * owns nothing else): its root and state dir are made theirs, and the folders above them searchable.
+   * Needs root.
    */
   readonly user?: { readonly uid: number; readonly gid: number };
 }
@@ -94,7 +160,7 @@ export interface ClusterOptions {
   readonly baseDir: string;
   readonly fronts: readonly FrontSpec[];
   readonly hooks?: Record<string, string[]>;
-  /** default: the controller's default, written out as `[files, private/files]` */
+  /** the controller's and every agent's; default: theirs, written out as `[files, private/files]` for the controller */
   readonly dataDirs?: readonly string[];
   /** default `<repo>/dist/agent/main.js` */
   readonly agentBin?: string;
@@ -102,6 +168,11 @@ export interface ClusterOptions {
   readonly listenTimeoutMs?: number;
   /** mutual TLS instead of the plaintext default (see ClusterTlsOptions) */
   readonly tls?: ClusterTlsOptions;
+  /**
+   * who the agents run as: default defaultAgentUser() (an unprivileged user when the tests run as
+   * root); 'root' runs them as root with allowRoot: true (for what only root can try)
+   */
+  readonly agentUser?: AgentUser | 'root';
 }
 
 /**
@@ -174,8 +245,8 @@ export interface ClusterFront {
   env: Record<string, string>;
   /** the network namespace its agent runs in, if any */
   readonly netns: string | undefined;
-  /** the user its agent runs as, when not the test's own */
-  readonly user: { readonly uid: number; readonly gid: number } | undefined;
+  /** the user its agent runs as (undefined: this process's) */
+  readonly user: FrontUser | undefined;
 }
 
 export interface Cluster {
@@ -201,6 +272,13 @@ export interface Cluster {
   writeControllerConfig(patch?: { hooks?: Record<string, string[]> | undefined; dataDirs?: readonly string[]; extra?: Record<string, unknown> }): void;
   /** Stops every agent and waits for them to exit. */
   stop(): Promise<void>;
+  /** the user the agents run as; undefined when they run as this process's user */
+  readonly agentUser: AgentUser | undefined;
+  /**
+   * Gives every front's root (and everything in it) to the agents' user, as on a real front where
+   * the aegir user owns the platforms: call it after making trees in the roots as root.
+   */
+  handOver(): void;
 }
 
 export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
@@ -214,6 +292,10 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     names.add(f.name);
   }
   const tls = opts.tls === undefined ? undefined : resolveTls(opts.tls, opts.fronts);
+  const asRoot = opts.agentUser === 'root';
+  const user = opts.agentUser === 'root' ? undefined : (opts.agentUser ?? defaultAgentUser());
+  // the agents' user must reach its root, state dir and config through the base dir
+  if (user !== undefined || opts.fronts.some((f) => f.user !== undefined)) fs.chmodSync(baseDir, 0o755);
 
   const masterRoot = path.join(baseDir, 'hostmaster', 'root');
   const masterState = path.join(baseDir, 'hostmaster', 'state');
@@ -228,14 +310,26 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     const stateDir = path.join(dir, 'state');
     fs.mkdirSync(root, { recursive: true });
     fs.mkdirSync(stateDir, { recursive: true });
+    const frontUser: FrontUser | undefined = spec.user ?? user;
+    const ownFront = (p: string, recursive = false): void => {
+      if (frontUser !== undefined) run('chown', [...(recursive ? ['-R'] : []), `${frontUser.uid}:${frontUser.gid}`, p]);
+    };
+    fs.chmodSync(dir, 0o755);
+    ownFront(root, true);
+    ownFront(stateDir, true);
     const configFile = path.join(dir, 'agent.yaml');
     const security = tls === undefined ? { insecure: true } : { tls: { ca: tls.ca, ...tls.front(spec.name) }, allowedClients: [...tls.allowedClients] };
-    const listen = spec.netns === undefined ? '127.0.0.1:0' : `${spec.netns.address}:0`;
-    fs.writeFileSync(configFile, YAML.stringify({ listen, root, stateDir, ...security, ...spec.agentConfig }));
-    if (spec.user !== undefined) {
-      for (const d of [baseDir, dir]) fs.chmodSync(d, 0o755);
-      for (const d of [root, stateDir]) fs.chownSync(d, spec.user.uid, spec.user.gid);
+    if (tls !== undefined && frontUser !== undefined) {
+      // the front's key is readable by its agent only, as make-certs.sh's install instructions say
+      fs.chmodSync(path.dirname(tls.front(spec.name).key), 0o755);
+      ownFront(tls.front(spec.name).key);
+      ownFront(tls.front(spec.name).cert);
     }
+    const listen = spec.netns === undefined ? '127.0.0.1:0' : `${spec.netns.address}:0`;
+    const policy = opts.dataDirs === undefined ? {} : { dataDirs: [...opts.dataDirs] };
+    // a front's own user replaces the cluster's; allowRoot only for an agent that does run as root
+    const allowRoot = asRoot && spec.user === undefined;
+    fs.writeFileSync(configFile, YAML.stringify({ listen, root, stateDir, ...security, ...policy, ...(allowRoot ? { allowRoot: true } : {}), ...spec.agentConfig }));
     return {
       name: spec.name,
       local,
@@ -247,7 +341,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
       process: null,
       env: { ...spec.env },
       netns: spec.netns?.name,
-      user: spec.user,
+      user: frontUser,
     };
   });
 
@@ -325,6 +419,10 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     tls,
     front,
     frontRoot: (name) => front(name).root,
+    agentUser: user,
+    handOver: () => {
+      for (const f of fronts) if (f.user !== undefined) run('chown', ['-R', `${f.user.uid}:${f.user.gid}`, f.root]);
+    },
     roots: () => [{ name: 'hostmaster', root: masterRoot }, ...fronts.filter((f) => !f.local).map((f) => ({ name: f.name, root: f.root }))],
     stopAgent,
     startAgent,
@@ -342,8 +440,11 @@ function spawnAgent(f: ClusterFront, agentBin: string, timeoutMs: number): Promi
   // A test may remove the base dir right after stop(); a lost log line must not crash it.
   log.on('error', () => undefined);
   const command = [process.execPath, agentBin, '--config', f.configFile];
-  const [file, ...args] = f.netns === undefined ? command : ['ip', 'netns', 'exec', f.netns, ...command];
+  // in a namespace: `ip netns exec` needs root, so the user is switched after it (setpriv)
+  const asUser = f.user === undefined ? [] : ['setpriv', `--reuid=${f.user.uid}`, `--regid=${f.user.gid}`, '--clear-groups'];
+  const [file, ...args] = f.netns === undefined ? command : ['ip', 'netns', 'exec', f.netns, ...asUser, ...command];
   const child: AgentProcess = execa(file as string, args, {
+    ...(f.user !== undefined && f.netns === undefined ? { uid: f.user.uid, gid: f.user.gid } : {}),
     buffer: false,
     reject: false,
     stdin: 'ignore',
@@ -351,7 +452,6 @@ function spawnAgent(f: ClusterFront, agentBin: string, timeoutMs: number): Promi
     stderr: 'pipe',
     // The listening line is logged at info; a QM_LOG_LEVEL=warn inherited from a test would hide it.
     env: { QM_LOG_LEVEL: process.env.QM_AGENT_LOG_LEVEL ?? 'info', ...f.env },
-    ...(f.user !== undefined ? { uid: f.user.uid, gid: f.user.gid } : {}),
   });
   child.stdout.on('data', (chunk: Buffer) => log.write(chunk));
   child.stderr.on('data', (chunk: Buffer) => log.write(chunk));

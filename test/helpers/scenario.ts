@@ -5,7 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { expect } from "vitest";
-import { type Cluster, type FrontSpec, checkRsync, runController, startCluster } from "../../scripts/lib/cluster.js";
+import { type AgentUser, type Cluster, type FrontSpec, checkRsync, runController, startCluster } from "../../scripts/lib/cluster.js";
 import { makePlatform, makeSite } from "../../scripts/lib/fixtures.js";
 import { type Manifest, diffManifests, excludePaths, manifest, manifestOrAbsent, summarizeDiff } from "../../scripts/lib/manifest.js";
 import { type TestPki, makeTestPki } from "./tls.js";
@@ -31,6 +31,8 @@ export interface ScenarioOptions {
    * `<baseDir>/pki` (see `Scenario.pki`); `{ dir }` uses one made before (passed on to startCluster)
    */
   tls?: true | { dir: string; allowedClients?: string[] };
+  /** who the agents run as (passed on to startCluster): default an unprivileged user when the tests run as root */
+  agentUser?: AgentUser | "root";
 }
 
 export interface Scenario {
@@ -64,7 +66,7 @@ export async function setupScenario(opts: ScenarioOptions): Promise<Scenario> {
   const sharedStorage = path.join(baseDir, "shared-storage");
   const pki = opts.tls === true ? await makeTestPki(path.join(baseDir, "pki"), { fronts: opts.fronts.map((f) => ({ name: f.name })) }) : undefined;
   const tls = opts.tls === true ? { dir: path.join(baseDir, "pki") } : opts.tls;
-  const cluster = await startCluster({ baseDir, fronts: opts.fronts, ...(opts.hooks ? { hooks: opts.hooks } : {}), ...(tls ? { tls } : {}) });
+  const cluster = await startCluster({ baseDir, fronts: opts.fronts, ...(opts.hooks ? { hooks: opts.hooks } : {}), ...(tls ? { tls } : {}), ...(opts.agentUser ? { agentUser: opts.agentUser } : {}) });
   const masterIsFront = opts.fronts.some((f) => f.local);
 
   for (const { name, root } of cluster.roots()) {
@@ -88,33 +90,40 @@ export async function setupScenario(opts: ScenarioOptions): Promise<Scenario> {
     if (opts.noPrivateFiles?.includes(frontName)) fs.rmSync(info.privateFilesDir, { recursive: true });
   }
   fs.mkdirSync(sharedStorage, { recursive: true });
+  // the fronts' trees belong to the agents' user, as platforms belong to the aegir user
+  cluster.handOver();
 
-  const before = await snapshotAll(cluster, sharedStorage);
-  const dataBefore = new Map<string, Map<string, Manifest | null>>();
-  const codeBefore = new Map<string, Manifest>();
-  for (const f of cluster.fronts) {
-    const dir = siteDir(f.root, from, site);
-    const data = new Map<string, Manifest | null>();
-    for (const d of DATA_DIRS) data.set(d, await manifestOrAbsent(path.join(dir, d)));
-    dataBefore.set(f.name, data);
-    codeBefore.set(f.name, excludePaths(await manifest(dir), [...DATA_DIRS]));
-  }
-  return {
+  return rescan({
     cluster,
     baseDir,
     site,
     from,
     to,
     sharedStorage,
-    before,
-    dataBefore,
-    codeBefore,
+    before: new Map(),
+    dataBefore: new Map(),
+    codeBefore: new Map(),
     pki,
     cleanup: async () => {
       await cluster.stop();
       await rm(baseDir, { recursive: true, force: true });
     },
-  };
+  });
+}
+
+/** The scenario with its "before" taken again: after a test changed the trees on purpose, before it migrates. */
+export async function rescan(s: Scenario): Promise<Scenario> {
+  const before = await snapshotAll(s.cluster, s.sharedStorage);
+  const dataBefore = new Map<string, Map<string, Manifest | null>>();
+  const codeBefore = new Map<string, Manifest>();
+  for (const f of s.cluster.fronts) {
+    const dir = siteDir(f.root, s.from, s.site);
+    const data = new Map<string, Manifest | null>();
+    for (const d of DATA_DIRS) data.set(d, await manifestOrAbsent(path.join(dir, d)));
+    dataBefore.set(f.name, data);
+    codeBefore.set(f.name, excludePaths(await manifest(dir), [...DATA_DIRS]));
+  }
+  return { ...s, before, dataBefore, codeBefore };
 }
 
 export async function snapshotAll(cluster: Cluster, sharedStorage: string): Promise<Map<string, Manifest>> {

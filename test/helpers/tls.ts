@@ -90,6 +90,7 @@ export function installPair(from: CertPair, to: CertPair): void {
   for (const what of ["key", "cert"] as const) {
     const tmp = `${to[what]}.new`;
     fs.copyFileSync(from[what], tmp);
+    keepOwner(to[what], tmp);
     fs.renameSync(tmp, to[what]);
   }
 }
@@ -98,7 +99,14 @@ export function installPair(from: CertPair, to: CertPair): void {
 export function replaceFile(file: string, content: string | Buffer): void {
   const tmp = `${file}.new`;
   fs.writeFileSync(tmp, content);
+  keepOwner(file, tmp);
   fs.renameSync(tmp, file);
+}
+
+/** The replacement gets the replaced file's owner (an agent running as its own user must still read it). */
+function keepOwner(replaced: string, replacement: string): void {
+  const st = fs.statSync(replaced, { throwIfNoEntry: false });
+  if (st) fs.chownSync(replacement, st.uid, st.gid);
 }
 
 // ---- clients -------------------------------------------------------------------------------------
@@ -127,6 +135,7 @@ interface HealthClient extends grpc.Client {
     opts: Partial<grpc.CallOptions>,
     cb: (err: grpc.ServiceError | null, res?: { status: HealthStatus }) => void,
   ): grpc.ClientUnaryCall;
+  watch(req: { service: string }, md: grpc.Metadata, opts: Partial<grpc.CallOptions>): grpc.ClientReadableStream<{ status: HealthStatus }>;
 }
 
 /**
@@ -151,6 +160,40 @@ export function healthCheck(address: string, credentials: grpc.ChannelCredential
       resolve(err ? { ok: false, code: err.code, details: err.details } : { ok: true, value: res?.status ?? "UNKNOWN" });
     });
   });
+}
+
+export interface HealthWatch {
+  /** the first status the agent sent, or how the call ended without one */
+  readonly first: Promise<Outcome<HealthStatus>>;
+  /** how the call ended */
+  readonly ended: Promise<{ code: grpc.status; details: string }>;
+  /** cancels the call and closes its client (its own connection) */
+  cancel(): void;
+}
+
+/** Opens a Health/Watch stream for `service` on a client (and connection) of its own. */
+export function healthWatch(address: string, credentials: grpc.ChannelCredentials, options: grpc.ChannelOptions = {}, service = ""): HealthWatch {
+  const client = new HealthClientCtor(address, credentials, options);
+  const call = client.watch({ service }, new grpc.Metadata(), {});
+  let error: grpc.ServiceError | undefined;
+  const ended = new Promise<{ code: grpc.status; details: string }>((resolve) => {
+    call.on("error", (err: grpc.ServiceError) => {
+      error = err;
+    });
+    call.on("status", (st: grpc.StatusObject) => setImmediate(() => resolve({ code: error?.code ?? st.code, details: error?.details ?? st.details })));
+  });
+  const first = new Promise<Outcome<HealthStatus>>((resolve) => {
+    call.once("data", (res: { status: HealthStatus }) => resolve({ ok: true, value: res.status }));
+    void ended.then((e) => resolve({ ok: false, code: e.code, details: e.details }));
+  });
+  return {
+    first,
+    ended,
+    cancel: () => {
+      call.cancel();
+      client.close();
+    },
+  };
 }
 
 /** The certificate an agent presents to a new TLS connection (node:tls directly, not gRPC). */

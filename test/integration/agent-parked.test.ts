@@ -5,9 +5,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { execa } from "execa";
 import { afterEach, describe, expect, it } from "vitest";
-import { type ClusterFront, fakeDrushHooks, repoRoot, runController } from "../../scripts/lib/cluster.js";
+import { type ClusterFront, fakeDrushHooks, runAgentCommand, runController } from "../../scripts/lib/cluster.js";
 import { type Manifest, diffManifests, manifest, manifestOrAbsent, summarizeDiff } from "../../scripts/lib/manifest.js";
 import {
   Action,
@@ -42,15 +41,13 @@ interface ParkedJson {
 }
 
 interface RecordJson {
-  ledger: Array<{ dataDir: string; kind: string; at: string; moving?: string; linkTarget?: string }>;
+  ledger: Array<{ dataDir: string; kind: string; at: string; moving?: string; linkTarget?: string; ino?: number; born?: number }>;
   operations?: Record<string, { at: string; count: number; changes?: Array<{ dataDir: string; result: string }>; error?: unknown }>;
 }
 
-/** `quick-migrate-agent parked <args…> --config <front's config>`, with the service stopped. */
-async function parked(f: ClusterFront, ...args: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
-  const bin = path.join(repoRoot(), "dist", "agent", "main.js");
-  const r = await execa(process.execPath, [bin, "parked", ...args, "--config", f.configFile], { reject: false, stdin: "ignore", timeout: 30_000 });
-  return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+/** `quick-migrate-agent parked <args…> --config <front's config>` as the agent's user, with the service stopped. */
+function parked(f: ClusterFront, ...args: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  return runAgentCommand(f, ["parked", ...args]);
 }
 
 function client(f: ClusterFront): AgentClient {
@@ -65,6 +62,15 @@ function preflight(c: AgentClient, req: PreflightRequest): Promise<PreflightResp
 
 function apply(c: AgentClient, req: ApplyRequest): Promise<ApplyResponse> {
   return new Promise((resolve, reject) => c.apply(req, new grpc.Metadata(), { deadline: Date.now() + 30_000 }, (err, res) => (err ? reject(err) : resolve(res))));
+}
+
+/** The ledger without the identity of each data dir (its inode, and birth time where the filesystem keeps one), after checking it is there. */
+function known(ledger: RecordJson["ledger"]): Array<Omit<RecordJson["ledger"][number], "ino" | "born">> {
+  return ledger.map(({ ino, born, ...rest }) => {
+    expect(typeof ino, `${rest.dataDir}: inode recorded`).toBe("number");
+    expect(born === undefined || typeof born === "number").toBe(true);
+    return rest;
+  });
 }
 
 function readRecord(f: ClusterFront, id: string): RecordJson {
@@ -119,7 +125,7 @@ describe("quick-migrate-agent parked", () => {
     const newSite = siteDir(root, s.to, s.site);
     const parkDir = path.join(root, PARK, id);
     // `files` (a symlink to shared storage) was renamed into the new site folder, the ledger still says park
-    expect(readRecord(web1, id).ledger).toEqual([
+    expect(known(readRecord(web1, id).ledger)).toEqual([
       { dataDir: "files", kind: "symlink", linkTarget: path.join(s.sharedStorage, "web1", "files"), at: "park", moving: "new" },
       { dataDir: "private/files", kind: "directory", at: "park" },
     ]);
@@ -255,6 +261,68 @@ describe("quick-migrate-agent parked", () => {
   });
 });
 
+describe("a rename the agent recorded and the disk lost (a power cut)", () => {
+  it("parked list finds each data dir at its original path and says so (not MISSING); restore and the agent's undo agree", async () => {
+    const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }] }));
+    const web1 = s.cluster.front("web1");
+    const id = "lost-rename-1";
+    const c = client(web1);
+    await register(s, c, id);
+    await apply(c, { migrationId: id, step: "fronts-park-data", action: Action.ACTION_PARK_DATA });
+    const root = web1.root;
+    const oldSite = siteDir(root, s.from, s.site);
+    // the disk after the power cut: the ledger says parked, the renames never reached the disk
+    for (const d of DATA_DIRS) fs.renameSync(path.join(root, PARK, id, encodeURIComponent(d)), path.join(oldSite, d));
+    expect(readRecord(web1, id).ledger.map((e) => e.at)).toEqual(["park", "park"]);
+    await s.cluster.stopAgent("web1");
+
+    const list = JSON.parse((await parked(web1, "list", "--json")).stdout) as ParkedJson[];
+    expect(list.map((e) => [e.dataDir, e.ledgerAt, e.place, e.path, e.exists])).toEqual([
+      ["files", "park", "old", path.join(oldSite, "files"), true],
+      ["private/files", "park", "old", path.join(oldSite, "private", "files"), true],
+    ]);
+    const human = await parked(web1, "list");
+    expect(human.stdout).not.toContain("MISSING");
+    expect(human.stdout).toContain(`files: at old ${path.join(oldSite, "files")} (ledger: at park; found at its original path: a rename recorded before a crash was lost)`);
+
+    // the agent's own undo (a rollback's unpark-data) finds it in place and records it there
+    await s.cluster.startAgent("web1");
+    const undo = await apply(client(web1), { migrationId: id, step: "fronts-park-data", action: Action.ACTION_UNPARK_DATA });
+    expect(undo.changes.map((ch) => [ch.dataDir, ch.result])).toEqual([
+      ["files", "found-at-destination"],
+      ["private/files", "found-at-destination"],
+    ]);
+    await s.cluster.stopAgent("web1");
+    expect(readRecord(web1, id).ledger.map((e) => e.at)).toEqual(["old", "old"]);
+    expect((await parked(web1, "list")).stdout).toContain("nothing parked");
+    const restore = await parked(web1, "restore", id);
+    expect(restore.exitCode, restore.stdout + restore.stderr).toBe(0);
+    expect(restore.stdout).toContain(`files: already at ${path.join(oldSite, "files")}`);
+    await expectDataBack(s, "web1");
+  });
+
+  it("restore, with the service stopped, puts the record right and reports the data dir already at its original path", async () => {
+    const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }] }));
+    const web1 = s.cluster.front("web1");
+    const id = "lost-rename-2";
+    const c = client(web1);
+    await register(s, c, id);
+    await apply(c, { migrationId: id, step: "fronts-park-data", action: Action.ACTION_PARK_DATA });
+    await s.cluster.stopAgent("web1");
+    const oldSite = siteDir(web1.root, s.from, s.site);
+    fs.renameSync(path.join(web1.root, PARK, id, "files"), path.join(oldSite, "files"));
+    const restore = await parked(web1, "restore", id);
+    expect(restore.exitCode, restore.stdout + restore.stderr).toBe(0);
+    expect(restore.stdout).toContain(`files: already at ${path.join(oldSite, "files")}`);
+    expect(restore.stdout).toContain(`private/files: restored to ${path.join(oldSite, "private", "files")} from park`);
+    expect(readRecord(web1, id).ledger.map((e) => [e.dataDir, e.at, e.moving])).toEqual([
+      ["files", "old", undefined],
+      ["private/files", "old", undefined],
+    ]);
+    await expectDataBack(s, "web1");
+  });
+});
+
 describe("QM_AGENT_FAULT=kill-mid", () => {
   it("kill-mid:park-data leaves the rename on disk with the ledger entry still moving; a restarted agent's unpark-data puts it back", async () => {
     const s = (scenario = await setupScenario({ fronts: [{ name: "web1", env: { QM_AGENT_FAULT: "kill-mid:park-data" } }] }));
@@ -274,7 +342,7 @@ describe("QM_AGENT_FAULT=kill-mid", () => {
     const oldFiles = path.join(siteDir(root, s.from, s.site), "files");
     const parkedFiles = path.join(root, PARK, id, "files");
     const record = readRecord(web1, id);
-    expect(record.ledger).toEqual([{ dataDir: "files", kind: "directory", at: "old", moving: "park" }]);
+    expect(known(record.ledger)).toEqual([{ dataDir: "files", kind: "directory", at: "old", moving: "park" }]);
     expect(record.operations?.["fronts-park-data/park-data"], "no result for an Apply that never ended").toBeUndefined();
     expect(fs.existsSync(oldFiles)).toBe(false);
     expectSame("web1: parked files", s.dataBefore.get("web1")?.get("files"), await manifestOrAbsent(parkedFiles));
@@ -300,7 +368,7 @@ describe("QM_AGENT_FAULT=kill-mid", () => {
       ["private/files", "absent"],
     ]);
     const after = readRecord(web1, id);
-    expect(after.ledger).toEqual([{ dataDir: "files", kind: "directory", at: "old" }]);
+    expect(known(after.ledger)).toEqual([{ dataDir: "files", kind: "directory", at: "old" }]);
     const op = after.operations?.["fronts-park-data/unpark-data"];
     expect(op?.count).toBe(2);
     expect(op?.changes?.map((ch) => ch.result)).toEqual(["already-done", "absent"]);

@@ -4,9 +4,8 @@
 // before (or fully migrated past the point of no return), the data in one place, no lock held.
 import fs from "node:fs";
 import path from "node:path";
-import { execa } from "execa";
 import { afterEach, describe, expect, it } from "vitest";
-import { type ClusterFront, repoRoot, runController } from "../../scripts/lib/cluster.js";
+import { type ClusterFront, runAgentCommand, runController } from "../../scripts/lib/cluster.js";
 import { type Scenario, expectMigrated, expectUnchanged } from "../helpers/scenario.js";
 import { crashedScenario } from "./crash.helpers.js";
 
@@ -16,10 +15,9 @@ afterEach(async () => {
   scenario = undefined;
 });
 
-async function parkedRestore(f: ClusterFront, id: string): Promise<{ exitCode: number; stdout: string; stderr: string }> {
-  const bin = path.join(repoRoot(), "dist", "agent", "main.js");
-  const r = await execa(process.execPath, [bin, "parked", "restore", id, "--config", f.configFile], { reject: false, stdin: "ignore", timeout: 30_000 });
-  return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+/** `parked restore` as the front's operator would run it: as the agent's user, the service running. */
+function parkedRestore(f: ClusterFront, id: string): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  return runAgentCommand(f, ["parked", "restore", id]);
 }
 
 async function restoreOnEveryFront(s: Scenario, id: string): Promise<void> {

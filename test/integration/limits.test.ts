@@ -7,10 +7,11 @@ import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { type ResultPromise, execa } from "execa";
 import { afterEach, describe, expect, it } from "vitest";
-import { repoRoot, runController } from "../../scripts/lib/cluster.js";
+import { asAgentUser, repoRoot, runController } from "../../scripts/lib/cluster.js";
 import { makePlatform, makeSite } from "../../scripts/lib/fixtures.js";
 import { DAEMON_OVER_RSH } from "../../shared/rsyncArgs.js";
-import { hello, insecureClient, preflight, startFrame } from "../helpers/agentRpc.js";
+import { Action } from "../../shared/generated/quickmigrate/v1/agent.js";
+import { apply, hello, insecureClient, preflight, startFrame } from "../helpers/agentRpc.js";
 import { type Scenario, expectUnchanged, setupScenario } from "../helpers/scenario.js";
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -23,8 +24,10 @@ async function agentWith(extra: string): Promise<{ address: string; root: string
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "qm-limits-"));
   fs.mkdirSync(path.join(dir, "root"));
   const file = path.join(dir, "agent.yaml");
+  fs.mkdirSync(path.join(dir, "state"));
   fs.writeFileSync(file, `listen: "127.0.0.1:0"\nroot: ${dir}/root\nstateDir: ${dir}/state\ninsecure: true\n${extra}`);
-  const child = execa(process.execPath, [path.join(repoRoot(), "dist", "agent", "main.js"), "--config", file], { reject: false, buffer: false });
+  const user = asAgentUser(path.join(dir, "root"), path.join(dir, "state"));
+  const child = execa(process.execPath, [path.join(repoRoot(), "dist", "agent", "main.js"), "--config", file], { reject: false, buffer: false, ...user });
   cleanups.push(async () => {
     child.kill("SIGTERM");
     await child;
@@ -50,10 +53,15 @@ describe("limits", () => {
     makePlatform(root, "p1");
     makePlatform(root, "p2");
     makeSite(root, "p1", "a.com", { files: 2, privateFiles: 1 });
+    // the tree belongs to the agent's user, as platforms belong to the aegir user
+    asAgentUser(root);
     const c = insecureClient(address);
     cleanups.push(() => c.close());
     const reg = await preflight(c, { migration: { id: "limits-1", from: "p1", site: "a.com", to: "p2", newSite: "a.com", dataDirs: ["files", "private/files"] }, register: true, local: false });
     expect(reg.ok && reg.value.problems, JSON.stringify(reg)).toEqual([]);
+    // the step order: a fetch follows the parking of the data
+    const parked = await apply(c, { migrationId: "limits-1", step: "fronts-park-data", action: Action.ACTION_PARK_DATA });
+    expect(parked.ok, JSON.stringify(parked)).toBe(true);
     // an rsync stream that has not sent its start frame yet: no slot taken
     const silent = c.rsync();
     silent.on("error", () => undefined);
@@ -62,7 +70,10 @@ describe("limits", () => {
     // one whose start frame is in, its rsync daemon greeting: it holds the one slot
     const stream = c.rsync();
     stream.on("error", () => undefined);
-    const greeted = new Promise((resolve) => stream.once("data", resolve));
+    const greeted = new Promise((resolve, reject) => {
+      stream.once("data", resolve);
+      stream.once("error", reject);
+    });
     stream.write(startFrame({ migrationId: "limits-1", step: "fetch-site", args: [...DAEMON_OVER_RSH] }));
     await greeted;
     const busy = await hello(c, { protocolVersion: 1, controllerVersion: "" });

@@ -4,7 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { fakeDrushHooks, runController } from "../../scripts/lib/cluster.js";
-import { type Scenario, expectMigrated, expectUnchanged, setupScenario, siteDir } from "../helpers/scenario.js";
+import { type Scenario, expectMigrated, expectUnchanged, rescan, setupScenario, siteDir } from "../helpers/scenario.js";
 
 const STEPS = [
   "preflight",
@@ -102,6 +102,24 @@ describe("quick-migrate migrate", () => {
     }
   });
 
+  it("a data dir that is a symlink stays the very same link: absolute (shared storage) and relative (resolving from the new folder too)", async () => {
+    const setup = (scenario = await setupScenario({ fronts: [{ name: "web1" }, { name: "web2" }], symlinkFiles: ["web2"] }));
+    const web1 = setup.cluster.frontRoot("web1");
+    const files = path.join(siteDir(web1, setup.from, setup.site), "files");
+    fs.mkdirSync(path.join(web1, "storage", "files"), { recursive: true });
+    fs.writeFileSync(path.join(web1, "storage", "files", "upload.txt"), "shared by the link\n");
+    fs.rmSync(files, { recursive: true });
+    fs.symlinkSync("../../../storage/files", files);
+    const s = await rescan(setup);
+    const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"]);
+    expect(run.exitCode, run.stdout + run.stderr).toBe(0);
+    await expectMigrated(s);
+    const moved = path.join(siteDir(web1, s.to, s.site), "files");
+    expect(fs.readlinkSync(moved)).toBe("../../../storage/files");
+    expect(fs.readFileSync(path.join(moved, "upload.txt"), "utf8")).toBe("shared by the link\n");
+    expect(fs.readlinkSync(path.join(siteDir(s.cluster.frontRoot("web2"), s.to, s.site), "files"))).toBe(path.join(s.sharedStorage, "web2", "files"));
+  });
+
   it("parks and restores the hostmaster's own data when it is also a web front, never deleting it", async () => {
     const s = (scenario = await setupScenario({ fronts: [{ name: "master", local: true }, { name: "web1" }] }));
     const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"]);
@@ -113,6 +131,35 @@ describe("quick-migrate migrate", () => {
     expect(run.events.filter((e) => e.event === "ack" && e.step === "fronts-restore-data").map((e) => e.host).sort()).toEqual(["master", "web1"]);
     await expectMigrated(s);
   });
+
+  it("a hostmaster that is a front, fetching from another front, leaves no staging copy (settings.php and its credentials) behind", async () => {
+    const s = (scenario = await setupScenario({ fronts: [{ name: "master", local: true }, { name: "web1" }] }));
+    const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--fetch-from", "web1", "--json"]);
+    expect(run.exitCode, run.stdout + run.stderr).toBe(0);
+    expect(run.events.filter((e) => e.event === "ack" && e.step === "fetch-site").map((e) => e.host)).toEqual(["web1"]);
+    // expectMigrated checks every park area, the hostmaster's included (it is front master's root)
+    await expectMigrated(s, { fetchFrom: "web1" });
+    expect(fs.existsSync(path.join(s.cluster.masterRoot, ".quick-migrate-park")), "no park area left on the hostmaster").toBe(false);
+  });
+
+  it.each(["updatedb", "--platform=drupal-7.99"])(
+    "a hostmaster that is a front, fetching from another front, leaves no staging copy behind after a rollback (%s failing)",
+    async (failOn) => {
+      const h = fakeDrushHooks();
+      const s = (scenario = await setupScenario({
+        fronts: [{ name: "master", local: true }, { name: "web1" }],
+        hooks: { ...h, deploy: [...(h.deploy ?? []), "--platform={to}"] },
+      }));
+      const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--fetch-from", "web1", "--json"], {
+        env: { QM_FAKE_DRUSH_FAIL: failOn },
+      });
+      expect(run.exitCode, run.stdout + run.stderr).toBe(1);
+      // the fetched copy was moved into place before the hook failed: the rollback moved it back and removed it
+      expect(run.events.some((e) => e.event === "ack" && e.step === "fetch-site" && e.undo && e.ok)).toBe(true);
+      await expectUnchanged(s);
+      expect(fs.existsSync(path.join(s.cluster.masterRoot, ".quick-migrate-park")), "no park area left on the hostmaster").toBe(false);
+    },
+  );
 
   it("fetches from the front named by --fetch-from", async () => {
     const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }, { name: "web2" }] }));

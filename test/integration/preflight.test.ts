@@ -71,6 +71,22 @@ describe("preflight refusals", () => {
     expect(message).toContain(`web1: data dir ${s.from}/sites/${s.site}/private/files is a mount point`);
   });
 
+  it("a data dir that is a relative symlink which would dangle in the new site folder (a deeper target platform)", async () => {
+    const s = await twoFronts({ to: "d10/web" });
+    const root = s.cluster.frontRoot("web1");
+    const files = path.join(siteDir(root, s.from, s.site), "files");
+    fs.mkdirSync(path.join(root, "storage", "files"), { recursive: true });
+    fs.rmSync(files, { recursive: true });
+    // resolves from drupal-7.98/sites/<site>/, not from d10/web/sites/<site>/
+    fs.symlinkSync("../../../storage/files", files);
+    const message = await expectRefused(s, ["migrate", s.site, "--to", s.to]);
+    expect(message).toBe(
+      `preflight refused: web1: data dir ${s.from}/sites/${s.site}/files is a relative symlink (→ ../../../storage/files) that would dangle in d10/web/sites/${s.site}: ${path.join(root, "d10", "storage", "files")} does not exist; make it absolute or move its target first`,
+    );
+    const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"]);
+    expect(run.events.at(-1)).toMatchObject({ exitCode: 2, code: "DANGLING_SYMLINK" });
+  });
+
   it("unknown site", async () => {
     const s = await twoFronts();
     const message = await expectRefused(s, ["migrate", "nosuch.example.com", "--to", s.to]);

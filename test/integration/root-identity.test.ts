@@ -9,7 +9,7 @@ import path from "node:path";
 import { execa } from "execa";
 import { afterEach, describe, expect, it } from "vitest";
 import YAML from "yaml";
-import { type Cluster, repoRoot, runController } from "../../scripts/lib/cluster.js";
+import { type Cluster, asAgentUser, repoRoot, runController } from "../../scripts/lib/cluster.js";
 import { hello, insecureClient } from "../helpers/agentRpc.js";
 import { type Scenario, expectMigrated, expectRefused, setupScenario } from "../helpers/scenario.js";
 
@@ -113,9 +113,10 @@ describe("roots shared by two hosts of one migration", () => {
     execFileSync("mount", ["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", root]);
     mounts.push(root);
     const config = path.join(dir, "agent.yaml");
+    fs.mkdirSync(path.join(dir, "state"));
     fs.writeFileSync(config, YAML.stringify({ listen: "127.0.0.1:0", root, stateDir: path.join(dir, "state"), insecure: true }));
     try {
-      const r = await execa(process.execPath, [path.join(repoRoot(), "dist", "agent", "main.js"), "--config", config], { reject: false, timeout: 15_000 });
+      const r = await execa(process.execPath, [path.join(repoRoot(), "dist", "agent", "main.js"), "--config", config], { reject: false, timeout: 15_000, ...asAgentUser(path.join(dir, "state")) });
       expect(r.exitCode, String(r.stderr)).toBe(1);
       expect(String(r.stderr)).toContain(`quick-migrate-agent: cannot create ${path.join(root, ROOT_ID_FILE)}, the identity of the root: EROFS: the root ${root} must be writable by the user the agent runs as`);
     } finally {

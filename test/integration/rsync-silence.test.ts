@@ -6,9 +6,9 @@ import fs from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ClusterFront, runController } from "../../scripts/lib/cluster.js";
-import type { AgentClient, RsyncFrame } from "../../shared/generated/quickmigrate/v1/agent.js";
+import { Action, type AgentClient, type RsyncFrame } from "../../shared/generated/quickmigrate/v1/agent.js";
 import { DAEMON_OVER_RSH } from "../../shared/rsyncArgs.js";
-import { hello, insecureClient, preflight, startFrame } from "../helpers/agentRpc.js";
+import { apply, hello, insecureClient, preflight, startFrame } from "../helpers/agentRpc.js";
 import { DATA_DIRS, type Scenario, expectMigrated, setupScenario } from "../helpers/scenario.js";
 
 const START_MS = 5000;
@@ -122,6 +122,9 @@ describe("an rsync that stops moving bytes", () => {
       local: false,
     });
     expect(reg.ok && reg.value.problems, JSON.stringify(reg)).toEqual([]);
+    // the step order: a fetch follows the parking of the data
+    const parked = await apply(client, { migrationId: "silence-idle-1", step: "fronts-park-data", action: Action.ACTION_PARK_DATA });
+    expect(parked.ok, JSON.stringify(parked)).toBe(true);
   });
 
   const cases: Array<[string, (call: grpc.ClientDuplexStream<RsyncFrame, RsyncFrame>) => void]> = [

@@ -1,6 +1,7 @@
 // A site folder (or its parent `sites/`) swapped for a symlink to a folder outside the root between
 // preflight and a step: every operation on it is refused, and nothing outside the root is touched.
-// Driven straight at an agent (register, swap, then every Apply action and both rsync steps), and
+// Driven straight at an agent (register, swap, then every Apply action and both rsync steps, each in a
+// state where the step order allows it), and
 // through the controller with a hook that makes the swap in the middle of a migration.
 import fs from "node:fs";
 import path from "node:path";
@@ -69,27 +70,45 @@ interface Tried {
   readonly details: string;
 }
 
-async function tryEverything(s: Scenario, c: AgentClient, id: string, logFile: string): Promise<Tried[]> {
+type Stages = Array<{ step: string; status: "begun" | "done" }>;
+
+/**
+ * Puts the agent's record of migration `id` in the state where the step order allows an action, as the
+ * agent keeps it (agent/stepOrder.ts): these tests are about the folders, not the order, and reaching
+ * the state by doing the steps would move the data they compare.
+ */
+function putInState(stateDir: string, id: string, stages: Stages): void {
+  const file = path.join(stateDir, "migrations", `${id}.json`);
+  const record = JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, unknown>;
+  fs.writeFileSync(file, JSON.stringify({ ...record, state: { stages } }, null, 2));
+}
+
+const PARKED: Stages = [{ step: "fronts-park-data", status: "done" }];
+const PUSHED: Stages = [...PARKED, { step: "push-site", status: "done" }];
+
+async function tryEverything(s: Scenario, c: AgentClient, id: string, front: { stateDir: string; logFile: string }): Promise<Tried[]> {
   const out: Tried[] = [];
-  const actions: Array<[string, Action]> = [
-    ["park-data", Action.ACTION_PARK_DATA],
-    ["unpark-data", Action.ACTION_UNPARK_DATA],
-    ["restore-data", Action.ACTION_RESTORE_DATA],
-    ["unrestore-data", Action.ACTION_UNRESTORE_DATA],
-    ["remove-old-site", Action.ACTION_REMOVE_OLD_SITE],
-    ["remove-new-site", Action.ACTION_REMOVE_NEW_SITE],
+  const actions: Array<[string, string, Action, Stages]> = [
+    ["park-data", "fronts-park-data", Action.ACTION_PARK_DATA, []],
+    ["unpark-data", "fronts-park-data", Action.ACTION_UNPARK_DATA, [{ step: "fronts-park-data", status: "begun" }]],
+    ["restore-data", "fronts-restore-data", Action.ACTION_RESTORE_DATA, PUSHED],
+    ["unrestore-data", "fronts-restore-data", Action.ACTION_UNRESTORE_DATA, [...PUSHED, { step: "fronts-restore-data", status: "begun" }]],
+    ["remove-old-site", "fronts-remove-old", Action.ACTION_REMOVE_OLD_SITE, [...PUSHED, { step: "fronts-restore-data", status: "done" }]],
+    ["remove-new-site", "push-site", Action.ACTION_REMOVE_NEW_SITE, PUSHED],
   ];
-  for (const [name, action] of actions) {
-    const o = await apply(c, { migrationId: id, step: "swap-test", action });
+  for (const [name, step, action, stages] of actions) {
+    putInState(front.stateDir, id, stages);
+    const o = await apply(c, { migrationId: id, step, action });
     out.push({ op: name, code: o.code, qmCode: o.ok ? undefined : o.qmCode, details: o.ok ? JSON.stringify(o.value.changes) : o.details });
   }
-  const starts = rsyncStarts(logFile);
+  const starts = rsyncStarts(front.logFile);
   // what a real client asks for: the agent picks the folder of (migration, step) itself
   for (const name of ["rsync fetch-site", "rsync push-site"]) {
+    putInState(front.stateDir, id, PARKED);
     const o = await tunnel(c, [startFrame({ migrationId: id, step: name.replace("rsync ", ""), args: [...DAEMON_OVER_RSH] })], { timeoutMs: 5000 });
     out.push({ op: name, code: o.code, qmCode: o.qmCode, rsyncRan: rsyncRan(o), details: o.details });
   }
-  expect(rsyncStarts(logFile), "an rsync server was started").toBe(starts);
+  expect(rsyncStarts(front.logFile), "an rsync server was started").toBe(starts);
   return out;
 }
 
@@ -117,7 +136,7 @@ describe("swapped after preflight, driven straight at the agent", () => {
     const outsideBefore = await manifest(outside);
     const rootBefore = excludePaths(await manifest(web1.root), [PARK]);
 
-    const tried = await tryEverything(s, c, "swap-site-1", web1.logFile);
+    const tried = await tryEverything(s, c, "swap-site-1", web1);
     expect(tried.filter((t) => !REFUSED.includes(t.code) || t.rsyncRan === true)).toEqual([]);
     // what each refusal says (kept exact: a change of reason shows up here)
     expect(tried.map((t) => [t.op, t.qmCode])).toEqual([
@@ -148,7 +167,7 @@ describe("swapped after preflight, driven straight at the agent", () => {
     const outsideBefore = await manifest(outside);
     const rootBefore = excludePaths(await manifest(web1.root), [PARK]);
 
-    const tried = await tryEverything(s, c, "swap-sites-1", web1.logFile);
+    const tried = await tryEverything(s, c, "swap-sites-1", web1);
     expect(tried.filter((t) => !REFUSED.includes(t.code) || t.rsyncRan === true)).toEqual([]);
     expect(tried.map((t) => [t.op, t.qmCode])).toEqual([
       ["park-data", "OUTSIDE_ROOT"],

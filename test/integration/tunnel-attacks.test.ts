@@ -12,9 +12,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { ClusterFront } from "../../scripts/lib/cluster.js";
 import { makeSite } from "../../scripts/lib/fixtures.js";
 import { type Manifest, diffManifests, manifest, summarizeDiff } from "../../scripts/lib/manifest.js";
-import type { AgentClient, RsyncFrame } from "../../shared/generated/quickmigrate/v1/agent.js";
+import { Action, type AgentClient, type RsyncFrame } from "../../shared/generated/quickmigrate/v1/agent.js";
 import { DAEMON_OVER_RSH } from "../../shared/rsyncArgs.js";
-import { hello, insecureClient, preflight, rsyncRan, rsyncStarts, startFrame, tunnel } from "../helpers/agentRpc.js";
+import { apply, hello, insecureClient, preflight, rsyncRan, rsyncStarts, startFrame, tunnel } from "../helpers/agentRpc.js";
 import { DATA_DIRS, type Scenario, setupScenario } from "../helpers/scenario.js";
 
 const REG = "tunnel-attack-1";
@@ -59,6 +59,7 @@ beforeAll(async () => {
   outside = path.join(s.baseDir, "outside");
   fs.mkdirSync(outside);
   fs.writeFileSync(path.join(outside, "canary.txt"), "outside canary\n", { mode: 0o644 });
+  s.cluster.handOver();
   client = insecureClient(web1.address);
   for (const [id, site] of [
     [REG, s.site],
@@ -66,6 +67,9 @@ beforeAll(async () => {
   ] as const) {
     const res = await preflight(client, { migration: { id, from: s.from, site, to: s.to, newSite: site, dataDirs: [...DATA_DIRS] }, register: true, local: false });
     expect(res.ok && res.value.problems, JSON.stringify(res)).toEqual([]);
+    // parked, as fronts-park-data leaves them: the step order allows their fetch-site and push-site now
+    const parked = await apply(client, { migrationId: id, step: "fronts-park-data", action: Action.ACTION_PARK_DATA });
+    expect(parked.ok, JSON.stringify(parked)).toBe(true);
   }
   before = await snapshot();
 });
@@ -273,18 +277,24 @@ describe("positive controls", () => {
   });
 
   it("the daemon invocation for push-site is served too (cancelled at the greeting: only the empty new site folder is made)", async () => {
+    // the other migration's push: a push moves its migration past fetch-site, which the tests below still need of REG's
     const startsBefore = rsyncStarts(web1.logFile);
-    const o = await tunnel(client, [startFrame({ migrationId: REG, step: "push-site", args: DAEMON() })]);
+    const o = await tunnel(client, [startFrame({ migrationId: OTHER_REG, step: "push-site", args: DAEMON() })]);
     expect(o.cancelledByUs, o.details).toBe("data");
     expect(o.dataFrames).toBeGreaterThan(0);
     expect(rsyncStarts(web1.logFile)).toBe(startsBefore + 1);
     // the agent kills its rsync on the cancel; give it a moment to be gone before the last look
     await new Promise((r) => setTimeout(r, 300));
     // the module's folder, made by the agent (mode 0700) for the daemon to work in; push-site's undo removes it
-    const made = path.join(web1.root, s.to, "sites", s.site);
+    const made = path.join(web1.root, s.to, "sites", OTHER_SITE);
     expect(fs.readdirSync(made)).toEqual([]);
     expect(fs.statSync(made).mode & 0o777).toBe(0o700);
     fs.rmdirSync(made);
+    // and the agent's record of that migration says its push began
+    const record = diffManifests(before.get("web1-state") as Manifest, await manifest(web1.stateDir));
+    expect(record.length).toBeGreaterThan(0);
+    expect(record.filter((line) => !line.startsWith(`changed: migrations/${OTHER_REG}.json: `))).toEqual([]);
+    before.set("web1-state", await manifest(web1.stateDir));
     await expectNothingWritten("push-site positive control");
   });
 });

@@ -5,9 +5,8 @@
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { execa } from "execa";
 import { afterEach, describe, expect, it } from "vitest";
-import { type ClusterFront, repoRoot, runController } from "../../scripts/lib/cluster.js";
+import { type ClusterFront, runAgentCommand, runController } from "../../scripts/lib/cluster.js";
 import { Action } from "../../shared/generated/quickmigrate/v1/agent.js";
 import { apply, insecureClient, preflight } from "../helpers/agentRpc.js";
 import { DATA_DIRS, PARK, type Scenario, expectMigrated, expectRefused, expectUnchanged, setupScenario } from "../helpers/scenario.js";
@@ -21,8 +20,7 @@ afterEach(async () => {
 /** `quick-migrate-agent parked restore <id>` on a front, with its service stopped, then the service started again. */
 async function parkedRestore(s: Scenario, f: ClusterFront, id: string): Promise<void> {
   await s.cluster.stopAgent(f.name);
-  const bin = path.join(repoRoot(), "dist", "agent", "main.js");
-  const r = await execa(process.execPath, [bin, "parked", "restore", id, "--config", f.configFile], { reject: false, stdin: "ignore", timeout: 30_000 });
+  const r = await runAgentCommand(f, ["parked", "restore", id]);
   expect(r.exitCode, `${f.name}: ${String(r.stdout)}${String(r.stderr)}`).toBe(0);
   expect(String(r.stdout)).toContain(`all ${DATA_DIRS.length} data dir(s) are back`);
   await s.cluster.startAgent(f.name);

@@ -67,7 +67,8 @@ describe("a frozen agent (SIGSTOP)", () => {
     const s = (scenario = await setupScenario({
       fronts: [{ name: "web1" }, { name: "web2" }],
       symlinkFiles: ["web2"],
-      hooks: { [hook]: ["sh", "-c", `kill -STOP "$(cat '${pidFile}')"`] },
+      // (updatedb needs a dbDump hook; a hook the rollback runs again, like deploy, would freeze it again)
+      hooks: { dbDump: ["true"], [hook]: ["sh", "-c", `kill -STOP "$(cat '${pidFile}')"`] },
     }));
     const pid = s.cluster.front("web2").process?.pid as number;
     fs.writeFileSync(pidFile, String(pid));
@@ -84,6 +85,8 @@ describe("a frozen agent (SIGSTOP)", () => {
     const id = expectGaveUpOn(run, "web2", step);
 
     process.kill(pid, "SIGCONT");
+    // the small bound was under test in the first run; the run that finishes uses the defaults
+    s.cluster.writeControllerConfig({ extra: {} });
     const again = await runController(s.cluster.controllerConfig, [finish, id, "--json"]);
     expect(again.exitCode, again.stdout + again.stderr).toBe(0);
     if (finish === "rollback") await expectUnchanged(s);
@@ -114,7 +117,7 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
     const s = (scenario = await setupScenario({
       fronts: [{ name: "web1" }, { name: "web2", netns: { name: link.ns, address: link.address } }],
       tls: true,
-      hooks: { updatedb: link.cut },
+      hooks: { dbDump: ["true"], updatedb: link.cut },
     }));
     s.cluster.writeControllerConfig({ extra: { timeouts: { unresponsive: UNRESPONSIVE_S } } });
 
@@ -123,6 +126,7 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
 
     const [cmd, ...args] = link.mend;
     execFileSync(cmd as string, args);
+    s.cluster.writeControllerConfig({ extra: {} });
     const again = await runController(s.cluster.controllerConfig, ["rollback", id, "--json"]);
     expect(again.exitCode, again.stdout + again.stderr).toBe(0);
     await expectUnchanged(s);
@@ -136,7 +140,7 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
       fronts: [{ name: "web1" }, { name: "web2", netns: { name: l.ns, address: l.address } }],
       tls: true,
       // 2 MB of site code at 2 Mbit/s: about 8 s of pushing, well past the 3 s bound
-      hooks: { updatedb: l.slow("2mbit") },
+      hooks: { dbDump: ["true"], updatedb: l.slow("2mbit") },
     }));
     // random bytes: rsync may compress, and zeros would cross the link in no time
     const big = randomBytes(2 * 1024 * 1024);

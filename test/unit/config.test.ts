@@ -206,6 +206,24 @@ fronts:
     expect(c.hooks.deploy).toEqual(["drush", "@{newSite}", "php-eval", '{ "a": 1 }', "{a b}"]);
   });
 
+  it.each([
+    ["updatedb", `  updatedb: [drush, "@{newSite}", updatedb, "-y"]\n`],
+    ["dbRestore", `  dbRestore: [drush, "@{site}", sql-query, "--file={dump}"]\n`],
+  ])("refuses %s without dbDump (a rollback would have no dump to restore), one line naming file and key", async (key, line) => {
+    const file = write(`${CONTROLLER}hooks:\n  deploy: [drush, "@{newSite}", provision-verify]\n${line}`);
+    const lines = problemLines(await configError(loadControllerConfig(file)), file);
+    expect(lines).toEqual([`${file}: hooks.${key}: needs hooks.dbDump: a rollback restores the database from the dump it writes`]);
+  });
+
+  it("refuses both updatedb and dbRestore without dbDump, each on its line; with dbDump they load", async () => {
+    const hooks = `  updatedb: [drush, "@{newSite}", updatedb]\n  dbRestore: [drush, "@{site}", sql-query, "--file={dump}"]\n`;
+    const file = write(`${CONTROLLER}hooks:\n${hooks}`);
+    const lines = problemLines(await configError(loadControllerConfig(file)), file);
+    expect(lines.map((l) => l.split(": ")[1])).toEqual(["hooks.updatedb", "hooks.dbRestore"]);
+    const ok = write(`${CONTROLLER}hooks:\n${hooks}  dbDump: [drush, "@{site}", sql-dump, "--result-file={dump}"]\n`, "ok.yaml");
+    expect((await loadControllerConfig(ok)).hooks.updatedb).toEqual(["drush", "@{newSite}", "updatedb"]);
+  });
+
   it("refuses a hook with no command", async () => {
     const file = write(`${CONTROLLER}hooks:\n  deploy: []\n`);
     const lines = problemLines(await configError(loadControllerConfig(file)), file);
@@ -281,7 +299,11 @@ describe("loadAgentConfig", () => {
       allowedClients: [],
       maxConcurrentOps: 16,
       timeouts: { unresponsive: 30 },
+      operationTimeout: 300,
+      dataDirs: ["files", "private/files"],
+      keepFinished: 30,
       logLevel: "info",
+      allowRoot: false,
     });
   });
 
@@ -291,6 +313,22 @@ describe("loadAgentConfig", () => {
       const file = write(`${AGENT}timeouts: ${bad}\n`);
       expect(problemLines(await configError(loadAgentConfig(file)), file), bad).toEqual([expect.stringMatching(/: timeouts(\.unresponsive)?: /)]);
     }
+  });
+
+  it("reads the data dirs it protects and how long ended migrations are kept", async () => {
+    const c = await loadAgentConfig(write(`${AGENT}dataDirs: [files, private/files, private/temp]\nkeepFinished: 7\n`));
+    expect(c.dataDirs).toEqual(["files", "private/files", "private/temp"]);
+    expect(c.keepFinished).toBe(7);
+  });
+
+  it("refuses an empty data-dir list, a nested one, more than 64, and a negative keepFinished, all at once", async () => {
+    const empty = write(`${AGENT}dataDirs: []\nkeepFinished: -1\n`, "empty.yaml");
+    const lines = problemLines(await configError(loadAgentConfig(empty)), empty);
+    expect(lines).toEqual([expect.stringMatching(/: dataDirs: /), expect.stringMatching(/: keepFinished: /)]);
+    const nested = write(`${AGENT}dataDirs: [files, files/x]\n`, "nested.yaml");
+    expect(problemLines(await configError(loadAgentConfig(nested)), nested)).toEqual([expect.stringMatching(/: dataDirs: data dir files\/x lies inside data dir files/)]);
+    const many = write(`${AGENT}dataDirs: [${Array.from({ length: 65 }, (_, i) => `d${i}`).join(", ")}]\n`, "many.yaml");
+    expect(problemLines(await configError(loadAgentConfig(many)), many)).toEqual([expect.stringMatching(/: dataDirs: /)]);
   });
 
   it("refuses insecure mode on a non-loopback address, naming listen", async () => {

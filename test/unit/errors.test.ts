@@ -2,8 +2,9 @@
 import { describe, expect, it } from "vitest";
 import { ErrorCodes, QmError, describeError, fsError, isErrorCode } from "../../shared/errors.js";
 
-// gRPC status numbers, written out: INVALID_ARGUMENT 3, ALREADY_EXISTS 6, PERMISSION_DENIED 7,
-// FAILED_PRECONDITION 9, INTERNAL 13, UNAVAILABLE 14. Changing the catalogue means changing this table.
+// gRPC status numbers, written out: INVALID_ARGUMENT 3, DEADLINE_EXCEEDED 4, ALREADY_EXISTS 6,
+// PERMISSION_DENIED 7, RESOURCE_EXHAUSTED 8, FAILED_PRECONDITION 9, INTERNAL 13, UNAVAILABLE 14.
+// Changing the catalogue means changing this table.
 const CATALOGUE: [string, number][] = [
   ["INVALID_NAME", 3],
   ["CONFIG_INVALID", 3],
@@ -27,6 +28,10 @@ const CATALOGUE: [string, number][] = [
   ["ROOT_NOT_WRITABLE", 9],
   ["RESTORED_ON_FRONT", 9],
   ["PAST_POINT_OF_NO_RETURN", 9],
+  ["DANGLING_SYMLINK", 9],
+  ["DATA_DIRS_MISMATCH", 9],
+  ["OUT_OF_ORDER", 9],
+  ["MIGRATION_FINISHED", 9],
   ["OUTSIDE_ROOT", 7],
   ["TUNNEL_REFUSED", 7],
   ["NOT_ALLOWED", 7],
@@ -34,6 +39,8 @@ const CATALOGUE: [string, number][] = [
   ["UNREACHABLE", 14],
   ["BUSY", 14],
   ["STREAM_IDLE", 14],
+  ["TIMED_OUT", 4],
+  ["TOO_MANY_STREAMS", 8],
   ["INCOMPATIBLE", 9],
   ["HOOK_FAILED", 13],
   ["RSYNC_FAILED", 13],

@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { QmError } from "../../shared/errors.js";
 import { type MigrationSpec, checkMigration } from "../../shared/migration.js";
-import { checkDataDirSet, checkMigrationId, checkPlatform, checkSiteName } from "../../shared/names.js";
+import { MAX_DATA_DIRS, checkDataDirSet, checkMigrationId, checkPlatform, checkSiteName } from "../../shared/names.js";
 
 /** Runs fn, expects a QmError INVALID_NAME whose message names the (possibly truncated) value. */
 function expectInvalid(fn: () => unknown, value?: string): QmError {
@@ -135,6 +135,32 @@ describe("checkDataDirSet", () => {
   it.each(["../files", "/files", "files/", ".", "", "a//b", "fi les", "files\n"])("refuses the bad data dir %j", (d) => {
     expectInvalid(() => checkDataDirSet(["private/files", d]), d);
   });
+
+  it("refuses an empty list: a migration must protect some data", () => {
+    const err = expectInvalid(() => checkDataDirSet([]));
+    expect(err.message).toContain("no data dirs");
+    expect(err.context.key).toBe("dataDirs");
+  });
+
+  it(`accepts ${MAX_DATA_DIRS} data dirs and refuses one more, naming the bound`, () => {
+    const dirs = Array.from({ length: MAX_DATA_DIRS + 1 }, (_, i) => `d${i}`);
+    expect(checkDataDirSet(dirs.slice(0, MAX_DATA_DIRS))).toHaveLength(MAX_DATA_DIRS);
+    const err = expectInvalid(() => checkDataDirSet(dirs));
+    expect(err.message).toContain(`at most ${MAX_DATA_DIRS}`);
+  });
+
+  it("refuses 16,000 data dirs by their count, before any of them is looked at", () => {
+    // hostile entries: were each one checked, the first would be refused as a bad name instead
+    const err = expectInvalid(() => checkDataDirSet(Array.from({ length: 16_000 }, () => "../x")));
+    expect(err.message).toBe(`16000 data dirs: at most ${MAX_DATA_DIRS} are allowed`);
+  });
+
+  it("finds a nested pair deep in a long path, among the most dirs allowed", () => {
+    const deep = Array.from({ length: 60 }, (_, i) => `p${i}`).join("/");
+    const dirs = [...Array.from({ length: MAX_DATA_DIRS - 2 }, (_, i) => `other${i}/files`), `${deep}/x`, "p0/p1/p2"];
+    const err = expectInvalid(() => checkDataDirSet(dirs));
+    expect(err.message).toBe(`data dir ${deep}/x lies inside data dir p0/p1/p2`);
+  });
 });
 
 describe("checkMigrationId", () => {
@@ -197,5 +223,11 @@ describe("checkMigration", () => {
 
   it("refuses nested data dirs", () => {
     expectInvalid(() => checkMigration({ ...good, dataDirs: ["files", "files/x"] }));
+  });
+
+  it("refuses an empty data-dir list, except in an agent's record written before that was refused", () => {
+    expectInvalid(() => checkMigration({ ...good, dataDirs: [] }));
+    expect(checkMigration({ ...good, dataDirs: [] }, { storedRecord: true }).dataDirs).toEqual([]);
+    expectInvalid(() => checkMigration({ ...good, dataDirs: ["files", "files/x"] }, { storedRecord: true }));
   });
 });

@@ -51,6 +51,13 @@ describe("withRecordLock", () => {
     expect(fs.existsSync(lockFile()), "the holder's lock stays").toBe(true);
   });
 
+  it("breaks a lock file torn by a crash (empty, a few seconds old)", async () => {
+    fs.writeFileSync(lockFile(), "");
+    const old = new Date(Date.now() - 5000);
+    fs.utimesSync(lockFile(), old, old);
+    expect(await withRecordLock(stateDir, "m1", { what: "test" }, async () => "ran")).toBe("ran");
+  });
+
   it("releases the lock when the writer throws", async () => {
     await expect(withRecordLock(stateDir, "m1", { what: "test" }, async () => Promise.reject(new Error("boom")))).rejects.toThrow("boom");
     expect(fs.existsSync(lockFile())).toBe(false);

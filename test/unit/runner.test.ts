@@ -25,6 +25,7 @@ import { QmError } from "../../shared/errors.js";
 import type { ApplyResponse, InspectResponse, PreflightResponse } from "../../shared/generated/quickmigrate/v1/agent.js";
 import { type MigrationSpec, parkRel } from "../../shared/migration.js";
 import { SiteTree } from "../../shared/siteTree.js";
+import { fillDisk, isRoot, mountTmpfsOver } from "../helpers/disk.js";
 import { PROTOCOL_VERSION } from "../../shared/version.js";
 import type { FrontAction } from "../../shared/wire.js";
 
@@ -68,7 +69,7 @@ class FakeAgent implements AgentConnectionLike {
     return { changes: [], repeated: false };
   }
   async inspect(): Promise<InspectResponse> {
-    return { registered: true, restoredOnFrontAt: "", pastPointOfNoReturn: false };
+    return { registered: true, restoredOnFrontAt: "", pastPointOfNoReturn: false, endedAs: "" };
   }
   openRsync(): never {
     throw new Error("the fake tunnel never opens a stream");
@@ -89,6 +90,9 @@ class FakeTunnel implements TunnelLike {
   }
 }
 
+/** runs inside each fake hook, after it is recorded (a test's way to fill the disk at that point) */
+let onHook: ((name: HookName) => void) | undefined;
+
 class FakeHooks implements HooksLike {
   constructor(
     private readonly calls: Calls,
@@ -107,6 +111,7 @@ class FakeHooks implements HooksLike {
       throw new QmError("HOOK_FAILED", `hook ${name} (drush) failed: cancelled`, { key: `hooks.${name}` });
     }
     this.calls.push(`hook ${name}`);
+    onHook?.(name);
     if (failing(this.failures, `hook:${name}`)) throw new QmError("HOOK_FAILED", `hook ${name} (drush) failed: exit 1`, { key: `hooks.${name}` });
     return { skipped: false, detail: `hook ${name} ran` };
   }
@@ -152,8 +157,12 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
+  onHook = undefined;
+  for (const u of unmounts.splice(0)) u();
   await rm(base, { recursive: true, force: true });
 });
+
+const unmounts: Array<() => void> = [];
 
 interface Run {
   readonly result: RunResult;
@@ -163,11 +172,19 @@ interface Run {
   readonly plan: Plan;
 }
 
-async function migrate(
-  failures: Record<string, number> = {},
-  master = new SiteTree(root),
-  opts: { onHook?: (name: HookName) => void; onApply?: (action: FrontAction) => void; deps?: Partial<RunnerDeps>; calls?: Calls } = {},
-): Promise<Run> {
+type RunOpts = { onHook?: (name: HookName) => void; onApply?: (action: FrontAction) => void; deps?: Partial<RunnerDeps>; calls?: Calls };
+
+async function migrate(failures: Record<string, number> = {}, master = new SiteTree(root), opts: RunOpts = {}): Promise<Run> {
+  return runWith({ kind: "migrate", dryRun: false }, failures, master, opts);
+}
+
+/** `resume` or `rollback` of m1, from its journal. */
+async function continueRun(kind: "resume" | "rollback", failures: Record<string, number> = {}, opts: RunOpts = {}): Promise<Run> {
+  const { journal, events } = await Journal.load(stateDir, m.id);
+  return runWith({ kind, journal, events }, failures, new SiteTree(root), opts);
+}
+
+async function runWith(mode: RunMode, failures: Record<string, number> = {}, master = new SiteTree(root), opts: RunOpts = {}): Promise<Run> {
   const calls: Calls = opts.calls ?? [];
   const fail: Failures = new Map(Object.entries(failures));
   const events: RunEvent[] = [];
@@ -175,7 +192,7 @@ async function migrate(
   const plan = buildPlan({ migration: m, master: "hostmaster", fronts: FRONTS.map((name) => ({ name, local: false })), hooks: new Set(HOOK_NAMES) });
   const runner = new MigrationRunner({
     plan,
-    mode: { kind: "migrate", dryRun: false },
+    mode,
     root,
     stateDir,
     fronts: new Map(FRONTS.map((name) => [name, new FakeAgent(name, calls, fail, opts.onApply)])),
@@ -333,8 +350,111 @@ describe("the runner with fakes", () => {
     const all = expectedUndo(run.plan, "push-site");
     expect(undone(run)).toEqual(all.slice(0, all.indexOf("fronts-park-data") + 1));
     expect(run.calls).not.toContain("hook maintenanceOff");
-    // the lock stays with the migration, for rollback or resume to take over
+    // the lock stays with the migration, held by no process, for rollback or resume to take over
     expect(fs.readdirSync(path.join(stateDir, "locks"))).toEqual(["a.com.lock"]);
+    expect(await SiteLock.holder(stateDir, "a.com")).toMatchObject({ migrationId: m.id, pid: 0 });
+  });
+
+  it.skipIf(!isRoot)("a state dir that fills up: exit 3 not 2, no front's change without its journaled intent; once freed, rollback finishes (needs root for mount)", async () => {
+    fs.mkdirSync(stateDir);
+    unmounts.push(mountTmpfsOver(stateDir, "1m"));
+    const filler = path.join(stateDir, "filler");
+    onHook = (name) => {
+      if (name === "maintenanceOn") fillDisk(filler);
+    };
+    const run = await migrate();
+    expect(run.result.outcome).toBe("needs-attention");
+    expect(run.result.exitCode).toBe(3);
+    expect(run.result.message).toMatch(/ENOSPC; .*`quick-migrate rollback m1`/);
+    // every change asked of a front was journaled (intent) before it was asked
+    const journaled = fs
+      .readFileSync(path.join(stateDir, "migrations", m.id, "events.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { event: string; step?: string; host?: string; undo?: boolean });
+    const intents = journaled.filter((e) => e.event === "intent").map((e) => `${e.host} ${e.step}${e.undo ? " undo" : ""}`);
+    const asked = run.calls.flatMap((c) => {
+      const [host, step, action] = c.split(" ");
+      return /^web\d$/.test(host ?? "") ? [`${host} ${step}${/^un|remove-new/.test(action ?? "") ? " undo" : ""}`] : [];
+    });
+    for (const a of asked) expect(intents, `${a} asked without its intent journaled`).toContain(a);
+    onHook = undefined;
+    fs.rmSync(filler);
+    // the lock could not be handed back (no space): it names the controller, which exits; here, where the
+    // controller is this test's process, its exit is played by writing the lock as no process's
+    const lockFile = SiteLock.file(stateDir, "a.com");
+    expect(JSON.parse(fs.readFileSync(lockFile, "utf8"))).toMatchObject({ migrationId: m.id, pid: process.pid });
+    fs.writeFileSync(lockFile, JSON.stringify({ migrationId: m.id, pid: 0, startTime: "", host: "" }));
+    const done = await continueRun("rollback");
+    expect(done.result).toMatchObject({ outcome: "rolled-back", exitCode: 0 });
+    expect(done.calls.at(-1)).toBe("hook maintenanceOff");
+    expectBackAsBefore();
+    expect(fs.readdirSync(path.join(stateDir, "migrations", m.id)).filter((n) => n.endsWith(".tmp"))).toEqual([]);
+  });
+
+  it("a rollback that stops again hands the lock back; once the cause is gone a rollback ends and releases it", async () => {
+    await migrate({ "push-site:web1": 1, "unpark-data:web2": 1 });
+    const again = await continueRun("rollback", { "unpark-data:web2": 1 });
+    expect(again.result.outcome).toBe("needs-attention");
+    expect(await SiteLock.holder(stateDir, "a.com")).toMatchObject({ migrationId: m.id, pid: 0 });
+    const done = await continueRun("rollback");
+    expect(done.result).toMatchObject({ outcome: "rolled-back", exitCode: 0 });
+    expectBackAsBefore();
+  });
+
+  it("a rollback with nothing left to undo (killed after it released the lock, before its result) takes the lock again and releases it", async () => {
+    await migrate({ "push-site:web1": 1 });
+    expectBackAsBefore();
+    // the run's result line lost, as if it was killed right before it
+    const file = path.join(stateDir, "migrations", m.id, "events.jsonl");
+    const lines = fs.readFileSync(file, "utf8").trim().split("\n");
+    fs.writeFileSync(file, `${lines.filter((l) => !l.includes('"event":"result"')).join("\n")}\n`);
+    const run = await continueRun("rollback");
+    expect(run.result).toMatchObject({ outcome: "rolled-back", exitCode: 0 });
+    expect(undone(run)).toEqual([]);
+    expectBackAsBefore();
+  });
+
+  it("resume or rollback of a migration whose lock a running process holds: locked (exit 4), and nothing is journaled", async () => {
+    await migrate({ "push-site:web1": 1, "unpark-data:web2": 1 });
+    const file = path.join(stateDir, "migrations", m.id, "events.jsonl");
+    const journaled = fs.readFileSync(file, "utf8");
+    const running = await SiteLock.takeOver(stateDir, ["a.com"], m.id);
+    for (const kind of ["resume", "rollback"] as const) {
+      const run = await continueRun(kind);
+      expect(run.result).toMatchObject({ outcome: "locked", exitCode: 4 });
+      expect(run.events).toEqual([expect.objectContaining({ event: "result", outcome: "locked" })]);
+      expect(run.calls).toEqual([]);
+    }
+    expect(fs.readFileSync(file, "utf8")).toBe(journaled);
+    await running.release();
+  });
+
+  it("resume or rollback that finds, once it holds the lock, that another run finished the migration: refused, lock released", async () => {
+    await migrate({ "push-site:web1": 1, "unpark-data:web2": 1 });
+    const { journal, events } = await Journal.load(stateDir, m.id);
+    // another rollback ends the migration after this one read the journal
+    expect((await continueRun("rollback")).result.outcome).toBe("rolled-back");
+    const calls: Calls = [];
+    const reported: RunEvent[] = [];
+    const plan = buildPlan({ migration: m, master: "hostmaster", fronts: FRONTS.map((name) => ({ name, local: false })), hooks: new Set(HOOK_NAMES) });
+    const late = await new MigrationRunner({
+      plan,
+      mode: { kind: "resume", journal, events },
+      root,
+      stateDir,
+      fronts: new Map(FRONTS.map((name) => [name, new FakeAgent(name, calls, new Map())])),
+      master: new SiteTree(root),
+      hooks: new FakeHooks(calls, new Map()),
+      tunnel: new FakeTunnel(calls, new Map()),
+      reporter: { event: (e) => reported.push(e) },
+      log: pino({ level: "silent" }),
+      clock: new FakeClock(),
+    }).run();
+    expect(late).toMatchObject({ outcome: "refused", exitCode: 2 });
+    expect(late.message).toContain("is finished (rolled-back)");
+    expect(calls).toEqual([]);
+    expectBackAsBefore();
   });
 
   it("a run cancelled during a hook still runs the undo hooks of its rollback", async () => {

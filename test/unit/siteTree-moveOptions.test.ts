@@ -73,6 +73,12 @@ describe("moveData options", () => {
 
   it("runs afterRename once the rename is on disk and before the ledger records it", async () => {
     const ledger = new MemLedger();
+    const known = (rel: string) => {
+      const st = fs.lstatSync(r(rel));
+      return { ino: st.ino, ...(st.birthtimeMs ? { born: st.birthtimeMs } : {}) };
+    };
+    const files = known("p1/sites/a.com/files");
+    const priv = known("p1/sites/a.com/private/files");
     const seen: Array<{ dataDir: string; ledger: LedgerEntry[]; parked: boolean }> = [];
     await tree.moveData(m, ledger, "old", "park", {
       afterRename: (dataDir) => {
@@ -80,12 +86,12 @@ describe("moveData options", () => {
       },
     });
     expect(seen).toEqual([
-      { dataDir: "files", ledger: [{ dataDir: "files", kind: "directory", at: "old", moving: "park" }], parked: true },
+      { dataDir: "files", ledger: [{ dataDir: "files", kind: "directory", ...files, at: "old", moving: "park" }], parked: true },
       {
         dataDir: "private/files",
         ledger: [
-          { dataDir: "files", kind: "directory", at: "park" },
-          { dataDir: "private/files", kind: "directory", at: "old", moving: "park" },
+          { dataDir: "files", kind: "directory", ...files, at: "park" },
+          { dataDir: "private/files", kind: "directory", ...priv, at: "old", moving: "park" },
         ],
         parked: true,
       },

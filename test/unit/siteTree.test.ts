@@ -25,6 +25,11 @@ let root: string;
 let tree: SiteTree;
 const r = (rel: string) => path.join(root, rel);
 const ino = (rel: string) => fs.lstatSync(r(rel)).ino;
+/** what the ledger records of a data dir to know it again: its inode and birth time */
+const identity = (rel: string) => {
+  const st = fs.lstatSync(r(rel));
+  return { ino: st.ino, ...(st.birthtimeMs ? { born: st.birthtimeMs } : {}) };
+};
 const exists = (rel: string) => {
   try {
     fs.lstatSync(r(rel));
@@ -73,9 +78,10 @@ describe("moveData", () => {
     expect(ino(".quick-migrate-park/m1/private%2Ffiles")).toBe(privIno);
     expect(fs.readFileSync(r(".quick-migrate-park/m1/files/x"), "utf8")).toBe("x");
     expect(fs.readFileSync(r(".quick-migrate-park/m1/private%2Ffiles/y"), "utf8")).toBe("y");
+    // each entry with its inode, which tells the data dir from anything found in its place later
     expect(ledger.arr).toEqual([
-      { dataDir: "files", kind: "directory", at: "park" },
-      { dataDir: "private/files", kind: "directory", at: "park" },
+      { dataDir: "files", kind: "directory", ...identity(".quick-migrate-park/m1/files"), at: "park" },
+      { dataDir: "private/files", kind: "directory", ...identity(".quick-migrate-park/m1/private%2Ffiles"), at: "park" },
     ]);
     // intent then result for each of the two data dirs
     expect(ledger.saves).toBe(4);
@@ -200,7 +206,7 @@ describe("moveData", () => {
     expect(fs.lstatSync(r(".quick-migrate-park/m1/files")).isSymbolicLink()).toBe(true);
     expect(fs.readlinkSync(r(".quick-migrate-park/m1/files"))).toBe(shared);
     expect(ino(".quick-migrate-park/m1/files")).toBe(linkIno);
-    expect(ledger.arr[0]).toEqual({ dataDir: "files", kind: "symlink", linkTarget: shared, at: "park" });
+    expect(ledger.arr[0]).toEqual({ dataDir: "files", kind: "symlink", linkTarget: shared, ...identity(".quick-migrate-park/m1/files"), at: "park" });
 
     fs.mkdirSync(r("p2/sites/b.com"));
     await tree.moveData(m, ledger, "park", "new");
@@ -258,7 +264,7 @@ describe("moveData", () => {
     ]);
     expect(ledger.arr).toEqual([
       { dataDir: "files", kind: "directory", at: "park" },
-      { dataDir: "private/files", kind: "directory", at: "park" },
+      { dataDir: "private/files", kind: "directory", ...identity(".quick-migrate-park/m1/private%2Ffiles"), at: "park" },
     ]);
     expect(ino(".quick-migrate-park/m1/files")).toBe(filesIno);
   });
@@ -281,8 +287,8 @@ describe("moveData", () => {
     const changes = await tree.moveData(m, ledger, "new", "park");
     expect(changes.map((c) => c.result)).toEqual(["already-done", "already-done"]);
     expect(ledger.arr).toEqual([
-      { dataDir: "files", kind: "directory", at: "park" },
-      { dataDir: "private/files", kind: "directory", at: "park" },
+      { dataDir: "files", kind: "directory", ...identity(".quick-migrate-park/m1/files"), at: "park" },
+      { dataDir: "private/files", kind: "directory", ...identity(".quick-migrate-park/m1/private%2Ffiles"), at: "park" },
     ]);
     expect(exists(".quick-migrate-park/m1/files/x")).toBe(true);
   });
@@ -316,6 +322,78 @@ describe("moveData", () => {
     const err = await rejection(tree.moveData(m, ledger, "park", "new"));
     expect(err.code).toBe("CONFLICT");
     expect(err.message).toContain("files");
+  });
+
+  // A power cut can lose a rename the ledger recorded (the ledger on another filesystem, or a rename
+  // not yet on disk): the data dir is then where it was before. It is found there, by its inode.
+  describe("a recorded rename that the disk lost", () => {
+    async function parkedThenLost(): Promise<MemLedger> {
+      const ledger = new MemLedger();
+      await tree.moveData(m, ledger, "old", "park");
+      // what the disk shows after the power cut: the renames never happened
+      fs.renameSync(r(".quick-migrate-park/m1/files"), r("p1/sites/a.com/files"));
+      fs.renameSync(r(".quick-migrate-park/m1/private%2Ffiles"), r("p1/sites/a.com/private/files"));
+      return ledger;
+    }
+
+    it("the undo (park → old) finds each data dir at its original path and says so", async () => {
+      const ledger = await parkedThenLost();
+      const changes = await tree.moveData(m, ledger, "park", "old");
+      expect(changes.map((c) => [c.dataDir, c.result])).toEqual([
+        ["files", "found-at-destination"],
+        ["private/files", "found-at-destination"],
+      ]);
+      expect(ledger.arr.map((e) => [e.dataDir, e.at, e.moving])).toEqual([
+        ["files", "old", undefined],
+        ["private/files", "old", undefined],
+      ]);
+      expect(fs.readFileSync(r("p1/sites/a.com/files/x"), "utf8")).toBe("x");
+    });
+
+    it("a repeated park (old → park) renames it again", async () => {
+      const ledger = await parkedThenLost();
+      const filesIno = ino("p1/sites/a.com/files");
+      const changes = await tree.moveData(m, ledger, "old", "park");
+      expect(changes.map((c) => c.result)).toEqual(["renamed", "renamed"]);
+      expect(ino(".quick-migrate-park/m1/files")).toBe(filesIno);
+      expect(ledger.arr.map((e) => e.at)).toEqual(["park", "park"]);
+    });
+
+    it("a move onward (park → new) is refused naming where the data dir is, and moves nothing", async () => {
+      const ledger = await parkedThenLost();
+      fs.mkdirSync(r("p2/sites/b.com"));
+      const err = await rejection(tree.moveData(m, ledger, "park", "new"));
+      expect(err.code).toBe("CONFLICT");
+      expect(err.message).toBe(
+        "data dir files is at its original path p1/sites/a.com/files, not at .quick-migrate-park/m1/files where the record says (a rename lost in a crash): nothing was moved",
+      );
+      expect(err.context.path).toBe("p1/sites/a.com/files");
+      expect(exists("p1/sites/a.com/files/x")).toBe(true);
+      expect(exists("p2/sites/b.com/files")).toBe(false);
+    });
+
+    it("something else at the original path (another inode, not empty) is not taken for the data dir: missing, every place named", async () => {
+      const ledger = new MemLedger();
+      await tree.moveData({ ...m, dataDirs: ["files"] }, ledger, "old", "park");
+      fs.rmSync(r(".quick-migrate-park/m1/files"), { recursive: true });
+      fs.mkdirSync(r("p1/sites/a.com/files/css"), { recursive: true });
+      const err = await rejection(tree.moveData({ ...m, dataDirs: ["files"] }, ledger, "park", "old"));
+      expect(err.code).toBe("CONFLICT");
+      expect(err.message).toBe(
+        "data dir files is missing: not at .quick-migrate-park/m1/files where the record says, nor at p1/sites/a.com/files nor at p2/sites/b.com/files; p1/sites/a.com/files holds something else",
+      );
+      expect(exists("p1/sites/a.com/files/css")).toBe(true);
+    });
+
+    it("a ledger written before inodes were recorded: a non-empty directory is found, an empty placeholder is not", async () => {
+      const ledger = new MemLedger([{ dataDir: "files", kind: "directory", at: "park" }]);
+      const one = { ...m, dataDirs: ["files"] };
+      expect((await tree.moveData(one, ledger, "park", "old")).map((c) => c.result)).toEqual(["found-at-destination"]);
+      const placeholder = new MemLedger([{ dataDir: "private/files", kind: "directory", at: "park" }]);
+      fs.rmSync(r("p1/sites/a.com/private/files/y"));
+      const err = await rejection(tree.moveData({ ...m, dataDirs: ["private/files"] }, placeholder, "park", "old"));
+      expect(err.message).toContain("data dir private/files is missing");
+    });
   });
 
   it("refuses data dirs reached through a symlinked parent outside the root", async () => {
@@ -452,6 +530,57 @@ describe("preflight", () => {
     ]);
   });
 
+  describe("a data dir that is a relative symlink: read from its new folder once moved", () => {
+    /** files → `target` (relative), with `storage/files` under the root to point at */
+    function relativeFiles(target: string): void {
+      fs.mkdirSync(r("storage/files"), { recursive: true });
+      fs.rmSync(r("p1/sites/a.com/files"), { recursive: true });
+      fs.symlinkSync(target, r("p1/sites/a.com/files"));
+    }
+
+    it("refused (DANGLING_SYMLINK, naming the path and where it would point) when it would dangle there", async () => {
+      // the target platform one level deeper: ../../../storage/files resolves from p1/sites/a.com, not from d10/web/sites/b.com
+      fs.mkdirSync(r("d10/web/sites"), { recursive: true });
+      relativeFiles("../../../storage/files");
+      const report = await tree.preflight({ ...m, to: "d10/web" }, opts);
+      expect(report.problems).toEqual([
+        {
+          code: "DANGLING_SYMLINK",
+          path: "p1/sites/a.com/files",
+          message: `data dir p1/sites/a.com/files is a relative symlink (→ ../../../storage/files) that would dangle in d10/web/sites/b.com: ${r("d10/storage/files")} does not exist; make it absolute or move its target first`,
+        },
+      ]);
+      expect(report.dataDirs[0]).toEqual({ dataDir: "files", kind: "symlink", linkTarget: "../../../storage/files" });
+    });
+
+    it("accepted when it resolves from the new folder too (same depth), and where nothing is restored it is not checked", async () => {
+      relativeFiles("../../../storage/files");
+      expect((await tree.preflight(m, opts)).problems).toEqual([]);
+      fs.mkdirSync(r("d10/web/sites"), { recursive: true });
+      expect((await tree.preflight({ ...m, to: "d10/web" }, { ...opts, restoresHere: false })).problems).toEqual([]);
+    });
+
+    it("accepted when it points inside the site folder (copied to the new one by push-site) or at another data dir", async () => {
+      fs.mkdirSync(r("p1/sites/a.com/real-files"));
+      fs.rmSync(r("p1/sites/a.com/files"), { recursive: true });
+      fs.symlinkSync("real-files", r("p1/sites/a.com/files"));
+      fs.rmSync(r("p1/sites/a.com/private/files"), { recursive: true });
+      fs.symlinkSync("../real-files", r("p1/sites/a.com/private/files"));
+      expect((await tree.preflight(m, opts)).problems).toEqual([]);
+      fs.rmSync(r("p1/sites/a.com/real-files"), { recursive: true });
+      expect((await tree.preflight(m, opts)).problems.map((p) => [p.code, p.path])).toEqual([
+        ["DANGLING_SYMLINK", "p1/sites/a.com/files"],
+        ["DANGLING_SYMLINK", "p1/sites/a.com/private/files"],
+      ]);
+    });
+
+    it("an absolute symlink is never refused for it, dangling or not", async () => {
+      fs.rmSync(r("p1/sites/a.com/files"), { recursive: true });
+      fs.symlinkSync("/nonexistent/gluster/a.com", r("p1/sites/a.com/files"));
+      expect((await tree.preflight(m, opts)).problems).toEqual([]);
+    });
+  });
+
   it("reports SOURCE_MISSING with the path", async () => {
     fs.rmSync(r("p1/sites/a.com"), { recursive: true });
     const report = await tree.preflight(m, opts);
@@ -548,7 +677,7 @@ describe("discardParked", () => {
     const changes = await tree.discardParked(m, ledger);
     expect(changes.map((c) => c.dataDir)).toEqual(["private/files"]);
     expect(exists("p2/sites/b.com/files/x")).toBe(true);
-    expect(ledger.arr).toEqual([{ dataDir: "files", kind: "directory", at: "new" }]);
+    expect(ledger.arr).toEqual([{ dataDir: "files", kind: "directory", ...identity("p2/sites/b.com/files"), at: "new" }]);
   });
 
   it("is idempotent", async () => {

@@ -271,6 +271,12 @@ export interface InspectResponse {
   restoredOnFrontAt: string;
   /** this front was asked to remove the old site folder (the point of no return) */
   pastPointOfNoReturn: boolean;
+  /**
+   * the migration ended on this front: "finished" (its old site folder removed) or "rolled-back" (every
+   * undo done, nothing parked); empty while it has not. An ended migration accepts no action; a
+   * rolled-back one is taken up again only by a new Preflight with register that passes
+   */
+  endedAs: string;
 }
 
 function createBaseHelloRequest(): HelloRequest {
@@ -1808,7 +1814,7 @@ export const InspectRequest: MessageFns<InspectRequest> = {
 };
 
 function createBaseInspectResponse(): InspectResponse {
-  return { registered: false, restoredOnFrontAt: "", pastPointOfNoReturn: false };
+  return { registered: false, restoredOnFrontAt: "", pastPointOfNoReturn: false, endedAs: "" };
 }
 
 export const InspectResponse: MessageFns<InspectResponse> = {
@@ -1821,6 +1827,9 @@ export const InspectResponse: MessageFns<InspectResponse> = {
     }
     if (message.pastPointOfNoReturn !== false) {
       writer.uint32(24).bool(message.pastPointOfNoReturn);
+    }
+    if (message.endedAs !== "") {
+      writer.uint32(34).string(message.endedAs);
     }
     return writer;
   },
@@ -1862,6 +1871,14 @@ export const InspectResponse: MessageFns<InspectResponse> = {
             message.pastPointOfNoReturn = reader.bool();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.endedAs = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1887,6 +1904,11 @@ export const InspectResponse: MessageFns<InspectResponse> = {
         : isSet(object.past_point_of_no_return)
         ? globalThis.Boolean(object.past_point_of_no_return)
         : false,
+      endedAs: isSet(object.endedAs)
+        ? globalThis.String(object.endedAs)
+        : isSet(object.ended_as)
+        ? globalThis.String(object.ended_as)
+        : "",
     };
   },
 
@@ -1901,6 +1923,9 @@ export const InspectResponse: MessageFns<InspectResponse> = {
     if (message.pastPointOfNoReturn !== false) {
       obj.pastPointOfNoReturn = message.pastPointOfNoReturn;
     }
+    if (message.endedAs !== "") {
+      obj.endedAs = message.endedAs;
+    }
     return obj;
   },
 
@@ -1912,6 +1937,7 @@ export const InspectResponse: MessageFns<InspectResponse> = {
     message.registered = object.registered ?? false;
     message.restoredOnFrontAt = object.restoredOnFrontAt ?? "";
     message.pastPointOfNoReturn = object.pastPointOfNoReturn ?? false;
+    message.endedAs = object.endedAs ?? "";
     return message;
   },
 };

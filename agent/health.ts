@@ -1,0 +1,51 @@
+// The standard grpc.health.v1 service, served by grpc-health-check's own handlers (Check, List and
+// Watch as the package answers them), with one bound added: a Watch never ends by itself, so a client
+// may hold at most `perClient` of them open; one more is refused with TOO_MANY_STREAMS.
+import type * as grpc from "@grpc/grpc-js";
+import type { HealthImplementation } from "grpc-health-check";
+import { QmError } from "../shared/errors.js";
+
+export const MAX_WATCHES_PER_CLIENT = 4;
+
+type WatchCall = grpc.ServerWritableStream<unknown, unknown>;
+
+export interface WatchBound {
+  readonly perClient: number;
+  /** the name the bound counts by: the client certificate's CN */
+  clientOf(call: WatchCall): string;
+  /** ends a Watch that is refused, with its audit line */
+  refuse(call: WatchCall, client: string, err: QmError): void;
+}
+
+/** Adds the health service to `server`, its Watch bounded per client. */
+export function addHealthService(server: grpc.Server, health: HealthImplementation, bound: WatchBound): void {
+  const open = new Map<string, number>();
+  health.addToServer({
+    addService(service, implementation) {
+      const watch = implementation.watch as grpc.handleServerStreamingCall<unknown, unknown> | undefined;
+      if (watch === undefined) throw new Error("grpc-health-check serves no Watch: the bound on Watch streams has nothing to wrap");
+      const bounded = (call: WatchCall): void => {
+        const client = bound.clientOf(call);
+        const held = open.get(client) ?? 0;
+        if (held >= bound.perClient) {
+          bound.refuse(call, client, new QmError("TOO_MANY_STREAMS", `client ${client} already holds ${held} health Watch streams (at most ${bound.perClient})`));
+          return;
+        }
+        open.set(client, held + 1);
+        let closed = false;
+        const close = (): void => {
+          if (closed) return;
+          closed = true;
+          const left = (open.get(client) ?? 1) - 1;
+          if (left > 0) open.set(client, left);
+          else open.delete(client);
+        };
+        // a Watch ends when its client cancels it, its deadline passes or its connection goes
+        call.once("cancelled", close);
+        call.once("close", close);
+        watch(call);
+      };
+      server.addService(service as unknown as grpc.ServiceDefinition, { ...implementation, watch: bounded });
+    },
+  });
+}

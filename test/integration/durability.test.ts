@@ -1,0 +1,117 @@
+// Renames survive a power cut: traced with strace (real syscalls of a real process, from dist/), every
+// rename of a data dir or a site folder is followed by an fsync of both parent folders before the
+// ledger records it; the journal's folders and event log are fsynced when they are created. Skipped
+// when strace is not installed.
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { repoRoot } from "../../scripts/lib/cluster.js";
+
+function hasStrace(): boolean {
+  try {
+    execFileSync("strace", ["-V"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const SCRIPT = `
+import fs from "node:fs";
+const [repo, root, state] = process.argv.slice(2);
+const { SiteTree } = await import(repo + "/dist/shared/siteTree.js");
+const { writeJsonAtomic } = await import(repo + "/dist/shared/fsutil.js");
+const { Journal } = await import(repo + "/dist/controller/journal.js");
+fs.mkdirSync(root + "/p1/sites/a.com/files", { recursive: true });
+fs.mkdirSync(root + "/p1/sites/a.com/private/files", { recursive: true });
+fs.mkdirSync(root + "/p2/sites", { recursive: true });
+const tree = new SiteTree(root);
+let saved = [];
+// the ledger in another folder (the agent's state dir), written as the agent writes it
+const ledger = { entries: async () => structuredClone(saved), save: async (e) => { saved = structuredClone(e); await writeJsonAtomic(state + "/ledger.json", e); } };
+const m = { id: "m1", from: "p1", site: "a.com", to: "p2", newSite: "a.com", dataDirs: ["files", "private/files"] };
+await tree.moveData(m, ledger, "old", "park");
+await tree.moveSiteFolder("p1/sites/a.com", "p2/sites/a.com");
+const journal = await Journal.create(state, "20240101T000000Z-abcdef", { plan: {} });
+await journal.append({ event: "step-start" });
+`;
+
+let tmp: string;
+beforeEach(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "qm-durable-"));
+});
+afterEach(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+/** The traced calls in the order they returned: "rename <from> <to>", "fsync <path>", "create <path>". */
+function trace(root: string, state: string): string[] {
+  const script = path.join(tmp, "run.mjs");
+  fs.writeFileSync(script, SCRIPT);
+  const out = path.join(tmp, "strace.out");
+  execFileSync("strace", ["-f", "-y", "-e", "trace=rename,renameat,renameat2,fsync,openat", "-o", out, process.execPath, script, repoRoot(), root, state]);
+  const calls: string[] = [];
+  for (const line of fs.readFileSync(out, "utf8").split("\n")) {
+    const rename = /rename(?:at2?)?\((?:AT_FDCWD(?:<[^>]*>)?, )?"([^"]+)", (?:AT_FDCWD(?:<[^>]*>)?, )?"([^"]+)".*= 0$/.exec(line);
+    if (rename) calls.push(`rename ${rename[1]} ${rename[2]}`);
+    const fsync = /fsync\(\d+<([^>]+)>\)\s+= 0$/.exec(line);
+    if (fsync) calls.push(`fsync ${fsync[1]}`);
+    const create = /openat\(AT_FDCWD(?:<[^>]*>)?, "([^"]+)", [^)]*O_CREAT\|O_EXCL.*= \d+</.exec(line);
+    if (create) calls.push(`create ${create[1]}`);
+  }
+  return calls;
+}
+
+describe.skipIf(!hasStrace())("durability (traced with strace)", () => {
+  it("a data dir's rename: both parent folders fsynced before the ledger records it", () => {
+    const root = path.join(tmp, "root");
+    const state = path.join(tmp, "state");
+    fs.mkdirSync(state);
+    const calls = trace(root, state);
+    for (const [from, to] of [
+      ["p1/sites/a.com/files", ".quick-migrate-park/m1/files"],
+      ["p1/sites/a.com/private/files", ".quick-migrate-park/m1/private%2Ffiles"],
+    ] as const) {
+      const renamed = calls.indexOf(`rename ${path.join(root, from)} ${path.join(root, to)}`);
+      expect(renamed, `${from} renamed:\n${calls.join("\n")}`).toBeGreaterThan(-1);
+      const recorded = calls.findIndex((c, i) => i > renamed && c.startsWith("rename ") && c.endsWith(`${state}/ledger.json`));
+      expect(recorded, "the ledger records it after").toBeGreaterThan(renamed);
+      const between = calls.slice(renamed, recorded);
+      expect(between, `between the rename and its record:\n${between.join("\n")}`).toEqual(
+        expect.arrayContaining([`fsync ${path.dirname(path.join(root, from))}`, `fsync ${path.dirname(path.join(root, to))}`]),
+      );
+    }
+    // the park folders made for it are fsynced in the folders that hold them
+    expect(calls).toEqual(expect.arrayContaining([`fsync ${root}`, `fsync ${path.join(root, ".quick-migrate-park")}`]));
+  });
+
+  it("a site folder's rename: both parent folders fsynced before it returns", () => {
+    const root = path.join(tmp, "root");
+    const state = path.join(tmp, "state");
+    fs.mkdirSync(state);
+    const calls = trace(root, state);
+    const renamed = calls.indexOf(`rename ${path.join(root, "p1/sites/a.com")} ${path.join(root, "p2/sites/a.com")}`);
+    expect(renamed, calls.join("\n")).toBeGreaterThan(-1);
+    const next = calls.findIndex((c, i) => i > renamed && c.startsWith("create "));
+    expect(calls.slice(renamed, next)).toEqual(expect.arrayContaining([`fsync ${path.join(root, "p1/sites")}`, `fsync ${path.join(root, "p2/sites")}`]));
+  });
+
+  it("the journal: its folders and its event log fsynced when created, each appended line fsynced", () => {
+    const root = path.join(tmp, "root");
+    const state = path.join(tmp, "state");
+    fs.mkdirSync(state);
+    const calls = trace(root, state);
+    const journal = path.join(state, "migrations", "20240101T000000Z-abcdef");
+    const events = path.join(journal, "events.jsonl");
+    const created = calls.indexOf(`create ${events}`);
+    expect(created, calls.join("\n")).toBeGreaterThan(-1);
+    const before = calls.slice(0, created);
+    expect(before).toEqual(expect.arrayContaining([`fsync ${state}`, `fsync ${path.join(state, "migrations")}`]));
+    expect(before.some((c) => c.startsWith(`fsync ${journal}/.plan.json.`)), "plan.json written through an fsynced temp file").toBe(true);
+    const after = calls.slice(created);
+    expect(after[1], "the journal folder fsynced right after the event log is created").toBe(`fsync ${journal}`);
+    expect(after.slice(2)).toContain(`fsync ${events}`);
+  });
+});

@@ -1,0 +1,117 @@
+// The durable writes the journal and the ledgers rely on: a line is appended whole or not at all (a torn
+// tail is cut before the next append), and a failed write leaves no temporary file. The full-disk cases
+// fill a real tmpfs (root only).
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { Journal } from "../../controller/journal.js";
+import { QmError } from "../../shared/errors.js";
+import { appendLineDurable, mkdirDurable, writeFileAtomic } from "../../shared/fsutil.js";
+import { fillDisk, isRoot, mountTmpfsOver } from "../helpers/disk.js";
+
+let tmp: string;
+const unmounts: Array<() => void> = [];
+beforeEach(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "qm-fsutil-"));
+});
+afterEach(() => {
+  for (const u of unmounts.splice(0)) u();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+describe("appendLineDurable", () => {
+  it("appends a line with its newline, creating the file", async () => {
+    const file = path.join(tmp, "events.jsonl");
+    await appendLineDurable(file, '{"a":1}');
+    await appendLineDurable(file, '{"b":2}');
+    expect(fs.readFileSync(file, "utf8")).toBe('{"a":1}\n{"b":2}\n');
+  });
+
+  it.each([
+    ["a torn JSON line", '{"a":1}\n{"b":2}\n{"event":"ack","ho', '{"a":1}\n{"b":2}\n'],
+    ["a whole JSON object without its newline", '{"a":1}\n{"b":2}', '{"a":1}\n'],
+    ["a file that is one torn line", '{"event":"pl', ""],
+    ["a torn line longer than one read", `{"a":1}\n{"x":"${"y".repeat(10_000)}`, '{"a":1}\n'],
+  ])("cuts %s off before appending", async (_what, before, kept) => {
+    const file = path.join(tmp, "events.jsonl");
+    fs.writeFileSync(file, before);
+    await appendLineDurable(file, '{"c":3}');
+    expect(fs.readFileSync(file, "utf8")).toBe(`${kept}{"c":3}\n`);
+  });
+
+  it("a journal with a torn tail loads without it, and later events still parse", async () => {
+    const state = path.join(tmp, "state");
+    const journal = await Journal.create(state, "20240101T000000Z-abcdef", { plan: {} });
+    await journal.append({ event: "step-start", step: "lock" });
+    fs.appendFileSync(path.join(journal.dir, "events.jsonl"), '{"time":"x","event":"ack","step":"lo');
+    const first = await Journal.load(state, "20240101T000000Z-abcdef");
+    expect(first.events.map((e) => e.event)).toEqual(["step-start"]);
+    await first.journal.append({ event: "step-end", step: "lock" });
+    const second = await Journal.load(state, "20240101T000000Z-abcdef");
+    expect(second.events.map((e) => e.event)).toEqual(["step-start", "step-end"]);
+  });
+
+  it.skipIf(!isRoot)("on a full disk: fails with IO naming the journal, and the file is left as it was (needs root for mount)", async () => {
+    const dir = path.join(tmp, "small");
+    fs.mkdirSync(dir);
+    unmounts.push(mountTmpfsOver(dir, "64k"));
+    const state = path.join(dir, "state");
+    const journal = await Journal.create(state, "20240101T000000Z-abcdef", { plan: {} });
+    await journal.append({ event: "step-start", step: "lock" });
+    const file = path.join(journal.dir, "events.jsonl");
+    const before = fs.readFileSync(file, "utf8");
+    fillDisk(path.join(dir, "filler"));
+    // longer than what is left of the file's last page: part of it is written, then ENOSPC
+    const err = await journal.append({ event: "ack", detail: "x".repeat(20_000) }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(QmError);
+    expect((err as QmError).code).toBe("IO");
+    expect((err as QmError).message).toContain(file);
+    expect((err as QmError).message).toContain("ENOSPC");
+    expect(fs.readFileSync(file, "utf8")).toBe(before);
+    // space freed: the next append works and the journal parses
+    fs.rmSync(path.join(dir, "filler"));
+    await journal.append({ event: "step-end", step: "lock" });
+    expect((await Journal.load(state, "20240101T000000Z-abcdef")).events.map((e) => e.event)).toEqual(["step-start", "step-end"]);
+  });
+});
+
+describe("writeFileAtomic", () => {
+  it("replaces the content and leaves no temporary file", async () => {
+    const file = path.join(tmp, "d", "x.json");
+    await writeFileAtomic(file, "one");
+    await writeFileAtomic(file, "two");
+    expect(fs.readFileSync(file, "utf8")).toBe("two");
+    expect(fs.readdirSync(path.dirname(file))).toEqual(["x.json"]);
+  });
+
+  it.skipIf(!isRoot)("on a full disk: fails with IO naming the file, keeps the old content, leaves no temporary file (needs root for mount)", async () => {
+    const dir = path.join(tmp, "small");
+    fs.mkdirSync(dir);
+    unmounts.push(mountTmpfsOver(dir, "64k"));
+    const file = path.join(dir, "record.json");
+    await writeFileAtomic(file, "old");
+    fillDisk(path.join(dir, "filler"));
+    const err = await writeFileAtomic(file, "n".repeat(100_000)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((err as QmError).code).toBe("IO");
+    expect((err as QmError).message).toContain(file);
+    expect(fs.readFileSync(file, "utf8")).toBe("old");
+    expect(fs.readdirSync(dir).sort()).toEqual(["filler", "record.json"]);
+  });
+});
+
+describe("mkdirDurable", () => {
+  it("creates the missing folders, and is a no-op when they exist", async () => {
+    const dir = path.join(tmp, "a", "b", "c");
+    await mkdirDurable(dir, 0o700);
+    expect(fs.statSync(dir).isDirectory()).toBe(true);
+    expect(fs.statSync(dir).mode & 0o777).toBe(0o700);
+    await mkdirDurable(dir);
+  });
+});
