@@ -15,6 +15,11 @@ const schema = z
     allowedClients: z.array(z.string().min(1)).default([]),
     /** operations (RPCs and rsync streams) running at once; more are refused as busy */
     maxConcurrentOps: z.number().int().min(1).max(1000).default(16),
+    /** in seconds: an rsync stream that moves no byte either way for `unresponsive` is ended (as the controller's) */
+    timeouts: z
+      .object({ unresponsive: z.number().min(1).default(30) })
+      .strict()
+      .default({ unresponsive: 30 }),
     /**
      * seconds the agent works on one Hello, Preflight, Apply or Inspect before it answers TIMED_OUT and
      * gives its slot back (a client may send no deadline); the controller's timeouts.apply by default

@@ -184,10 +184,15 @@ export class AgentGrpcServer {
         Promise.resolve()
           .then(() => {
             line.client = this.clientName(call);
-            release = this.admit(line.client);
+            const client = line.client;
             // a backstop: whatever happens to the stream, its slot is given back when it closes
             call.once("close", () => release());
-            return serveRsync(call, this.ops, rsyncBin, log.child({ component: "rsync", client: line.client }), run);
+            // the slot is taken once the start frame is in: a stream that says nothing holds none
+            const rsyncOptions = { rsyncBin, idleMs: config.timeouts.unresponsive * 1000, log: log.child({ component: "rsync", client }) };
+            const admit = () => {
+              release = this.admit(client);
+            };
+            return serveRsync(call, this.ops, rsyncOptions, admit, run);
           })
           .then(
             () => this.audit.end({ ...line, ...run }),
@@ -228,7 +233,7 @@ export class AgentGrpcServer {
   /** A reloaded config: allowedClients, maxConcurrentOps and operationTimeout apply to new calls; the rest needs a restart. */
   updateConfig(next: AgentConfig): void {
     this.settings = liveSettings(next);
-    const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel", "dataDirs", "keepFinished", "allowRoot"] as const).filter(
+    const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel", "timeouts", "dataDirs", "keepFinished", "allowRoot"] as const).filter(
       (k) => JSON.stringify(next[k]) !== JSON.stringify(this.config[k]),
     );
     this.log.info({ allowedClients: next.allowedClients, maxConcurrentOps: next.maxConcurrentOps, operationTimeout: next.operationTimeout }, "config reloaded");

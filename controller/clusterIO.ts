@@ -6,6 +6,7 @@ import { dirname, join } from "node:path";
 import { QmError, isErrorCode } from "../shared/errors.js";
 import { type MigrationSpec, newSiteRel, oldSiteRel, sitesOf } from "../shared/migration.js";
 import { readRootId } from "../shared/rootId.js";
+import { rsyncRemote } from "../shared/rsyncArgs.js";
 import type { ChangeRecord, ChangeResult, Ledger, SiteTree } from "../shared/siteTree.js";
 import { PROTOCOL_VERSION } from "../shared/version.js";
 import { type FrontAction, kindFromWire } from "../shared/wire.js";
@@ -223,11 +224,13 @@ export class ClusterIO {
         // migration's park folder, exists only if master-park-data had something to park
         if (direction === "fetch") await mkdir(dirname(localPath), { recursive: true, mode: 0o700 });
         const local = `${localPath}/`;
-        const remote = `${host}:${remoteRel}/`;
+        // the front's agent serves the folder of (migration, step) itself: remoteRel, as registered there
+        const remote = rsyncRemote(host);
         await tunnel.run({
           front: this.front(host),
           migrationId: m.id,
           step: direction === "fetch" ? "fetch-site" : "push-site",
+          remoteFolder: remoteRel,
           source: direction === "fetch" ? remote : local,
           destination: direction === "fetch" ? local : remote,
           dataDirs: m.dataDirs,

@@ -1,6 +1,7 @@
-// The remote shell that rsync runs for quick-migrate (`rsync --rsh "node rsh.js"`): called as
-// `rsh.js <front> rsync --server …`, it hands its stdin/stdout to the controller's tunnel over a local
-// socket; the controller carries the bytes to the front's agent on its already-open gRPC channel.
+// The remote shell that rsync runs for quick-migrate (`rsync --rsh "node rsh.js" <front>::site/`): called
+// as `rsh.js <front> rsync --server --daemon .`, it hands its stdin/stdout to the controller's tunnel over
+// a local socket; the controller carries the bytes to the front's agent on its already-open gRPC channel,
+// where the agent's own rsync daemon answers.
 // Kept to node:net alone so it starts fast.
 import { connect } from "node:net";
 

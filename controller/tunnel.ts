@@ -1,6 +1,7 @@
-// The controller's end of the rsync tunnel (DESIGN §6). rsync runs our rsh.js as its remote shell;
-// rsh.js connects to a Unix socket served here, and each connection is carried as one gRPC Rsync
-// stream to the front's agent over the channel the controller already has. Backpressure is kept in
+// The controller's end of the rsync tunnel (DESIGN §6). rsync runs our rsh.js as its remote shell and
+// speaks rsync's daemon protocol through it (`<front>::site/`: the agent's per-call daemon decides what
+// is served); rsh.js connects to a Unix socket served here, and each connection is carried as one gRPC
+// Rsync stream to the front's agent over the channel the controller already has. Backpressure is kept in
 // both directions, so a large push never sits in memory.
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
@@ -32,7 +33,9 @@ export interface RsyncRun {
   readonly front: AgentConnectionLike;
   readonly migrationId: string;
   readonly step: "fetch-site" | "push-site";
-  /** local path or `<front>:<relative path>` */
+  /** the front's folder the agent serves for the step (relative to its root): for messages */
+  readonly remoteFolder: string;
+  /** local path or `<front>::site/` (rsyncRemote): the agent's rsync daemon for this step */
   readonly source: string;
   readonly destination: string;
   readonly dataDirs: readonly string[];
@@ -101,6 +104,7 @@ export class RsyncTunnel {
         throw new QmError("RSYNC_FAILED", `rsync for ${run.step} failed (exit ${result.exitCode ?? "?"}): ${why}`, {
           host: run.front.name,
           step: run.step,
+          path: run.remoteFolder,
         });
       }
     } finally {

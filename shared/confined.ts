@@ -1,8 +1,8 @@
 // Confinement to a host's root: the one place a relative wire path becomes an absolute path under the
 // root, and the checks on what is found there. A ConfinedPath can only be made here, by Root.resolve.
-import type { Stats } from "node:fs";
-import { readdir, realpath } from "node:fs/promises";
-import { dirname, join, sep } from "node:path";
+import { type Stats, constants } from "node:fs";
+import { type FileHandle, mkdir, open, readdir, readlink, realpath } from "node:fs/promises";
+import { basename, dirname, join, sep } from "node:path";
 import { QmError } from "./errors.js";
 import { lstatOrNull } from "./fsutil.js";
 
@@ -46,6 +46,44 @@ export class Root {
     }
     if (!st && opts.mustExist) throw new QmError("PRECONDITION", `refusing ${opts.purpose} on ${rel}: it does not exist`, { path: rel });
     return path;
+  }
+
+  /**
+   * An open descriptor of the real directory `rel` (made, mode 0700, when `create` and absent), for a
+   * process to work in through `/proc/self/fd/N` whatever happens to the path afterwards. The folder
+   * holding it must resolve inside the root and is opened first; `rel` itself is never a symlink
+   * (O_NOFOLLOW); both descriptors' real paths are checked against what was approved, so a rename or a
+   * symlink swapped in meanwhile is refused (OUTSIDE_ROOT), never followed. Linux only (/proc).
+   */
+  async openRealDirectory(rel: string, opts: { create: boolean; purpose: string }): Promise<FileHandle> {
+    const abs = await this.resolve(rel);
+    const refuse = (why: string) => new QmError("OUTSIDE_ROOT", `refusing ${opts.purpose} on ${rel}: ${why}`, { path: rel });
+    const missing = () => new QmError("PRECONDITION", `refusing ${opts.purpose} on ${rel}: it does not exist`, { path: rel });
+    const parentReal = await realpath(dirname(abs)).catch((err: NodeJS.ErrnoException) => Promise.reject(err.code === "ENOENT" ? missing() : err));
+    if (!this.inside(parentReal)) throw refuse(`it resolves outside the root (through ${dirname(rel)})`);
+    const expected = join(parentReal, basename(abs));
+    const parent = await open(parentReal, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW).catch((err: NodeJS.ErrnoException) =>
+      Promise.reject(err.code === "ENOENT" ? missing() : err.code === "ELOOP" || err.code === "ENOTDIR" ? refuse("its folder changed while it was checked") : err),
+    );
+    try {
+      if ((await readlink(`/proc/self/fd/${parent.fd}`)) !== parentReal) throw refuse("its folder changed while it was checked");
+      const inParent = `/proc/self/fd/${parent.fd}/${basename(abs)}`;
+      if (opts.create) await mkdir(inParent, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => (err.code === "EEXIST" ? undefined : Promise.reject(err)));
+      const dir = await open(inParent, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW).catch((err: NodeJS.ErrnoException) =>
+        Promise.reject(err.code === "ENOENT" ? missing() : err.code === "ELOOP" || err.code === "ENOTDIR" ? refuse("it is not a real directory") : err),
+      );
+      if ((await readlink(`/proc/self/fd/${dir.fd}`)) !== expected) {
+        await dir.close();
+        throw refuse("it changed while it was opened");
+      }
+      return dir;
+    } finally {
+      await parent.close();
+    }
+  }
+
+  private inside(real: string): boolean {
+    return real === this.real || real.startsWith(`${this.real}${sep}`);
   }
 }
 

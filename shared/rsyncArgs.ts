@@ -1,9 +1,26 @@
 // The one rsync invocation quick-migrate makes, from both ends: the client arguments the controller
-// runs, and the check the agent applies to the `rsync --server …` argument list it is asked to run.
-import { QmError } from "./errors.js";
-import { type MigrationSpec, newSiteRel, oldSiteRel } from "./migration.js";
+// runs (rsync's daemon protocol over our remote shell, `<front>::site/`), and what that client asks the
+// remote shell to run, which is all the agent accepts before it runs rsync's daemon mode itself.
 
-/** Options of the client side; data dirs are excluded (anchored at the site folder) and never transferred. */
+/** The one module an agent's per-call rsync daemon serves: the site folder of that step. */
+export const RSYNC_MODULE = "site";
+
+/**
+ * What rsync asks its remote shell to run for `<host>::<module>` (rsync(1), "USING RSYNC-DAEMON FEATURES
+ * VIA A REMOTE-SHELL CONNECTION"), without the host. The agent runs its own command, never this one.
+ */
+export const DAEMON_OVER_RSH: readonly string[] = Object.freeze(["rsync", "--server", "--daemon", "."]);
+
+/** `<front>::site/`: the folder the front's agent serves for the step, whatever path a client names. */
+export function rsyncRemote(front: string): string {
+  return `${front}::${RSYNC_MODULE}/`;
+}
+
+/**
+ * Options of the client side. rsync's --archive without devices and specials (the agent's daemon refuses
+ * them), owners and groups by number (the daemon's `numeric ids`), and the data dirs excluded (anchored at
+ * the site folder) here too, so that a normal run never asks for what the daemon refuses.
+ */
 export function rsyncClientArgs(opts: {
   rsh: string;
   source: string;
@@ -13,7 +30,13 @@ export function rsyncClientArgs(opts: {
   copyDest?: string;
 }): string[] {
   return [
-    "--archive",
+    "--recursive",
+    "--links",
+    "--perms",
+    "--times",
+    "--group",
+    "--owner",
+    "--numeric-ids",
     "--delete",
     ...opts.dataDirs.map((d) => `--exclude=/${d}`),
     ...(opts.copyDest ? [`--copy-dest=${opts.copyDest}`] : []),
@@ -24,45 +47,7 @@ export function rsyncClientArgs(opts: {
   ];
 }
 
-// What `--archive --delete` makes the client ask for: `-logDtpre.<capabilities>` and, for a receiver, `--delete`.
-const SHORT_OPTIONS = /^-[logDtpr]+(e\.[A-Za-z]*)?$/;
-const LONG_OPTIONS = new Set(["--delete"]);
-
-export interface ServerInvocation {
-  readonly args: readonly string[];
-  readonly sender: boolean;
-  readonly path: string;
-}
-
-/**
- * Accepts only `rsync --server [--sender] -<allowed letters> [--delete] . <path>` where the path is the
- * site folder this step may touch: the old one (sender, fetch) or the new one (receiver, push).
- * Returns the arguments to run (without the leading "rsync").
- */
-export function checkServerArgs(args: readonly string[], m: MigrationSpec, step: string): ServerInvocation {
-  const refuse = (why: string) =>
-    new QmError("TUNNEL_REFUSED", `rsync tunnel refused for ${JSON.stringify(step.slice(0, 40))} of ${m.id}: ${why.slice(0, 300)}`, { step });
-  if (args[0] !== "rsync" || args[1] !== "--server") throw refuse("not an `rsync --server` invocation");
-  const rest = args.slice(2);
-  const sender = rest[0] === "--sender";
-  if (sender) rest.shift();
-  const short = rest.shift();
-  if (short === undefined || !SHORT_OPTIONS.test(short)) throw refuse(`option ${JSON.stringify(short ?? "")} not allowed`);
-  while (rest[0] !== undefined && rest[0] !== ".") {
-    const opt = rest.shift() as string;
-    if (!LONG_OPTIONS.has(opt) || sender) throw refuse(`option ${JSON.stringify(opt)} not allowed`);
-  }
-  if (rest.shift() !== ".") throw refuse("missing `.` before the path");
-  if (rest.length !== 1) throw refuse(`expected exactly one path, got ${rest.length}`);
-  const path = rest[0] as string;
-  if (step === "fetch-site") {
-    if (!sender) throw refuse("fetch-site only reads from this front");
-    if (path !== `${oldSiteRel(m)}/`) throw refuse(`path ${JSON.stringify(path)} is not ${oldSiteRel(m)}/`);
-  } else if (step === "push-site") {
-    if (sender) throw refuse("push-site only writes to this front");
-    if (path !== `${newSiteRel(m)}/`) throw refuse(`path ${JSON.stringify(path)} is not ${newSiteRel(m)}/`);
-  } else {
-    throw refuse("rsync is only used by fetch-site and push-site");
-  }
-  return { args: args.slice(1), sender, path };
+/** Whether `args` (the remote shell's arguments after the host) are exactly the daemon-over-rsh invocation. */
+export function isDaemonOverRsh(args: readonly string[]): boolean {
+  return args.length === DAEMON_OVER_RSH.length && args.every((a, i) => a === DAEMON_OVER_RSH[i]);
 }

@@ -1,7 +1,7 @@
 // Versions both sides compare at preflight. Bump PROTOCOL_VERSION on any incompatible change of proto/ or of agent behaviour.
 import { readFileSync } from "node:fs";
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** This package's version, from its package.json: one folder up from the sources, two from dist/. */
 function packageVersion(): string {

@@ -59,6 +59,9 @@ export function abortOnSignals(baseDir: string): AbortController {
 /** The unprivileged user test agents run as when the tests run as root (made once with useradd). */
 export const TEST_AGENT_USER = 'qm-agent';
 
+/** The user one front's agent runs as: the cluster's AgentUser, or one of its own (FrontSpec.user). */
+export type FrontUser = { readonly name?: string; readonly uid: number; readonly gid: number };
+
 /** A user the agents run as: an agent must not run as root (it refuses to, without allowRoot). */
 export interface AgentUser {
   readonly name: string;
@@ -143,8 +146,14 @@ export interface FrontSpec {
    * (plaintext is only allowed on loopback).
    */
   readonly netns?: { readonly name: string; readonly address: string };
-  /** more keys of this front's agent config (e.g. `keepFinished`, or `dataDirs` other than the cluster's) */
+  /** more keys of this front's agent config (e.g. `keepFinished`, `timeouts: { unresponsive: 2 }`, or `dataDirs` other than the cluster's) */
   readonly agentConfig?: Record<string, unknown>;
+  /**
+   * Run this front's agent as this user instead of the cluster's agentUser (e.g. nobody, a user that
+   * owns nothing else): its root and state dir are made theirs, and the folders above them searchable.
+   * Needs root.
+   */
+  readonly user?: { readonly uid: number; readonly gid: number };
 }
 
 export interface ClusterOptions {
@@ -237,7 +246,7 @@ export interface ClusterFront {
   /** the network namespace its agent runs in, if any */
   readonly netns: string | undefined;
   /** the user its agent runs as (undefined: this process's) */
-  readonly user: AgentUser | undefined;
+  readonly user: FrontUser | undefined;
 }
 
 export interface Cluster {
@@ -285,11 +294,8 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const tls = opts.tls === undefined ? undefined : resolveTls(opts.tls, opts.fronts);
   const asRoot = opts.agentUser === 'root';
   const user = opts.agentUser === 'root' ? undefined : (opts.agentUser ?? defaultAgentUser());
-  const own = (p: string, recursive = false): void => {
-    if (user !== undefined) run('chown', [...(recursive ? ['-R'] : []), `${user.uid}:${user.gid}`, p]);
-  };
   // the agents' user must reach its root, state dir and config through the base dir
-  if (user !== undefined) fs.chmodSync(baseDir, 0o755);
+  if (user !== undefined || opts.fronts.some((f) => f.user !== undefined)) fs.chmodSync(baseDir, 0o755);
 
   const masterRoot = path.join(baseDir, 'hostmaster', 'root');
   const masterState = path.join(baseDir, 'hostmaster', 'state');
@@ -304,20 +310,26 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     const stateDir = path.join(dir, 'state');
     fs.mkdirSync(root, { recursive: true });
     fs.mkdirSync(stateDir, { recursive: true });
+    const frontUser: FrontUser | undefined = spec.user ?? user;
+    const ownFront = (p: string, recursive = false): void => {
+      if (frontUser !== undefined) run('chown', [...(recursive ? ['-R'] : []), `${frontUser.uid}:${frontUser.gid}`, p]);
+    };
     fs.chmodSync(dir, 0o755);
-    own(root, true);
-    own(stateDir, true);
+    ownFront(root, true);
+    ownFront(stateDir, true);
     const configFile = path.join(dir, 'agent.yaml');
     const security = tls === undefined ? { insecure: true } : { tls: { ca: tls.ca, ...tls.front(spec.name) }, allowedClients: [...tls.allowedClients] };
-    if (tls !== undefined && user !== undefined) {
+    if (tls !== undefined && frontUser !== undefined) {
       // the front's key is readable by its agent only, as make-certs.sh's install instructions say
       fs.chmodSync(path.dirname(tls.front(spec.name).key), 0o755);
-      own(tls.front(spec.name).key);
-      own(tls.front(spec.name).cert);
+      ownFront(tls.front(spec.name).key);
+      ownFront(tls.front(spec.name).cert);
     }
     const listen = spec.netns === undefined ? '127.0.0.1:0' : `${spec.netns.address}:0`;
     const policy = opts.dataDirs === undefined ? {} : { dataDirs: [...opts.dataDirs] };
-    fs.writeFileSync(configFile, YAML.stringify({ listen, root, stateDir, ...security, ...policy, ...(asRoot ? { allowRoot: true } : {}), ...spec.agentConfig }));
+    // a front's own user replaces the cluster's; allowRoot only for an agent that does run as root
+    const allowRoot = asRoot && spec.user === undefined;
+    fs.writeFileSync(configFile, YAML.stringify({ listen, root, stateDir, ...security, ...policy, ...(allowRoot ? { allowRoot: true } : {}), ...spec.agentConfig }));
     return {
       name: spec.name,
       local,
@@ -329,7 +341,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
       process: null,
       env: { ...spec.env },
       netns: spec.netns?.name,
-      user,
+      user: frontUser,
     };
   });
 
@@ -409,7 +421,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     frontRoot: (name) => front(name).root,
     agentUser: user,
     handOver: () => {
-      for (const f of fronts) own(f.root, true);
+      for (const f of fronts) if (f.user !== undefined) run('chown', ['-R', `${f.user.uid}:${f.user.gid}`, f.root]);
     },
     roots: () => [{ name: 'hostmaster', root: masterRoot }, ...fronts.filter((f) => !f.local).map((f) => ({ name: f.name, root: f.root }))],
     stopAgent,

@@ -5,7 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { expect } from "vitest";
-import { type Cluster, type FrontSpec, checkRsync, runController, startCluster } from "../../scripts/lib/cluster.js";
+import { type AgentUser, type Cluster, type FrontSpec, checkRsync, runController, startCluster } from "../../scripts/lib/cluster.js";
 import { makePlatform, makeSite } from "../../scripts/lib/fixtures.js";
 import { type Manifest, diffManifests, excludePaths, manifest, manifestOrAbsent, summarizeDiff } from "../../scripts/lib/manifest.js";
 import { type TestPki, makeTestPki } from "./tls.js";
@@ -31,6 +31,8 @@ export interface ScenarioOptions {
    * `<baseDir>/pki` (see `Scenario.pki`); `{ dir }` uses one made before (passed on to startCluster)
    */
   tls?: true | { dir: string; allowedClients?: string[] };
+  /** who the agents run as (passed on to startCluster): default an unprivileged user when the tests run as root */
+  agentUser?: AgentUser | "root";
 }
 
 export interface Scenario {
@@ -64,7 +66,7 @@ export async function setupScenario(opts: ScenarioOptions): Promise<Scenario> {
   const sharedStorage = path.join(baseDir, "shared-storage");
   const pki = opts.tls === true ? await makeTestPki(path.join(baseDir, "pki"), { fronts: opts.fronts.map((f) => ({ name: f.name })) }) : undefined;
   const tls = opts.tls === true ? { dir: path.join(baseDir, "pki") } : opts.tls;
-  const cluster = await startCluster({ baseDir, fronts: opts.fronts, ...(opts.hooks ? { hooks: opts.hooks } : {}), ...(tls ? { tls } : {}) });
+  const cluster = await startCluster({ baseDir, fronts: opts.fronts, ...(opts.hooks ? { hooks: opts.hooks } : {}), ...(tls ? { tls } : {}), ...(opts.agentUser ? { agentUser: opts.agentUser } : {}) });
   const masterIsFront = opts.fronts.some((f) => f.local);
 
   for (const { name, root } of cluster.roots()) {

@@ -12,11 +12,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ClusterFront, fakeDrushHooks, runController } from "../../scripts/lib/cluster.js";
 import { type Manifest, diffManifests, summarizeDiff } from "../../scripts/lib/manifest.js";
 import { Action, type AgentClient, type InspectResponse, type Migration } from "../../shared/generated/quickmigrate/v1/agent.js";
+import { DAEMON_OVER_RSH } from "../../shared/rsyncArgs.js";
 import { type RpcOutcome, apply, preflight, rsyncRan, rsyncStarts, startFrame, tunnel } from "../helpers/agentRpc.js";
 import { DATA_DIRS, type Scenario, expectMigrated, expectUnchanged, setupScenario, snapshotAll } from "../helpers/scenario.js";
 import { agentClient, sslCredentials, targetName } from "../helpers/tls.js";
 
-const SHORT = "-logDtpre.iLsfxCIvu";
 
 let s: Scenario;
 let web1: ClusterFront;
@@ -67,15 +67,15 @@ const act = (id: string, name: string): Promise<RpcOutcome<unknown>> => {
   return apply(client, { migrationId: id, step: step as string, action: action as Action });
 };
 
-/** Opens the two rsync steps of migration `m` as rsync itself would; returns how each ended. */
-async function rsyncs(id: string, m: { from: string; to: string }): Promise<Record<string, { qmCode: string | undefined; ran: boolean }>> {
+/**
+ * Opens the two rsync steps of migration `id` as the controller's rsync would (the daemon invocation: the
+ * agent picks each step's folder, here `m`'s); returns how each ended.
+ */
+async function rsyncs(id: string, _m: { from: string; to: string }): Promise<Record<string, { qmCode: string | undefined; ran: boolean }>> {
   const out: Record<string, { qmCode: string | undefined; ran: boolean }> = {};
   const starts = rsyncStarts(web1.logFile);
-  for (const [step, args] of [
-    ["fetch-site", ["rsync", "--server", "--sender", SHORT, ".", `${m.from}/sites/${s.site}/`]],
-    ["push-site", ["rsync", "--server", SHORT, "--delete", ".", `${m.to}/sites/${s.site}/`]],
-  ] as const) {
-    const o = await tunnel(client, [startFrame({ migrationId: id, step, args: [...args] })], { timeoutMs: 5000 });
+  for (const step of ["fetch-site", "push-site"]) {
+    const o = await tunnel(client, [startFrame({ migrationId: id, step, args: [...DAEMON_OVER_RSH] })], { timeoutMs: 5000 });
     out[step] = { qmCode: o.qmCode, ran: rsyncRan(o) };
   }
   expect(rsyncStarts(web1.logFile), "an rsync server was started").toBe(starts);

@@ -15,6 +15,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { repoRoot, runController } from "../../scripts/lib/cluster.js";
 import { ERROR_CODE_METADATA_KEY } from "../../shared/errors.js";
 import { Action, type AgentClient, type RsyncFrame, type RsyncStart } from "../../shared/generated/quickmigrate/v1/agent.js";
+import { DAEMON_OVER_RSH } from "../../shared/rsyncArgs.js";
 import { type AuditLine, WARN, auditLines, auditLinesAfter } from "../helpers/auditLog.js";
 import { type Scenario, DATA_DIRS, expectUnchanged, setupScenario, siteDir } from "../helpers/scenario.js";
 import { type CertPair, type HealthWatch, NOT_ALLOWED_CN, agentClient, healthCheck, healthWatch, replaceFile, sslCredentials, targetName } from "../helpers/tls.js";
@@ -155,7 +156,7 @@ describe("every refused call is exactly one audit line: CN, peer, operation, mig
       preflight: await unary(c, c.preflight, { migration: migration("audit-intruder-1"), register: true, local: false }),
       apply: await unary(c, c.apply, { migrationId: REG, step: "fronts-park-data", action: Action.ACTION_PARK_DATA }),
       inspect: await unary(c, c.inspect, { migrationId: REG }),
-      rsync: await rsyncCall(c, { migrationId: REG, step: "fetch-site", args: ["rsync", "--server", "--sender", "-logDtpre.iLsfxCIvu", ".", `${s.from}/sites/${s.site}/`] }),
+      rsync: await rsyncCall(c, { migrationId: REG, step: "fetch-site", args: [...DAEMON_OVER_RSH] }),
     };
     for (const [op, o] of Object.entries(outcomes)) expect(o, op).toMatchObject({ ok: false, code: grpc.status.PERMISSION_DENIED, qmCode: "NOT_ALLOWED" });
 
@@ -182,7 +183,7 @@ describe("every refused call is exactly one audit line: CN, peer, operation, mig
       preflight: await unary(c, c.preflight, { migration: { ...migration("audit-bad-site"), site: "a/../b" }, register: true, local: false }),
       apply: await unary(c, c.apply, { migrationId: "../x", step: "fronts-park-data", action: Action.ACTION_PARK_DATA }),
       inspect: await unary(c, c.inspect, { migrationId: long }),
-      rsync: await rsyncCall(c, { migrationId: "../../etc", step: "fetch-site", args: ["rsync", "--server", "--sender", "-logDtpre.iLsfxCIvu", ".", "etc/"] }),
+      rsync: await rsyncCall(c, { migrationId: "../../etc", step: "fetch-site", args: [...DAEMON_OVER_RSH] }),
     };
     for (const [op, o] of Object.entries(outcomes)) expect(o, op).toMatchObject({ ok: false, code: grpc.status.INVALID_ARGUMENT, qmCode: "INVALID_NAME" });
 
@@ -220,7 +221,8 @@ describe("every refused call is exactly one audit line: CN, peer, operation, mig
     const starts = () => (fs.readFileSync(web1().logFile, "utf8").match(/"msg":"rsync server start"/g) ?? []).length;
     const startsBefore = starts();
     const c = connect(pki().controller);
-    const outside = await rsyncCall(c, { migrationId: REG, step: "push-site", args: ["rsync", "--server", "-logDtpre.iLsfxCIvu", "--delete", ".", "../../../etc/"] });
+    // the daemon invocation a real client sends, for a push before the data was parked: the step order refuses it
+    const outside = await rsyncCall(c, { migrationId: REG, step: "push-site", args: [...DAEMON_OVER_RSH] });
     expect(outside.ok, JSON.stringify(outside)).toBe(false);
     expect(outside.frames).toBe(0);
     const lines = await auditLinesAfter(web1().logFile, before, (l) => l.length >= 1);

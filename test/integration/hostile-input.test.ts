@@ -22,6 +22,7 @@ import {
   startFrame,
   tunnel,
 } from "../helpers/agentRpc.js";
+import { DAEMON_OVER_RSH } from "../../shared/rsyncArgs.js";
 import { DATA_DIRS, type Scenario, expectUnchanged, setupScenario } from "../helpers/scenario.js";
 
 const REGISTERED = "hostile-input-registered";
@@ -164,7 +165,8 @@ describe("Apply", () => {
 });
 
 describe("Rsync start frame", () => {
-  const fetchArgs = (): string[] => ["rsync", "--server", "--sender", "-logDtpre.iLsfxCIvu", ".", `${s.from}/sites/${s.site}/`];
+  // what a real client asks its remote shell for: only the hostile field is wrong
+  const fetchArgs = (): string[] => [...DAEMON_OVER_RSH];
 
   it("migrationId hostile → the stream ends with INVALID_ARGUMENT, no rsync runs", async () => {
     const startsBefore = rsyncStarts(web1.logFile);

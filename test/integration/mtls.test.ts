@@ -15,6 +15,7 @@ import {
   type PreflightResponse,
   type RsyncFrame,
 } from "../../shared/generated/quickmigrate/v1/agent.js";
+import { DAEMON_OVER_RSH } from "../../shared/rsyncArgs.js";
 import { type Scenario, expectMigrated, expectUnchanged, setupScenario } from "../helpers/scenario.js";
 import {
   type CertPair,
@@ -76,7 +77,7 @@ function rsync(c: AgentClient, s: Scenario): Promise<{ code: grpc.status; detail
     call.write({
       frame: {
         $case: "start",
-        value: { migrationId: migration(s).id, step: "push-site", args: ["rsync", "--server", "-logDtpre.iLsfxCIvu", "--delete", ".", `${s.to}/sites/${s.site}/`] },
+        value: { migrationId: migration(s).id, step: "push-site", args: [...DAEMON_OVER_RSH] },
       },
     });
     call.end();

@@ -11,10 +11,10 @@ import { runController } from "../../scripts/lib/cluster.js";
 import { makePlatform, makeSite } from "../../scripts/lib/fixtures.js";
 import { type Manifest, diffManifests, excludePaths, manifest, summarizeDiff } from "../../scripts/lib/manifest.js";
 import { Action, type AgentClient } from "../../shared/generated/quickmigrate/v1/agent.js";
+import { DAEMON_OVER_RSH } from "../../shared/rsyncArgs.js";
 import { apply, insecureClient, preflight, rsyncRan, rsyncStarts, startFrame, tunnel } from "../helpers/agentRpc.js";
 import { DATA_DIRS, PARK, type Scenario, setupScenario, siteDir } from "../helpers/scenario.js";
 
-const SHORT = "-logDtpre.iLsfxCIvu";
 const REFUSED = [grpc.status.FAILED_PRECONDITION, grpc.status.PERMISSION_DENIED];
 
 let scenario: Scenario | undefined;
@@ -102,13 +102,10 @@ async function tryEverything(s: Scenario, c: AgentClient, id: string, front: { s
     out.push({ op: name, code: o.code, qmCode: o.ok ? undefined : o.qmCode, details: o.ok ? JSON.stringify(o.value.changes) : o.details });
   }
   const starts = rsyncStarts(front.logFile);
-  const rsyncs: Array<[string, string[]]> = [
-    ["rsync fetch-site", ["rsync", "--server", "--sender", SHORT, ".", `${s.from}/sites/${s.site}/`]],
-    ["rsync push-site", ["rsync", "--server", SHORT, "--delete", ".", `${s.to}/sites/${s.site}/`]],
-  ];
-  for (const [name, args] of rsyncs) {
+  // what a real client asks for: the agent picks the folder of (migration, step) itself
+  for (const name of ["rsync fetch-site", "rsync push-site"]) {
     putInState(front.stateDir, id, PARKED);
-    const o = await tunnel(c, [startFrame({ migrationId: id, step: name.replace("rsync ", ""), args })], { timeoutMs: 5000 });
+    const o = await tunnel(c, [startFrame({ migrationId: id, step: name.replace("rsync ", ""), args: [...DAEMON_OVER_RSH] })], { timeoutMs: 5000 });
     out.push({ op: name, code: o.code, qmCode: o.qmCode, rsyncRan: rsyncRan(o), details: o.details });
   }
   expect(rsyncStarts(front.logFile), "an rsync server was started").toBe(starts);

@@ -1,8 +1,10 @@
 // The agent's Rsync stream driven directly, as a hostile client would: every start frame that is not
-// the exact `rsync --server …` invocation quick-migrate makes, for a path of a registered migration, is
-// refused before any rsync process starts (no data, stderr or exit frame comes back), and nothing is
-// written anywhere: every root, a canary outside the registered folders and one outside the root stay
-// byte-identical. One positive control: the exact argument list rsync sends for fetch-site is served.
+// what rsync asks a remote shell for to reach a daemon (`rsync --server --daemon .`), for a step of a
+// registered migration, is refused before any rsync process starts (no data, stderr or exit frame comes
+// back), and nothing is written anywhere: every root, a canary outside the registered folders and one
+// outside the root stay byte-identical. The arguments of protocol 1 (`rsync --server …` with a path)
+// are among the refused: the agent runs its own daemon, whatever a client names. Positive controls:
+// the daemon invocation for fetch-site and push-site is served.
 import fs from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -11,14 +13,16 @@ import type { ClusterFront } from "../../scripts/lib/cluster.js";
 import { makeSite } from "../../scripts/lib/fixtures.js";
 import { type Manifest, diffManifests, manifest, summarizeDiff } from "../../scripts/lib/manifest.js";
 import { Action, type AgentClient, type RsyncFrame } from "../../shared/generated/quickmigrate/v1/agent.js";
+import { DAEMON_OVER_RSH } from "../../shared/rsyncArgs.js";
 import { apply, hello, insecureClient, preflight, rsyncRan, rsyncStarts, startFrame, tunnel } from "../helpers/agentRpc.js";
 import { DATA_DIRS, type Scenario, setupScenario } from "../helpers/scenario.js";
 
 const REG = "tunnel-attack-1";
 const OTHER_REG = "tunnel-attack-other";
 const OTHER_SITE = "other.example.com";
-/** the short options `rsync --archive --delete` makes the client ask for (rsync 3.x) */
+/** the short options `rsync --archive --delete` made the client ask for (rsync 3.x, protocol 1 of the tunnel) */
 const SHORT = "-logDtpre.iLsfxCIvu";
+const DAEMON = (): string[] => [...DAEMON_OVER_RSH];
 
 let s: Scenario;
 let web1: ClusterFront;
@@ -109,6 +113,17 @@ function attacks(s: Paths): Attack[] {
   const f = (name: string, args: string[]): Attack => ({ name: `fetch-site: ${name}`, step: "fetch-site", args });
   const p = (name: string, args: string[]): Attack => ({ name: `push-site: ${name}`, step: "push-site", args });
   return [
+    // what protocol 1's controller sent: the plain server on a path, not the daemon
+    f("protocol 1's exact fetch-site arguments", fetch(F)),
+    p("protocol 1's exact push-site arguments", push(P)),
+    // the daemon, with something of the client's own
+    f("the daemon with a config of the client's", ["rsync", "--server", "--daemon", "--config=/tmp/x.conf", "."]),
+    p("the daemon with a config of the client's", ["rsync", "--server", "--daemon", "--config=/tmp/x.conf", "."]),
+    f("the daemon with a path", ["rsync", "--server", "--daemon", ".", F]),
+    p("the daemon without its dot", ["rsync", "--server", "--daemon"]),
+    f("the daemon with --sender", ["rsync", "--server", "--sender", "--daemon", "."]),
+    f("the daemon through sh -c", ["sh", "-c", "rsync --server --daemon ."]),
+    f("the daemon with --address", ["rsync", "--daemon", "--address=0.0.0.0", "--port=8873"]),
     // a remote shell of our choosing
     f("-e 'sh -c x' before the options", ["rsync", "--server", "--sender", "-e", "sh -c x", SHORT, ".", F]),
     f("-e 'sh -c x' after the options", fetchWith("-e", "sh -c x")),
@@ -187,19 +202,23 @@ function attacks(s: Paths): Attack[] {
     ...["park-data", "restore-data", "remove-old-site", "fetch", "push", "master-move-site"].map(
       (step): Attack => ({ name: `step ${step} with fetch-site's arguments`, step, args: fetch(F) }),
     ),
+    // the daemon is served only for the two rsync steps
+    ...["park-data", "restore-data", "remove-old-site", "remove-new-site", "fetch", "push", "master-move-site", "fronts-restore-data"].map(
+      (step): Attack => ({ name: `step ${step} with the daemon`, step, args: DAEMON() }),
+    ),
     // not even a step name: refused as an invalid name before anything else is looked at
     ...["Fetch-site", "fetch-site2"].map(
       (step): Attack => ({ name: `step ${step} with fetch-site's arguments`, step, args: fetch(F), code: grpc.status.INVALID_ARGUMENT, qmCode: "INVALID_NAME" }),
     ),
     { name: "step push with push-site's arguments", step: "push", args: push(P) },
     // the migration
-    { name: "a migration id never registered", migrationId: "never-registered-1", step: "fetch-site", args: fetch(F), code: grpc.status.FAILED_PRECONDITION, qmCode: "NOT_REGISTERED" },
+    { name: "a migration id never registered", migrationId: "never-registered-1", step: "fetch-site", args: DAEMON(), code: grpc.status.FAILED_PRECONDITION, qmCode: "NOT_REGISTERED" },
     { name: "another registered migration's id for this site's folder", migrationId: OTHER_REG, step: "fetch-site", args: fetch(F) },
     { name: "this migration's id for another registered migration's folder", step: "fetch-site", args: fetch(`${s.from}/sites/${OTHER_SITE}/`) },
     // the frames
     {
       name: "a data frame first",
-      frames: () => [{ frame: { $case: "data", value: Buffer.from("\u001f\u0000\u0000\u0000") } }, startFrame({ migrationId: REG, step: "fetch-site", args: fetch(F) })],
+      frames: () => [{ frame: { $case: "data", value: Buffer.from("\u001f\u0000\u0000\u0000") } }, startFrame({ migrationId: REG, step: "fetch-site", args: DAEMON() })],
       code: grpc.status.INVALID_ARGUMENT,
       qmCode: "USAGE",
     },
@@ -247,9 +266,9 @@ describe("rsync tunnel attacks", () => {
 });
 
 describe("positive controls", () => {
-  it("the exact arguments rsync sends for fetch-site are served: a data frame from a real rsync server arrives", async () => {
+  it("the daemon invocation for fetch-site is served: the greeting of a real rsync daemon arrives", async () => {
     const startsBefore = rsyncStarts(web1.logFile);
-    const o = await tunnel(client, [startFrame({ migrationId: REG, step: "fetch-site", args: ["rsync", "--server", "--sender", SHORT, ".", `${s.from}/sites/${s.site}/`] })]);
+    const o = await tunnel(client, [startFrame({ migrationId: REG, step: "fetch-site", args: DAEMON() })]);
     expect(o.cancelledByUs, o.details).toBe("data");
     expect(o.dataFrames).toBeGreaterThan(0);
     expect(o.code).toBe(grpc.status.CANCELLED);
@@ -257,16 +276,21 @@ describe("positive controls", () => {
     await expectNothingWritten("fetch-site positive control");
   });
 
-  it("the exact arguments rsync sends for push-site are served too (cancelled before any file list: nothing written)", async () => {
+  it("the daemon invocation for push-site is served too (cancelled at the greeting: only the empty new site folder is made)", async () => {
     // the other migration's push: a push moves its migration past fetch-site, which the tests below still need of REG's
     const startsBefore = rsyncStarts(web1.logFile);
-    const o = await tunnel(client, [startFrame({ migrationId: OTHER_REG, step: "push-site", args: ["rsync", "--server", SHORT, "--delete", ".", `${s.to}/sites/${OTHER_SITE}/`] })]);
+    const o = await tunnel(client, [startFrame({ migrationId: OTHER_REG, step: "push-site", args: DAEMON() })]);
     expect(o.cancelledByUs, o.details).toBe("data");
     expect(o.dataFrames).toBeGreaterThan(0);
     expect(rsyncStarts(web1.logFile)).toBe(startsBefore + 1);
     // the agent kills its rsync on the cancel; give it a moment to be gone before the last look
     await new Promise((r) => setTimeout(r, 300));
-    // the one change: the agent's record of that migration says its push began
+    // the module's folder, made by the agent (mode 0700) for the daemon to work in; push-site's undo removes it
+    const made = path.join(web1.root, s.to, "sites", OTHER_SITE);
+    expect(fs.readdirSync(made)).toEqual([]);
+    expect(fs.statSync(made).mode & 0o777).toBe(0o700);
+    fs.rmdirSync(made);
+    // and the agent's record of that migration says its push began
     const record = diffManifests(before.get("web1-state") as Manifest, await manifest(web1.stateDir));
     expect(record.length).toBeGreaterThan(0);
     expect(record.filter((line) => !line.startsWith(`changed: migrations/${OTHER_REG}.json: `))).toEqual([]);
@@ -299,7 +323,7 @@ async function eventually(what: string, check: () => Promise<boolean> | boolean,
 // Last in the file: when the agent leaks a slot of its concurrency bound (maxConcurrentOps, 16 by
 // default) per call, these leave it answering BUSY to everything.
 describe("a client that goes away mid-tunnel does not wedge the agent", () => {
-  const fetchArgs = (): string[] => ["rsync", "--server", "--sender", SHORT, ".", `${s.from}/sites/${s.site}/`];
+  const fetchArgs = DAEMON;
   const CALLS = 17;
 
   // a fresh agent for each: an agent wedged by the one before would fail the next for the same reason

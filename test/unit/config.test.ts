@@ -298,12 +298,21 @@ describe("loadAgentConfig", () => {
       insecure: true,
       allowedClients: [],
       maxConcurrentOps: 16,
+      timeouts: { unresponsive: 30 },
       operationTimeout: 300,
       dataDirs: ["files", "private/files"],
       keepFinished: 30,
       logLevel: "info",
       allowRoot: false,
     });
+  });
+
+  it("takes timeouts.unresponsive (the rsync idle bound) in seconds, at least 1, and no other timeout", async () => {
+    expect((await loadAgentConfig(write(`${AGENT}timeouts: { unresponsive: 5 }\n`))).timeouts).toEqual({ unresponsive: 5 });
+    for (const bad of ["{ unresponsive: 0.5 }", "{ unresponsive: x }", "{ hook: 3 }"]) {
+      const file = write(`${AGENT}timeouts: ${bad}\n`);
+      expect(problemLines(await configError(loadAgentConfig(file)), file), bad).toEqual([expect.stringMatching(/: timeouts(\.unresponsive)?: /)]);
+    }
   });
 
   it("reads the data dirs it protects and how long ended migrations are kept", async () => {

@@ -130,3 +130,57 @@ describe("Root.requireRealDirectory", () => {
     expect((await rejection(root.requireRealDirectory("p2/sites/a.com", opts))).code).toBe("OUTSIDE_ROOT");
   });
 });
+
+describe("Root.openRealDirectory", () => {
+  const where = async (fh: { fd: number; close(): Promise<void> }): Promise<string> => {
+    try {
+      return fs.readlinkSync(`/proc/self/fd/${fh.fd}`);
+    } finally {
+      await fh.close();
+    }
+  };
+  const real = (rel: string) => path.join(fs.realpathSync(root.path), rel);
+
+  it("opens a real directory: the descriptor is that directory", async () => {
+    expect(await where(await root.openRealDirectory("p1/sites/a.com", { create: false, purpose: "rsync" }))).toBe(real("p1/sites/a.com"));
+  });
+
+  it("with create, makes an absent folder (mode 0700) and opens it; an existing one is opened as it is", async () => {
+    expect(await where(await root.openRealDirectory("p1/sites/new.com", { create: true, purpose: "rsync" }))).toBe(real("p1/sites/new.com"));
+    expect(fs.statSync(r("p1/sites/new.com")).mode & 0o777).toBe(0o700);
+    expect(fs.readdirSync(r("p1/sites/new.com"))).toEqual([]);
+    expect(await where(await root.openRealDirectory("p1/sites/a.com", { create: true, purpose: "rsync" }))).toBe(real("p1/sites/a.com"));
+    expect(fs.statSync(r("p1/sites/a.com")).mode & 0o777).not.toBe(0o700);
+  });
+
+  it("refuses an absent folder without create with PRECONDITION, and makes nothing", async () => {
+    const err = await rejection(root.openRealDirectory("p1/sites/d.com", { create: false, purpose: "rsync" }));
+    expect(err.code).toBe("PRECONDITION");
+    expect(fs.existsSync(r("p1/sites/d.com"))).toBe(false);
+  });
+
+  it("refuses a symlink (to a folder inside or outside the root) with OUTSIDE_ROOT, with or without create", async () => {
+    fs.symlinkSync(r("p1/sites/a.com"), r("p1/sites/in.com"));
+    fs.symlinkSync(path.join(tmp, "outside", "sites", "a.com"), r("p1/sites/out.com"));
+    for (const rel of ["p1/sites/in.com", "p1/sites/out.com"]) {
+      for (const create of [false, true]) {
+        const err = await rejection(root.openRealDirectory(rel, { create, purpose: "rsync" }));
+        expect(err.code).toBe("OUTSIDE_ROOT");
+        expect(err.message).toBe(`refusing rsync on ${rel}: it is not a real directory`);
+      }
+    }
+    expect(fs.readdirSync(path.join(tmp, "outside", "sites", "a.com"))).toEqual([]);
+  });
+
+  it("refuses a folder under a parent leading out of the root, and makes nothing there", async () => {
+    fs.symlinkSync(path.join(tmp, "outside"), r("p2"));
+    const err = await rejection(root.openRealDirectory("p2/sites/new.com", { create: true, purpose: "rsync" }));
+    expect(err.code).toBe("OUTSIDE_ROOT");
+    expect(fs.readdirSync(path.join(tmp, "outside", "sites"))).toEqual(["a.com"]);
+  });
+
+  it("follows a symlinked parent that stays inside the root, as resolve does", async () => {
+    fs.symlinkSync(r("p1"), r("p3"));
+    expect(await where(await root.openRealDirectory("p3/sites/a.com", { create: false, purpose: "rsync" }))).toBe(real("p1/sites/a.com"));
+  });
+});

@@ -236,7 +236,10 @@ export interface ApplyResponse {
 export interface RsyncStart {
   migrationId: string;
   step: string;
-  /** the argument list rsync asked its remote shell to run, starting with "rsync" "--server" */
+  /**
+   * what rsync asked its remote shell to run: must be exactly "rsync" "--server" "--daemon" "." (the
+   * agent checks it, and runs its own command whatever it is)
+   */
   args: string[];
 }
 
@@ -1978,8 +1981,9 @@ export const AgentService = {
     responseDeserialize: (value: Buffer): ApplyResponse => ApplyResponse.decode(value),
   },
   /**
-   * The server side of one rsync run, tunnelled: the first frame from the client is `start`,
-   * then `data` frames both ways; the agent ends with `exit`.
+   * One rsync run, tunnelled: the first frame from the client is `start` (within a few seconds, or the
+   * stream is ended), then `data` frames both ways carry rsync's daemon protocol to a daemon the agent
+   * configures for that one step; the agent ends with `exit`. From protocol version 2.
    */
   rsync: {
     path: "/quickmigrate.v1.Agent/Rsync" as const,
@@ -2019,8 +2023,9 @@ export interface AgentServer extends UntypedServiceImplementation {
   /** One step's work on this front (park, restore, remove, and their undos). Idempotent per (migration, step, action). */
   apply: handleUnaryCall<ApplyRequest, ApplyResponse>;
   /**
-   * The server side of one rsync run, tunnelled: the first frame from the client is `start`,
-   * then `data` frames both ways; the agent ends with `exit`.
+   * One rsync run, tunnelled: the first frame from the client is `start` (within a few seconds, or the
+   * stream is ended), then `data` frames both ways carry rsync's daemon protocol to a daemon the agent
+   * configures for that one step; the agent ends with `exit`. From protocol version 2.
    */
   rsync: handleBidiStreamingCall<RsyncFrame, RsyncFrame>;
   /**
@@ -2086,8 +2091,9 @@ export interface AgentClient extends Client {
     callback: (error: ServiceError | null, response: ApplyResponse) => void,
   ): ClientUnaryCall;
   /**
-   * The server side of one rsync run, tunnelled: the first frame from the client is `start`,
-   * then `data` frames both ways; the agent ends with `exit`.
+   * One rsync run, tunnelled: the first frame from the client is `start` (within a few seconds, or the
+   * stream is ended), then `data` frames both ways carry rsync's daemon protocol to a daemon the agent
+   * configures for that one step; the agent ends with `exit`. From protocol version 2.
    */
   rsync(): ClientDuplexStream<RsyncFrame, RsyncFrame>;
   rsync(options: Partial<CallOptions>): ClientDuplexStream<RsyncFrame, RsyncFrame>;
