@@ -2,11 +2,11 @@
 // and the `parked` command (run by a front's operator, service running or not) each take the record's
 // lock file, created exclusively, for as long as they change the record or the tree under it. A lock
 // left by a process that is gone (same pid, other start time, or none) is broken.
-import { readFileSync } from "node:fs";
 import { open, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { QmError } from "../shared/errors.js";
 import { checkMigrationId } from "../shared/names.js";
+import { processStartTime } from "../shared/processes.js";
 
 interface Holder {
   readonly pid: number;
@@ -15,18 +15,9 @@ interface Holder {
   readonly what: string;
 }
 
-function startTimeOf(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
-  } catch {
-    return undefined;
-  }
-}
-
 const TORN_AFTER_MS = 2000;
 
-const alive = (h: Holder): boolean => h.pid > 0 && startTimeOf(h.pid) === h.startTime;
+const alive = (h: Holder): boolean => h.pid > 0 && processStartTime(h.pid) === h.startTime;
 
 export interface RecordLockOptions {
   /** how long to wait for another writer to finish (default 10 s) */
@@ -38,7 +29,7 @@ export interface RecordLockOptions {
 /** Runs `fn` holding the lock of migration `id`'s record; BUSY when another live writer keeps it past `waitMs`. */
 export async function withRecordLock<T>(stateDir: string, id: string, opts: RecordLockOptions, fn: () => Promise<T>): Promise<T> {
   const file = join(stateDir, "migrations", `${checkMigrationId(id)}.lock`);
-  const me: Holder = { pid: process.pid, startTime: startTimeOf(process.pid) ?? "", what: opts.what };
+  const me: Holder = { pid: process.pid, startTime: processStartTime(process.pid) ?? "", what: opts.what };
   const deadline = Date.now() + (opts.waitMs ?? 10_000);
   for (;;) {
     try {

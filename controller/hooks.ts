@@ -5,7 +5,7 @@ import { execa } from "execa";
 import { QmError, describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { type HookGroup, KILL_GRACE_MS, endGroup, groupMembers } from "./processGroup.js";
-import { processStartTime } from "./siteLock.js";
+import { processStartTime } from "../shared/processes.js";
 
 export const HOOK_NAMES = ["maintenanceOn", "dbDump", "deploy", "updatedb", "maintenanceOff", "dbRestore"] as const;
 export type HookName = (typeof HOOK_NAMES)[number];

@@ -3,7 +3,7 @@
 import { readFileSync, readdirSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { QmError } from "../shared/errors.js";
-import { processStartTime } from "./siteLock.js";
+import { processStartTime } from "../shared/processes.js";
 
 /** How long a group has between SIGTERM and SIGKILL. */
 export const KILL_GRACE_MS = 10_000;

@@ -8,6 +8,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { QmError, fsError } from "../shared/errors.js";
 import { fsyncDir, mkdirDurable, writeFileAtomic } from "../shared/fsutil.js";
+import { processStartTime } from "../shared/processes.js";
 
 /** Who holds a site lock: the migration, and the controller process (to tell running from interrupted). */
 export interface LockHolder {
@@ -21,16 +22,6 @@ export interface LockHolder {
   readonly bootId?: string;
   /** unique to this holding: names the marker of the one process that may take over from it */
   readonly token?: string;
-}
-
-export function processStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // the command name may hold spaces and parentheses: fields are counted after its closing ")"
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
-  } catch {
-    return undefined;
-  }
 }
 
 let bootIdCache: string | undefined;

@@ -19,6 +19,7 @@ import { DAEMON_OVER_RSH } from "../../shared/rsyncArgs.js";
 import { type AuditLine, WARN, auditLines, auditLinesAfter } from "../helpers/auditLog.js";
 import { type Scenario, DATA_DIRS, expectUnchanged, setupScenario, siteDir } from "../helpers/scenario.js";
 import { type CertPair, type HealthWatch, NOT_ALLOWED_CN, agentClient, healthCheck, healthWatch, replaceFile, sslCredentials, targetName } from "../helpers/tls.js";
+import { processStartTime } from "../../shared/processes.js";
 
 // ---- calls as data -------------------------------------------------------------------------------
 
@@ -94,8 +95,7 @@ function refusedLine(client: string, code: string | undefined): Record<string, u
 
 /** The record lock of a migration, held by this (live) test process as `parked restore` would hold it. */
 function holdRecordLock(stateDir: string, id: string): () => void {
-  const stat = fs.readFileSync(`/proc/${process.pid}/stat`, "utf8");
-  const startTime = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  const startTime = processStartTime(process.pid);
   const file = path.join(stateDir, "migrations", `${id}.lock`);
   fs.writeFileSync(file, `${JSON.stringify({ pid: process.pid, startTime, what: "the audit test" })}\n`, { flag: "wx" });
   return () => fs.rmSync(file, { force: true });

@@ -4,7 +4,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { afterEach, describe, expect, it } from "vitest";
 import { endGroup, groupMembers, isRunning } from "../../controller/processGroup.js";
-import { processStartTime } from "../../controller/siteLock.js";
+import { processStartTime } from "../../shared/processes.js";
 
 const started: ChildProcess[] = [];
 afterEach(() => {

@@ -6,6 +6,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { withRecordLock } from "../../agent/recordLock.js";
 import { rejection } from "../helpers/rejection.js";
+import { processStartTime } from "../../shared/processes.js";
 
 let stateDir: string;
 beforeEach(() => {
@@ -42,8 +43,7 @@ describe("withRecordLock", () => {
   });
 
   it("refuses as BUSY, naming the holder, when a live writer keeps it past the wait", async () => {
-    const stat = fs.readFileSync(`/proc/${process.pid}/stat`, "utf8");
-    const startTime = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+    const startTime = processStartTime(process.pid);
     fs.writeFileSync(lockFile(), JSON.stringify({ pid: process.pid, startTime, what: "the agent service" }));
     const err = await rejection(withRecordLock(stateDir, "m1", { what: "test", waitMs: 200 }, async () => "ran"));
     expect(err.code).toBe("BUSY");

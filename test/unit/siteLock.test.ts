@@ -6,7 +6,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { type LockHolder, SiteLock, processStartTime } from "../../controller/siteLock.js";
+import { type LockHolder, SiteLock } from "../../controller/siteLock.js";
+import { processStartTime } from "../../shared/processes.js";
 import { QmError } from "../../shared/errors.js";
 
 let stateDir: string;
