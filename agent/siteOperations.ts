@@ -13,6 +13,7 @@ import { withRecordLock } from "./recordLock.js";
 import { type MigrationRecord, type Registry, frontStateOf, pastPointOfNoReturn } from "./registry.js";
 import { type Decision, type FrontRequest, INITIAL_STATE, begin, decide, settle } from "./stepOrder.js";
 import { unfinishedProblems } from "./unfinished.js";
+import { FRONT_STEPS } from "../shared/frontSteps.js";
 
 /** What this agent's own config says, whatever a client asks: the data dirs it protects. */
 export interface FrontPolicy {
@@ -228,8 +229,8 @@ export class SiteOperations {
   }
 }
 
-/** The actions that take a migration forward; after `parked restore` on this front only the undos are allowed. */
-const FORWARD: ReadonlySet<FrontAction> = new Set(["park-data", "restore-data", "remove-old-site"]);
+/** The actions that take a migration forward (the table's, not its undos); after `parked restore` on this front only the undos are allowed. */
+const FORWARD: ReadonlySet<FrontAction | "rsync"> = new Set(FRONT_STEPS.map((s) => s.forward));
 
 const isForward = (req: FrontRequest): boolean => req.kind === "rsync" || FORWARD.has(req.action);
 
