@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ClusterFront, runController } from "../../scripts/lib/cluster.js";
 import { Action, type AgentClient, type RsyncFrame } from "../../shared/generated/quickmigrate/v1/agent.js";
 import { DAEMON_OVER_RSH } from "../../shared/rsyncArgs.js";
+import { type AuditLine, auditLines, auditLinesAfter } from "../helpers/auditLog.js";
 import { apply, hello, insecureClient, preflight, startFrame } from "../helpers/agentRpc.js";
 import { DATA_DIRS, type Scenario, expectMigrated, setupScenario } from "../helpers/scenario.js";
 
@@ -88,6 +89,7 @@ describe("streams that say nothing", () => {
   const SILENT = 20;
 
   it(`${SILENT} streams that never send a start frame hold no slot, the agent serves a migration meanwhile, and each is ended within the start bound`, async () => {
+    const since = auditLines(web1.logFile).length;
     const silent = Array.from({ length: SILENT }, () => openStream(client));
     await new Promise((r) => setTimeout(r, 200));
     // more streams than maxConcurrentOps (16): none holds a slot
@@ -109,7 +111,9 @@ describe("streams that say nothing", () => {
       // the bound, plus a loaded machine's lag
       expect(e.after).toBeLessThan(START_MS + 4000);
     }
-    expect(fs.readFileSync(web1.logFile, "utf8").split("\n").filter((l) => l.includes('"op":"rsync"') && l.includes("STREAM_IDLE")).length).toBe(SILENT);
+    // the agent's output reaches its log file asynchronously: wait for the lines, then count them
+    const idle = (lines: AuditLine[]): AuditLine[] => lines.filter((l) => l.op === "rsync" && l.code === "STREAM_IDLE");
+    expect(idle(await auditLinesAfter(web1.logFile, since, (lines) => idle(lines).length >= SILENT))).toHaveLength(SILENT);
   });
 });
 
