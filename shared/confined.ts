@@ -3,6 +3,8 @@
 import { type Stats, constants } from "node:fs";
 import { type FileHandle, mkdir, open, readdir, readlink, realpath } from "node:fs/promises";
 import { basename, dirname, join, sep } from "node:path";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { QmError } from "./errors.js";
 import { lstatOrNull } from "./fsutil.js";
 
@@ -49,41 +51,138 @@ export class Root {
   }
 
   /**
-   * An open descriptor of the real directory `rel` (made, mode 0700, when `create` and absent), for a
-   * process to work in through `/proc/self/fd/N` whatever happens to the path afterwards. The folder
-   * holding it must resolve inside the root and is opened first; `rel` itself is never a symlink
-   * (O_NOFOLLOW); both descriptors' real paths are checked against what was approved, so a rename or a
-   * symlink swapped in meanwhile is refused (OUTSIDE_ROOT), never followed. Linux only (/proc).
+   * The directory `rel` held open (see OpenDir), checked to be inside the root: its nearest existing
+   * ancestor is opened by its real path, and the descriptor's own path is checked against that; the
+   * missing rest is made (when `create`, with `mode`) and opened one name at a time, never through a
+   * symlink. Refused with OUTSIDE_ROOT when it leads out of the root or changes while it is opened;
+   * PRECONDITION when it is missing and not to be made. Linux only (/proc).
    */
-  async openRealDirectory(rel: string, opts: { create: boolean; purpose: string }): Promise<FileHandle> {
-    const abs = await this.resolve(rel);
+  async openDir(rel: string, opts: { create?: boolean; mode?: number; purpose: string }): Promise<OpenDir> {
     const refuse = (why: string) => new QmError("OUTSIDE_ROOT", `refusing ${opts.purpose} on ${rel}: ${why}`, { path: rel });
-    const missing = () => new QmError("PRECONDITION", `refusing ${opts.purpose} on ${rel}: it does not exist`, { path: rel });
-    const parentReal = await realpath(dirname(abs)).catch((err: NodeJS.ErrnoException) => Promise.reject(err.code === "ENOENT" ? missing() : err));
-    if (!this.inside(parentReal)) throw refuse(`it resolves outside the root (through ${dirname(rel)})`);
-    const expected = join(parentReal, basename(abs));
-    const parent = await open(parentReal, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW).catch((err: NodeJS.ErrnoException) =>
-      Promise.reject(err.code === "ENOENT" ? missing() : err.code === "ELOOP" || err.code === "ENOTDIR" ? refuse("its folder changed while it was checked") : err),
+    const parts = rel.split("/").filter((p) => p !== "" && p !== ".");
+    if (parts.includes("..")) throw refuse("it is not a plain relative path");
+    this.real ??= await realpath(this.path);
+    let existing = parts.length;
+    let real = this.real;
+    for (; existing > 0; existing--) {
+      const found = await realpath(join(this.path, ...parts.slice(0, existing))).catch((err: NodeJS.ErrnoException) =>
+        err.code === "ENOENT" || err.code === "ENOTDIR" ? undefined : Promise.reject(err),
+      );
+      if (found !== undefined) {
+        real = found;
+        break;
+      }
+    }
+    if (!this.inside(real)) throw refuse(`it resolves outside the root (through ${parts.slice(0, existing).join("/")})`);
+    let dir = await open(real, DIRECTORY_NOFOLLOW).catch((err: NodeJS.ErrnoException) =>
+      Promise.reject(err.code === "ENOENT" || err.code === "ELOOP" || err.code === "ENOTDIR" ? refuse("it changed while it was checked") : err),
     );
     try {
-      if ((await readlink(`/proc/self/fd/${parent.fd}`)) !== parentReal) throw refuse("its folder changed while it was checked");
-      const inParent = `/proc/self/fd/${parent.fd}/${basename(abs)}`;
-      if (opts.create) await mkdir(inParent, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => (err.code === "EEXIST" ? undefined : Promise.reject(err)));
-      const dir = await open(inParent, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW).catch((err: NodeJS.ErrnoException) =>
-        Promise.reject(err.code === "ENOENT" ? missing() : err.code === "ELOOP" || err.code === "ENOTDIR" ? refuse("it is not a real directory") : err),
-      );
-      if ((await readlink(`/proc/self/fd/${dir.fd}`)) !== expected) {
+      if ((await readlink(`/proc/self/fd/${dir.fd}`)) !== real) throw refuse("it changed while it was checked");
+      for (const name of parts.slice(existing)) {
+        if (!opts.create) throw new QmError("PRECONDITION", `refusing ${opts.purpose} on ${rel}: ${parts.slice(0, existing + 1).join("/")} does not exist`, { path: rel });
+        const at = `/proc/self/fd/${dir.fd}/${name}`;
+        const made = await mkdir(at, opts.mode === undefined ? {} : { mode: opts.mode }).then(
+          () => true,
+          (err: NodeJS.ErrnoException) => (err.code === "EEXIST" ? false : Promise.reject(err)),
+        );
+        const next = await open(at, DIRECTORY_NOFOLLOW).catch((err: NodeJS.ErrnoException) =>
+          Promise.reject(err.code === "ELOOP" || err.code === "ENOTDIR" ? refuse(`${name} in it is not a real directory`) : err),
+        );
+        // the new name is on disk before anything is moved into it
+        if (made) await dir.sync().catch(() => undefined);
         await dir.close();
-        throw refuse("it changed while it was opened");
+        dir = next;
+        existing++;
       }
-      return dir;
+      return new OpenDir(rel, dir);
+    } catch (err) {
+      await dir.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** The folder holding `rel`, held open (made when `create`), and the name of `rel` in it. */
+  async openParent(rel: string, opts: { create?: boolean; mode?: number; purpose: string }): Promise<{ dir: OpenDir; name: string }> {
+    const name = basename(rel);
+    if (name === "" || name === "." || name === "..") throw new QmError("OUTSIDE_ROOT", `refusing ${opts.purpose} on ${rel}: it is not a plain relative path`, { path: rel });
+    return { dir: await this.openDir(dirname(rel), opts), name };
+  }
+
+  /**
+   * An open descriptor of the real directory `rel` (made, mode 0700, when `create` and absent), for a
+   * process to work in through `/proc/self/fd/N` whatever happens to the path afterwards. Its folder is
+   * held open (openDir) and `rel` is opened in it, never through a symlink (O_NOFOLLOW): a rename or a
+   * symlink swapped in meanwhile is refused (OUTSIDE_ROOT), never followed.
+   */
+  async openRealDirectory(rel: string, opts: { create: boolean; purpose: string }): Promise<FileHandle> {
+    const { dir, name } = await this.openParent(rel, { purpose: opts.purpose });
+    try {
+      if (opts.create) await mkdir(dir.entry(name), { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => (err.code === "EEXIST" ? undefined : Promise.reject(err)));
+      return await open(dir.entry(name), DIRECTORY_NOFOLLOW).catch((err: NodeJS.ErrnoException) =>
+        Promise.reject(
+          err.code === "ENOENT"
+            ? new QmError("PRECONDITION", `refusing ${opts.purpose} on ${rel}: it does not exist`, { path: rel })
+            : err.code === "ELOOP" || err.code === "ENOTDIR"
+              ? new QmError("OUTSIDE_ROOT", `refusing ${opts.purpose} on ${rel}: it is not a real directory`, { path: rel })
+              : err,
+        ),
+      );
     } finally {
-      await parent.close();
+      await dir.close();
     }
   }
 
   private inside(real: string): boolean {
     return real === this.real || real.startsWith(`${this.real}${sep}`);
+  }
+}
+
+const DIRECTORY_NOFOLLOW = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
+
+/**
+ * A directory under a root, held open (Root.openDir). A name in it is reached through the descriptor
+ * (`/proc/self/fd/N/<name>`: the kernel starts from the open directory, whatever has become of its path
+ * since), so acting on it never re-resolves a path through a symlink swapped in after the checks. Only
+ * the last component is looked up, and lstat, rename, rmdir and unlink do not follow it.
+ */
+export class OpenDir {
+  constructor(
+    readonly rel: string,
+    private readonly handle: FileHandle,
+  ) {}
+
+  /** The path of `name` in this directory, for one system call. */
+  entry(name: string): string {
+    if (name === "" || name === "." || name === ".." || name.includes("/")) throw new Error(`not a name in a directory: ${name}`);
+    return `/proc/self/fd/${this.handle.fd}/${name}`;
+  }
+
+  /** fsync of the directory: names added to it or removed from it are on disk. */
+  sync(): Promise<void> {
+    return this.handle.sync();
+  }
+
+  /**
+   * Removes `name` and everything under it without following a symlink anywhere and without leaving
+   * this filesystem: GNU rm, handed this directory as its descriptor 3, works from it with openat and
+   * unlinkat (safe against a symlink swapped in while it walks). `rel` names it in the error.
+   */
+  async removeTree(name: string, rel: string): Promise<void> {
+    const rm = spawn("rm", ["-r", "--one-file-system", "--", `/proc/self/fd/3/${name}`], { stdio: ["ignore", "ignore", "pipe", this.handle.fd], env: { LC_ALL: "C" } });
+    let stderr = "";
+    rm.stderr?.on("data", (d: Buffer) => {
+      stderr = (stderr + d.toString()).slice(-2000);
+    });
+    const [code] = (await once(rm, "close")) as [number | null];
+    if (code !== 0) {
+      const why = stderr.trim().split("\n").at(-1)?.replaceAll("/proc/self/fd/3/", "") || `rm exited ${code}`;
+      throw new QmError("IO", `remove: ${rel}: ${why}`, { path: rel });
+    }
+  }
+
+  close(): Promise<void> {
+    return this.handle.close();
   }
 }
 

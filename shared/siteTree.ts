@@ -1,12 +1,12 @@
 // The filesystem work of a migration on one host's root: read-only preflight checks, the data-dir
 // renames (park, restore and their undos), site folder moves and guarded removals. Used by the agent
 // on every front and by the controller for the hostmaster's own copy. Data dirs are only ever renamed.
-import { readlink, realpath, rename, rm, rmdir, stat, unlink } from "node:fs/promises";
+import { readlink, realpath, rename, rmdir, stat } from "node:fs/promises";
 import type { Stats } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { type ConfinedPath, Root, isPlaceholder, isRealDirectory } from "./confined.js";
 import { type ErrorCode, QmError, fsError } from "./errors.js";
-import { fsyncDir, fsyncDirs, lstatOrNull, mkdirDurable } from "./fsutil.js";
+import { lstatOrNull } from "./fsutil.js";
 import type { EntryKindName } from "./wire.js";
 import {
   type DataPlace,
@@ -249,7 +249,7 @@ export class SiteTree {
       if (prepared) return;
       prepared = true;
       if (to === "park") {
-        await mkdirDurable(await this.resolve(parkRel(m.id)), 0o700);
+        await (await this.root.openDir(parkRel(m.id), { create: true, mode: 0o700, purpose: "park" })).close();
         return;
       }
       // data goes only into a site folder that is already there; never create one around it
@@ -337,18 +337,12 @@ export class SiteTree {
       entry.moving = to;
       await ledger.save(entries);
       try {
-        if (placeholder) await rmdir(dst);
-        await mkdirDurable(dirname(dst));
-        await rename(src, dst);
+        await this.renameHeld(srcRel, dstRel, s, placeholder ? d : null);
       } catch (err) {
         delete entry.moving;
         await ledger.save(entries).catch(() => undefined);
         throw fsError(err, srcRel, `rename to ${dstRel}`);
       }
-      // on disk before the ledger records it and the step is acknowledged, even where the ledger (the
-      // agent's state dir) is on another filesystem than the root; if this fails, `moving` stays and
-      // the next run finds the rename done
-      await fsyncDirs(dirname(src), dirname(dst));
       await opts.afterRename?.(dataDir);
       entry.at = to;
       delete entry.moving;
@@ -392,11 +386,15 @@ export class SiteTree {
   /** Drops this migration's park folder, and the park area itself, when they are empty. */
   async removeEmptyParkFolders(migrationId: string): Promise<void> {
     for (const rel of [parkRel(migrationId), PARK_FOLDER]) {
+      if (!(await this.stat(rel))) continue;
+      const { dir, name } = await this.root.openParent(rel, { purpose: "rmdir" });
       try {
-        await rmdir(await this.resolve(rel));
+        await rmdir(dir.entry(name));
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        if (code !== "ENOENT" && code !== "ENOTEMPTY" && code !== "EEXIST") throw fsError(err, rel, "rmdir");
+        if (code !== "ENOENT" && code !== "ENOTEMPTY" && code !== "EEXIST" && code !== "ENOTDIR") throw fsError(err, rel, "rmdir");
+      } finally {
+        await dir.close();
       }
     }
   }
@@ -428,13 +426,49 @@ export class SiteTree {
         throw new QmError("NOT_EMPTY", `refusing to remove ${siteRelPath}: data dir ${rel} is not empty`, { path: rel });
       }
     }
-    try {
-      await rm(abs, { recursive: true });
-    } catch (err) {
-      throw fsError(err, siteRelPath, "remove");
-    }
-    await fsyncDir(dirname(abs));
+    await this.removeHeld(siteRelPath, st);
     return change("removed");
+  }
+
+  /**
+   * Renames `fromRel` to `toRel` through their folders held open (the destination's made when missing),
+   * after checking that what is at `fromRel` is still what was looked at (`expected`), and at `toRel`
+   * nothing or the empty placeholder looked at: a symlink swapped into either path after the checks is
+   * never followed, and nothing else is moved. Both folders are fsynced before it returns, so the move
+   * is on disk before a ledger or journal records it (they may be on another filesystem).
+   */
+  private async renameHeld(fromRel: string, toRel: string, expected: Stats, placeholder: Stats | null): Promise<void> {
+    const from = await this.root.openParent(fromRel, { purpose: "rename" });
+    try {
+      const into = await this.root.openParent(toRel, { create: true, purpose: "rename" });
+      try {
+        const src = from.dir.entry(from.name);
+        const dst = into.dir.entry(into.name);
+        if (!sameEntry(await lstatOrNull(src), expected)) throw changed(fromRel);
+        const there = await lstatOrNull(dst);
+        if (there && !(placeholder && sameEntry(there, placeholder))) throw new QmError("CONFLICT", `cannot move ${fromRel}: ${toRel} already exists`, { path: toRel });
+        if (there) await rmdir(dst);
+        await rename(src, dst);
+        await from.dir.sync();
+        await into.dir.sync();
+      } finally {
+        await into.dir.close();
+      }
+    } finally {
+      await from.dir.close();
+    }
+  }
+
+  /** Removes `rel` (a tree, a file or a link, never followed) through its folder held open, after checking it is still what was looked at. */
+  private async removeHeld(rel: string, expected: Stats): Promise<void> {
+    const { dir, name } = await this.root.openParent(rel, { purpose: "remove" });
+    try {
+      if (!sameEntry(await lstatOrNull(dir.entry(name)), expected)) throw changed(rel);
+      await dir.removeTree(name, rel);
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
   }
 
   /** Renames a whole site folder (the hostmaster's move to the new platform, or its undo). Idempotent. */
@@ -451,12 +485,10 @@ export class SiteTree {
     }
     if (d) throw new QmError("CONFLICT", `cannot move ${fromRel}: ${toRel} already exists`, { path: toRel });
     try {
-      await rename(src, dst);
+      await this.renameHeld(fromRel, toRel, s, null);
     } catch (err) {
       throw fsError(err, fromRel, `rename to ${toRel}`);
     }
-    // on disk before the step is journaled as done (the state dir may be another filesystem)
-    await fsyncDirs(dirname(src), dirname(dst));
     return change("renamed");
   }
 
@@ -470,16 +502,23 @@ export class SiteTree {
     for (const entry of entries) {
       if (entry.at !== "park") continue;
       const rel = placeRel(m, entry.dataDir, "park");
-      const abs = await this.resolve(rel);
-      const st = await lstatOrNull(abs);
-      if (st?.isSymbolicLink()) await unlink(abs);
-      else if (st) await rm(abs, { recursive: true });
+      const st = await lstatOrNull(await this.resolve(rel));
+      if (st) await this.removeHeld(rel, st);
       changes.push({ dataDir: entry.dataDir, from: rel, to: "", kind: entry.kind, result: st ? "removed" : "already-done" });
     }
     await ledger.save(entries.filter((e) => e.at !== "park"));
     await this.removeEmptyParkFolders(m.id);
     return changes;
   }
+}
+
+/** The same file system object (a rename keeps both numbers; a symlink swapped in has others). */
+function sameEntry(st: Stats | null, expected: Stats): boolean {
+  return st !== null && st.dev === expected.dev && st.ino === expected.ino && st.isDirectory() === expected.isDirectory() && st.isSymbolicLink() === expected.isSymbolicLink();
+}
+
+function changed(rel: string): QmError {
+  return new QmError("OUTSIDE_ROOT", `refusing to act on ${rel}: it changed while it was checked (a symlink or another folder swapped in)`, { path: rel });
 }
 
 function identity(st: Stats): Pick<LedgerEntry, "ino" | "born"> {

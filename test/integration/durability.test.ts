@@ -53,9 +53,14 @@ function trace(root: string, state: string): string[] {
   const out = path.join(tmp, "strace.out");
   execFileSync("strace", ["-f", "-y", "-e", "trace=rename,renameat,renameat2,fsync,openat", "-o", out, process.execPath, script, repoRoot(), root, state]);
   const calls: string[] = [];
+  // a rename through a folder held open names it /proc/self/fd/N/<name>: N is the folder last opened as N
+  const opened = new Map<string, string>();
+  const real = (p: string) => p.replace(/^\/proc\/self\/fd\/(\d+)\//, (whole, fd: string) => `${opened.get(fd) ?? whole}/`);
   for (const line of fs.readFileSync(out, "utf8").split("\n")) {
+    const open = /^(?:\d+ +)?openat\(.*\) = (\d+)<([^>]+)>$/.exec(line);
+    if (open) opened.set(open[1] as string, open[2] as string);
     const rename = /rename(?:at2?)?\((?:AT_FDCWD(?:<[^>]*>)?, )?"([^"]+)", (?:AT_FDCWD(?:<[^>]*>)?, )?"([^"]+)".*= 0$/.exec(line);
-    if (rename) calls.push(`rename ${rename[1]} ${rename[2]}`);
+    if (rename) calls.push(`rename ${real(rename[1] as string)} ${real(rename[2] as string)}`);
     const fsync = /fsync\(\d+<([^>]+)>\)\s+= 0$/.exec(line);
     if (fsync) calls.push(`fsync ${fsync[1]}`);
     const create = /openat\(AT_FDCWD(?:<[^>]*>)?, "([^"]+)", [^)]*O_CREAT\|O_EXCL.*= \d+</.exec(line);

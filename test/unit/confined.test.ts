@@ -184,3 +184,62 @@ describe("Root.openRealDirectory", () => {
     expect(await where(await root.openRealDirectory("p3/sites/a.com", { create: false, purpose: "rsync" }))).toBe(real("p1/sites/a.com"));
   });
 });
+
+describe("Root.openDir and OpenDir", () => {
+  it("holds a folder open: a name in it is reached through the descriptor, even after a symlink out is swapped in for the folder", async () => {
+    const dir = await root.openDir("p1/sites", { purpose: "rename" });
+    try {
+      fs.renameSync(r("p1/sites"), r("p1/sites-aside"));
+      fs.symlinkSync(path.join(tmp, "outside", "sites"), r("p1/sites"));
+      // the entry is the held folder's a.com (now at sites-aside), never the outside one
+      fs.renameSync(dir.entry("a.com"), dir.entry("b.com"));
+      expect(fs.readdirSync(r("p1/sites-aside"))).toEqual(["b.com"]);
+      expect(fs.readdirSync(path.join(tmp, "outside", "sites"))).toEqual(["a.com"]);
+    } finally {
+      await dir.close();
+    }
+  });
+
+  it("makes the missing folders one name at a time (with the mode asked for), and refuses a symlink on the way without making anything past it", async () => {
+    const made = await root.openDir(".quick-migrate-park/m1", { create: true, mode: 0o700, purpose: "park" });
+    await made.close();
+    expect(fs.statSync(r(".quick-migrate-park/m1")).mode & 0o777).toBe(0o700);
+    fs.symlinkSync(path.join(tmp, "outside"), r("p1/sites/a.com/private"));
+    const err = await rejection(root.openDir("p1/sites/a.com/private/files", { create: true, purpose: "restore" }));
+    expect(err.code).toBe("OUTSIDE_ROOT");
+    expect(fs.readdirSync(path.join(tmp, "outside"))).toEqual(["sites"]);
+  });
+
+  it("refuses a missing folder without create with PRECONDITION, and a path that climbs out with OUTSIDE_ROOT", async () => {
+    expect((await rejection(root.openDir("p1/sites/none.com", { purpose: "rename" }))).code).toBe("PRECONDITION");
+    expect((await rejection(root.openDir("p1/../../outside", { purpose: "rename" }))).code).toBe("OUTSIDE_ROOT");
+  });
+
+  it("opens the root itself for a top-level name, and refuses anything but a name in it", async () => {
+    const { dir, name } = await root.openParent(".quick-migrate-park", { purpose: "park" });
+    try {
+      expect(name).toBe(".quick-migrate-park");
+      fs.mkdirSync(dir.entry(name));
+      expect(fs.statSync(r(".quick-migrate-park")).isDirectory()).toBe(true);
+      for (const bad of ["", ".", "..", "a/b"]) expect(() => dir.entry(bad)).toThrow(/not a name in a directory/);
+    } finally {
+      await dir.close();
+    }
+  });
+
+  it("removeTree removes a tree without following a symlink in it, and fails (IO, naming the path) on a missing one", async () => {
+    fs.writeFileSync(path.join(tmp, "outside", "sites", "a.com", "keep.txt"), "outside\n");
+    fs.symlinkSync(path.join(tmp, "outside", "sites", "a.com"), r("p1/sites/a.com/files/link"));
+    const dir = await root.openDir("p1/sites", { purpose: "remove" });
+    try {
+      await dir.removeTree("a.com", "p1/sites/a.com");
+      expect(fs.readdirSync(r("p1/sites"))).toEqual([]);
+      expect(fs.readFileSync(path.join(tmp, "outside", "sites", "a.com", "keep.txt"), "utf8")).toBe("outside\n");
+      const err = await rejection(dir.removeTree("a.com", "p1/sites/a.com"));
+      expect(err.code).toBe("IO");
+      expect(err.message).toMatch(/^remove: p1\/sites\/a\.com: .*a\.com.*No such file or directory/);
+    } finally {
+      await dir.close();
+    }
+  });
+});
