@@ -1,4 +1,6 @@
 // quick-migrate: the controller CLI on the hostmaster, called by hostmaster tasks and by hand.
+// first: no inspector may open in this process (a signal, an --inspect), before anything else loads
+import "../shared/noDebugger.js";
 import { randomBytes } from "node:crypto";
 import { Command, Option } from "commander";
 import { pino } from "pino";
