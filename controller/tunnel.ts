@@ -28,11 +28,14 @@ export interface RsyncRun {
   readonly signal?: AbortSignal;
 }
 
-/** What the agent's end said about one run. */
+/** What the carrying of one run learnt: from the agent's end, and about rsync's. */
 interface Remote {
+  /** the stream failed on the agent's side or on the way (stalled, cut, refused) */
   error?: QmError;
   exit?: number;
   stderr: string;
+  /** rsync's end failed under the carrying (its remote shell gone): rsync's own status says why */
+  localError?: unknown;
 }
 
 export class RsyncTunnel {
@@ -69,24 +72,32 @@ export class RsyncTunnel {
     rsync.once("exit", () => rsyncGone.abort());
     rsync.once("error", () => rsyncGone.abort());
     const socket = rsync.stdio[3] as Socket | undefined;
-    const carried = socket ? this.carry(run, socket, remote, rsyncGone.signal) : Promise.resolve();
+    const carried = socket
+      ? this.carry(run, socket, remote, rsyncGone.signal).catch((err: unknown) => {
+          remote.localError ??= err;
+        })
+      : Promise.resolve();
     const result = await rsync;
     await carried;
     if (remote.error) throw remote.error;
-    if (result.failed || (remote.exit ?? 0) !== 0) {
-      const why = [errorLine(remote.stderr), errorLine(String(result.all ?? ""))].filter((l) => l !== undefined);
-      throw new QmError("RSYNC_FAILED", `rsync for ${run.step} failed (exit ${result.exitCode ?? "?"}): ${why.join("; ") || result.shortMessage}`, {
+    const failed = (why: string) =>
+      new QmError("RSYNC_FAILED", `rsync for ${run.step} failed (exit ${result.exitCode ?? "?"}): ${why}`, {
         host: run.front.name,
         step: run.step,
         path: run.remoteFolder,
       });
+    if (result.failed || (remote.exit ?? 0) !== 0) {
+      const why = [errorLine(remote.stderr), errorLine(String(result.all ?? ""))].filter((l) => l !== undefined);
+      throw failed(why.join("; ") || (result.shortMessage ?? `the agent's rsync exited with ${remote.exit ?? "?"}`));
     }
+    // not expected (rsync checks its session end to end, so a broken carrying makes it fail), never a success
+    if (remote.localError !== undefined) throw failed(describeError(remote.localError));
   }
 
   /**
    * Carries rsync's end of the socket to the agent and back. The session ends when the agent ends the
    * stream: rsync holds its end of the socket as long as it runs, so its end of input never reaches here.
-   * Never throws: what went wrong on the agent's side is left in `remote`.
+   * What went wrong is left in `remote`.
    */
   private async carry(run: RsyncRun, socket: Socket, remote: Remote, rsyncGone: AbortSignal): Promise<void> {
     const host = run.front.name;
@@ -99,6 +110,9 @@ export class RsyncTunnel {
       socket.destroy();
     };
     rsyncGone.addEventListener("abort", onGone, { once: true });
+    // errors are read where they matter (the loops below); one that comes after them must not crash the controller
+    socket.on("error", (err) => log.debug({ err }, "rsync's end of the tunnel failed"));
+    call.on("error", (err) => log.debug({ err }, "rsync stream failed"));
 
     // the stall timer: a stream that carries nothing either way (a connection that never comes up,
     // an agent that stopped sending). While a write waits for the other end to take it, the bytes are
@@ -164,19 +178,20 @@ export class RsyncTunnel {
       socket.end();
     } catch (err) {
       finished = true;
-      // a stream cut short because rsync had ended: rsync's own message says why
-      if (stalled || !rsyncGone.aborted) {
-        remote.error = stalled
-          ? new QmError("UNREACHABLE", `agent unreachable: the rsync stream carried nothing for ${this.stallMs / 1000} s (timeouts.unresponsive)`, { host })
-          : isServiceError(err)
-            ? fromServiceError(host, err)
-            : new QmError("RSYNC_FAILED", describeError(err), { host });
+      if (stalled) {
+        remote.error = new QmError("UNREACHABLE", `agent unreachable: the rsync stream carried nothing for ${this.stallMs / 1000} s (timeouts.unresponsive)`, { host });
+      } else if (isServiceError(err) && !rsyncGone.aborted) {
+        remote.error = fromServiceError(host, err);
+      } else {
+        // rsync's end went away (it failed, its remote shell was stopped: EPIPE, ECONNRESET, or the stream
+        // cancelled once rsync had exited): rsync's own status and message say why
+        remote.localError = err;
+        log.debug({ err }, "rsync's end of the tunnel closed");
       }
       socket.destroy();
       call.cancel();
     } finally {
       clearInterval(stallCheck);
-      rsyncGone.removeEventListener("abort", onGone);
     }
     await upstream.catch(() => undefined);
   }
