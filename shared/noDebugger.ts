@@ -8,6 +8,10 @@ import { createRequire } from "node:module";
 
 // Ignored: a signal is not an operator's way to debug a migration (rsync, `kill -USR1`, `node inspect -p`).
 process.on("SIGUSR1", () => undefined);
+// A process that ends by running out of work closes every handle on its way out, this handler's too, and
+// a SIGUSR1 then kills it with the signal's default action: its exit code (migrated, rolled back…) is
+// lost. process.exit keeps the handler to the end.
+process.on("beforeExit", () => process.exit());
 
 // Hooks and rsync get this environment: no --inspect… for a Node hook (the bin/ wrappers unset it even
 // before Node reads it).
