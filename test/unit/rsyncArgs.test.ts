@@ -115,12 +115,14 @@ describe("the remote shell", () => {
     controllerEnd.write("from the agent");
     expect(String((await once(stdout, "data"))[0])).toBe("from the agent");
     const started = Date.now();
-    controllerEnd.end();
-    const [code] = (await once(sh, "exit")) as [number | null];
-    expect(code).toBe(0);
+    const exited = once(sh, "exit") as Promise<[number | null]>;
     // the writing cat is gone too: nothing holds fd 3's other end, so the controller's end reads its end
-    await once(controllerEnd, "close");
+    const closed = once(controllerEnd, "close");
+    controllerEnd.end();
+    const [code] = await exited;
+    expect(code).toBe(0);
+    await closed;
     expect(Date.now() - started).toBeLessThan(2000);
     sh.stdin?.destroy();
-  });
+  }, 10_000);
 });
