@@ -1,5 +1,7 @@
 // quick-migrate-agent: the gRPC service on each web front (run by systemd), and `parked list|restore`,
 // which read the agent's own records directly to recover a front without its hostmaster.
+// first: no inspector may open in this process (a signal, an --inspect), before anything else loads
+import "../shared/noDebugger.js";
 import { type FSWatcher, watch } from "chokidar";
 import { Command } from "commander";
 import { QmError, describeError } from "../shared/errors.js";

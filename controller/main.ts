@@ -1,4 +1,6 @@
 // quick-migrate: the controller CLI on the hostmaster, called by hostmaster tasks and by hand.
+// first: no inspector may open in this process (a signal, an --inspect), before anything else loads
+import "../shared/noDebugger.js";
 import { randomBytes } from "node:crypto";
 import { Command, Option } from "commander";
 import { pino } from "pino";
@@ -63,7 +65,7 @@ async function execute(config: ControllerConfig, log: Logger, plan: Plan, mode: 
   const credentials = channelCredentials(config);
   const deadlines = deadlinesFrom(config);
   const fronts = new Map<string, AgentConnectionLike>(config.fronts.map((f) => [f.name, new AgentConnection(f, credentials, deadlines)]));
-  const tunnel = await RsyncTunnel.open(config.rsync, log.child({ component: "tunnel" }), deadlines.unresponsiveMs);
+  const tunnel = new RsyncTunnel(config.rsync, log.child({ component: "tunnel" }), deadlines.unresponsiveMs);
   // The first signal cancels the forward run; the rollback that follows still runs its undo hooks.
   // A second signal (the first, for `rollback`) cancels the undo work too: the rollback stops, resumable.
   const cancel = new AbortController();
@@ -105,7 +107,6 @@ async function execute(config: ControllerConfig, log: Logger, plan: Plan, mode: 
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     for (const f of fronts.values()) f.close();
-    await tunnel.close();
   }
 }
 

@@ -1,33 +1,17 @@
-// The controller's end of the rsync tunnel (DESIGN §6). rsync runs our rsh.js as its remote shell and
-// speaks rsync's daemon protocol through it (`<front>::site/`: the agent's per-call daemon decides what
-// is served); rsh.js connects to a Unix socket served here, and each connection is carried as one gRPC
-// Rsync stream to the front's agent over the channel the controller already has. Backpressure is kept in
-// both directions, so a large push never sits in memory.
-import { randomUUID } from "node:crypto";
+// The controller's end of the rsync tunnel (DESIGN §6). rsync speaks its daemon protocol (`<front>::site/`:
+// the agent's per-call daemon decides what is served) through its remote shell, `sh` and two `cat`s
+// (TUNNEL_RSH) joined to a socket pair whose one end is rsync's descriptor 3 and whose other end is carried
+// here as one gRPC Rsync stream to the front's agent, over the channel the controller already has. Nothing
+// listens and nothing holds a token: only rsync and its remote shell have the socket. Backpressure is kept
+// in both directions, so a large push never sits in memory.
 import { once } from "node:events";
-import { mkdtemp, rm } from "node:fs/promises";
-import { type Server, type Socket, createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
+import type { Socket } from "node:net";
 import type { ServiceError } from "@grpc/grpc-js";
 import { execa } from "execa";
 import { QmError, describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
-import { rsyncClientArgs } from "../shared/rsyncArgs.js";
+import { DAEMON_OVER_RSH, rsyncClientArgs } from "../shared/rsyncArgs.js";
 import { type AgentConnectionLike, fromServiceError } from "./agentConnection.js";
-
-const RSH_SCRIPT = fileURLToPath(new URL("./rsh.js", import.meta.url));
-const MAX_HEADER = 64 * 1024;
-
-interface Grant {
-  readonly front: AgentConnectionLike;
-  readonly migrationId: string;
-  readonly step: string;
-  remoteError?: QmError;
-  remoteExit?: number;
-  remoteStderr: string;
-}
 
 export interface RsyncRun {
   readonly front: AgentConnectionLike;
@@ -44,95 +28,92 @@ export interface RsyncRun {
   readonly signal?: AbortSignal;
 }
 
-export class RsyncTunnel {
-  private readonly grants = new Map<string, Grant>();
+/** What the carrying of one run learnt: from the agent's end, and about rsync's. */
+interface Remote {
+  /** the stream failed on the agent's side or on the way (stalled, cut, refused) */
+  error?: QmError;
+  exit?: number;
+  stderr: string;
+  /** rsync's end failed under the carrying (its remote shell gone): rsync's own status says why */
+  localError?: unknown;
+}
 
-  private constructor(
-    private readonly dir: string,
-    private readonly server: Server,
+export class RsyncTunnel {
+  /** `stallMs`: a stream that carries no byte either way for this long is given up (timeouts.unresponsive). */
+  constructor(
     private readonly rsyncBin: string,
     private readonly log: Logger,
-    private readonly stallMs: number,
+    private readonly stallMs = 30_000,
   ) {}
 
-  /** `stallMs`: a stream that carries no byte either way for this long is given up (timeouts.unresponsive). */
-  static async open(rsyncBin: string, log: Logger, stallMs = 30_000): Promise<RsyncTunnel> {
-    const dir = await mkdtemp(join(tmpdir(), "quick-migrate-"));
-    const server = createServer({ allowHalfOpen: true });
-    const tunnel = new RsyncTunnel(dir, server, rsyncBin, log, stallMs);
-    server.on("connection", (socket) => {
-      tunnel.carry(socket).catch((err: unknown) => {
-        log.warn({ err }, "rsync tunnel connection failed");
-        socket.destroy();
-      });
-    });
-    server.listen(join(dir, "tunnel.sock"));
-    await once(server, "listening");
-    return tunnel;
-  }
-
-  get socketPath(): string {
-    return join(this.dir, "tunnel.sock");
-  }
-
-  /** Runs the real rsync binary with our tunnel as its remote shell. Throws RSYNC_FAILED with the host as context. */
+  /** Runs the real rsync binary with the tunnel as its remote shell. Throws RSYNC_FAILED with the host as context. */
   async run(run: RsyncRun): Promise<void> {
-    const token = randomUUID();
-    const grant: Grant = { front: run.front, migrationId: run.migrationId, step: run.step, remoteStderr: "" };
-    this.grants.set(token, grant);
-    try {
-      const rsh = [process.execPath, RSH_SCRIPT].map((w) => `"${w}"`).join(" ");
-      const args = rsyncClientArgs({
-        rsh,
-        source: run.source,
-        destination: run.destination,
-        dataDirs: run.dataDirs,
-        ...(run.copyDest ? { copyDest: run.copyDest } : {}),
+    const args = rsyncClientArgs({
+      source: run.source,
+      destination: run.destination,
+      dataDirs: run.dataDirs,
+      ...(run.copyDest ? { copyDest: run.copyDest } : {}),
+    });
+    const rsync = execa(this.rsyncBin, args, {
+      // fd 3: one end of a socket pair (rsync passes it on to its remote shell); the other end is ours
+      stdio: ["ignore", "pipe", "pipe", "pipe"],
+      buffer: { fd3: false },
+      all: true,
+      reject: false,
+      // nothing of the controller's environment steers rsync (RSYNC_* variables)
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+      extendEnv: false,
+      ...(run.signal ? { cancelSignal: run.signal } : {}),
+    });
+    const remote: Remote = { stderr: "" };
+    // once rsync is gone, nothing reads what the agent sends: the stream is ended and the socket closed,
+    // which also ends a remote shell that rsync's exit left behind
+    const rsyncGone = new AbortController();
+    rsync.once("exit", () => rsyncGone.abort());
+    rsync.once("error", () => rsyncGone.abort());
+    const socket = rsync.stdio[3] as Socket | undefined;
+    const carried = socket
+      ? this.carry(run, socket, remote, rsyncGone.signal).catch((err: unknown) => {
+          remote.localError ??= err;
+        })
+      : Promise.resolve();
+    const result = await rsync;
+    await carried;
+    if (remote.error) throw remote.error;
+    const failed = (why: string) =>
+      new QmError("RSYNC_FAILED", `rsync for ${run.step} failed (exit ${result.exitCode ?? "?"}): ${why}`, {
+        host: run.front.name,
+        step: run.step,
+        path: run.remoteFolder,
       });
-      const result = await execa(this.rsyncBin, args, {
-        env: { QM_TUNNEL_SOCKET: this.socketPath, QM_TUNNEL_TOKEN: token },
-        stdin: "ignore",
-        all: true,
-        reject: false,
-        ...(run.signal ? { cancelSignal: run.signal } : {}),
-      });
-      if (grant.remoteError) throw grant.remoteError;
-      if (result.failed || (grant.remoteExit ?? 0) !== 0) {
-        const local = (result.all ?? "").trim().split("\n").filter(Boolean);
-        const remote = grant.remoteStderr.trim().split("\n").filter(Boolean);
-        const why = remote.at(-1) ?? local.at(-1) ?? result.shortMessage;
-        throw new QmError("RSYNC_FAILED", `rsync for ${run.step} failed (exit ${result.exitCode ?? "?"}): ${why}`, {
-          host: run.front.name,
-          step: run.step,
-          path: run.remoteFolder,
-        });
-      }
-    } finally {
-      this.grants.delete(token);
+    if (result.failed || (remote.exit ?? 0) !== 0) {
+      const why = [errorLine(remote.stderr), errorLine(String(result.all ?? ""))].filter((l) => l !== undefined);
+      throw failed(why.join("; ") || (result.shortMessage ?? `the agent's rsync exited with ${remote.exit ?? "?"}`));
     }
+    // not expected (rsync checks its session end to end, so a broken carrying makes it fail), never a success
+    if (remote.localError !== undefined) throw failed(describeError(remote.localError));
   }
 
-  /** Carries one rsh connection to the agent and back. */
-  private async carry(socket: Socket): Promise<void> {
+  /**
+   * Carries rsync's end of the socket to the agent and back. The session ends when the agent ends the
+   * stream: rsync holds its end of the socket as long as it runs, so its end of input never reaches here.
+   * What went wrong is left in `remote`.
+   */
+  private async carry(run: RsyncRun, socket: Socket, remote: Remote, rsyncGone: AbortSignal): Promise<void> {
+    const host = run.front.name;
+    const log = this.log.child({ migrationId: run.migrationId, step: run.step, host });
     const input = socket[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-    let buffered = Buffer.alloc(0);
-    let newline = -1;
-    while (newline < 0) {
-      const next = await input.next();
-      if (next.done) throw new QmError("TUNNEL_REFUSED", "tunnel connection closed before its header");
-      buffered = Buffer.concat([buffered, next.value]);
-      newline = buffered.indexOf(10);
-      if (newline < 0 && buffered.length > MAX_HEADER) throw new QmError("TUNNEL_REFUSED", "tunnel header too long");
-    }
-    const header = JSON.parse(buffered.subarray(0, newline).toString("utf8")) as { token?: string; host?: string; args?: string[] };
-    const grant = header.token ? this.grants.get(header.token) : undefined;
-    if (!grant || header.host !== grant.front.name || !Array.isArray(header.args)) {
-      throw new QmError("TUNNEL_REFUSED", `tunnel connection refused: unknown token or host ${String(header.host)}`);
-    }
-    const rest = buffered.subarray(newline + 1);
-    const log = this.log.child({ migrationId: grant.migrationId, step: grant.step, host: grant.front.name });
+    const call = run.front.openRsync();
+    let finished = false;
+    const onGone = () => {
+      if (!finished) call.cancel();
+      socket.destroy();
+    };
+    rsyncGone.addEventListener("abort", onGone, { once: true });
+    // errors are read where they matter (the loops below); one that comes after them must not crash the controller
+    socket.on("error", (err) => log.debug({ err }, "rsync's end of the tunnel failed"));
+    call.on("error", (err) => log.debug({ err }, "rsync stream failed"));
 
-    const call = grant.front.openRsync();
     // the stall timer: a stream that carries nothing either way (a connection that never comes up,
     // an agent that stopped sending). While a write waits for the other end to take it, the bytes are
     // moving as fast as the link lets them: a slow link is not a silent one, and a dead peer there is
@@ -143,7 +124,7 @@ export class RsyncTunnel {
     const waitFor = async (emitter: NodeJS.EventEmitter, event: string) => {
       waiting++;
       try {
-        await once(emitter, event);
+        await once(emitter, event, { signal: rsyncGone });
       } finally {
         waiting--;
         lastActivity = Date.now();
@@ -163,16 +144,14 @@ export class RsyncTunnel {
       lastActivity = Date.now();
       if (!call.write({ frame: { $case: "data", value: data } })) await waitFor(call, "drain");
     };
-    call.write({ frame: { $case: "start", value: { migrationId: grant.migrationId, step: grant.step, args: header.args } } });
+    call.write({ frame: { $case: "start", value: { migrationId: run.migrationId, step: run.step, args: [...DAEMON_OVER_RSH] } } });
 
     const upstream = (async () => {
-      if (rest.length > 0) await writeCall(rest);
       for (;;) {
         const next = await input.next();
-        if (next.done) break;
+        if (next.done || finished) break;
         await writeCall(next.value);
       }
-      call.end();
     })();
 
     const downstream = (async () => {
@@ -182,10 +161,10 @@ export class RsyncTunnel {
         if (f?.$case === "data") {
           if (!socket.write(f.value as Buffer)) await waitFor(socket, "drain");
         } else if (f?.$case === "stderr") {
-          grant.remoteStderr = (grant.remoteStderr + (f.value as Buffer).toString("utf8")).slice(-8192);
+          remote.stderr = (remote.stderr + (f.value as Buffer).toString("utf8")).slice(-8192);
           log.debug({ stderr: (f.value as Buffer).toString("utf8") }, "remote rsync stderr");
         } else if (f?.$case === "exit") {
-          grant.remoteExit = (f.value as { code: number }).code;
+          remote.exit = (f.value as { code: number }).code;
         }
       }
     })();
@@ -193,13 +172,22 @@ export class RsyncTunnel {
     try {
       await downstream;
       if (stalled) throw new Error("stalled");
+      finished = true;
+      call.end();
+      // the remote shell's reading `cat` sees the end: the shell exits, and rsync after it
       socket.end();
     } catch (err) {
-      grant.remoteError = stalled
-        ? new QmError("UNREACHABLE", `agent unreachable: the rsync stream carried nothing for ${this.stallMs / 1000} s (timeouts.unresponsive)`, { host: grant.front.name })
-        : isServiceError(err)
-          ? fromServiceError(grant.front.name, err)
-          : new QmError("RSYNC_FAILED", describeError(err), { host: grant.front.name });
+      finished = true;
+      if (stalled) {
+        remote.error = new QmError("UNREACHABLE", `agent unreachable: the rsync stream carried nothing for ${this.stallMs / 1000} s (timeouts.unresponsive)`, { host });
+      } else if (isServiceError(err) && !rsyncGone.aborted) {
+        remote.error = fromServiceError(host, err);
+      } else {
+        // rsync's end went away (it failed, its remote shell was stopped: EPIPE, ECONNRESET, or the stream
+        // cancelled once rsync had exited): rsync's own status and message say why
+        remote.localError = err;
+        log.debug({ err }, "rsync's end of the tunnel closed");
+      }
       socket.destroy();
       call.cancel();
     } finally {
@@ -207,11 +195,15 @@ export class RsyncTunnel {
     }
     await upstream.catch(() => undefined);
   }
+}
 
-  async close(): Promise<void> {
-    this.server.close();
-    await rm(this.dir, { recursive: true, force: true });
-  }
+/** The line of rsync's stderr that says what went wrong: its first complaint, else its last line. */
+function errorLine(stderr: string): string | undefined {
+  const lines = stderr
+    .split("\n")
+    .map((l) => l.trim())
+    .filter(Boolean);
+  return lines.find((l) => /^(rsync: |@ERROR)/.test(l)) ?? lines.at(-1);
 }
 
 function isServiceError(err: unknown): err is ServiceError {

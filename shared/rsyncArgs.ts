@@ -1,6 +1,7 @@
 // The one rsync invocation quick-migrate makes, from both ends: the client arguments the controller
-// runs (rsync's daemon protocol over our remote shell, `<front>::site/`), and what that client asks the
-// remote shell to run, which is all the agent accepts before it runs rsync's daemon mode itself.
+// runs (rsync's daemon protocol over our remote shell, `<front>::site/`), the remote shell itself, and
+// what that client asks the remote shell to run, which is all the agent accepts before it runs rsync's
+// daemon mode itself.
 
 /** The one module an agent's per-call rsync daemon serves: the site folder of that step. */
 export const RSYNC_MODULE = "site";
@@ -11,6 +12,21 @@ export const RSYNC_MODULE = "site";
  */
 export const DAEMON_OVER_RSH: readonly string[] = Object.freeze(["rsync", "--server", "--daemon", "."]);
 
+/**
+ * rsync's remote shell: `sh` and two `cat`s joining rsync's pipe to the descriptor 3 the controller gave
+ * rsync (one end of a socket pair; the controller carries the other to the agent). No Node process to be
+ * made to listen, no socket path, no token. rsync splits this string itself (quotes honoured) and appends
+ * `<host> rsync --server --daemon .`, which become the script's $1… and are not used: the agent runs its
+ * own daemon ($0, quick-migrate-rsh, is the name `ps` shows). dash gives a background job /dev/null as
+ * its stdin, hence rsync's pipe copied to fd 4 first. rsync holds fd 3 as long as it runs, so its end of
+ * input never reaches the controller; rsync's daemon protocol ends a session by itself. The session ends
+ * when the controller closes its end (the agent ended the stream): the reading `cat` ends, the writing
+ * one is stopped, and rsync sees its remote shell exit. A fixed string: nothing of a migration's is ever
+ * put in it.
+ */
+export const TUNNEL_RSH_SCRIPT = "exec 4<&0; cat <&4 >&3 4<&- & cat <&3 4<&-; kill $! 2>/dev/null";
+export const TUNNEL_RSH = `sh -c '${TUNNEL_RSH_SCRIPT}' quick-migrate-rsh`;
+
 /** `<front>::site/`: the folder the front's agent serves for the step, whatever path a client names. */
 export function rsyncRemote(front: string): string {
   return `${front}::${RSYNC_MODULE}/`;
@@ -19,10 +35,10 @@ export function rsyncRemote(front: string): string {
 /**
  * Options of the client side. rsync's --archive without devices and specials (the agent's daemon refuses
  * them), owners and groups by number (the daemon's `numeric ids`), and the data dirs excluded (anchored at
- * the site folder) here too, so that a normal run never asks for what the daemon refuses.
+ * the site folder) here too, so that a normal run never asks for what the daemon refuses. --blocking-io:
+ * rsync would otherwise hand its remote shell a non-blocking pipe, which `cat` cannot write to.
  */
 export function rsyncClientArgs(opts: {
-  rsh: string;
   source: string;
   destination: string;
   dataDirs: readonly string[];
@@ -40,8 +56,9 @@ export function rsyncClientArgs(opts: {
     "--delete",
     ...opts.dataDirs.map((d) => `--exclude=/${d}`),
     ...(opts.copyDest ? [`--copy-dest=${opts.copyDest}`] : []),
+    "--blocking-io",
     "--rsh",
-    opts.rsh,
+    TUNNEL_RSH,
     opts.source,
     opts.destination,
   ];

@@ -4,7 +4,7 @@ import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execFileSync } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { execa, type ResultPromise } from 'execa';
 import YAML from 'yaml';
 
@@ -162,7 +162,7 @@ export interface ClusterOptions {
   readonly hooks?: Record<string, string[]>;
   /** the controller's and every agent's; default: theirs, written out as `[files, private/files]` for the controller */
   readonly dataDirs?: readonly string[];
-  /** default `<repo>/dist/agent/main.js` */
+  /** default `<repo>/dist/agent/main.js` (run with this Node); a file not ending in .js (bin/quick-migrate-agent) is run itself */
   readonly agentBin?: string;
   /** default 15000 */
   readonly listenTimeoutMs?: number;
@@ -439,7 +439,7 @@ function spawnAgent(f: ClusterFront, agentBin: string, timeoutMs: number): Promi
   const log = fs.createWriteStream(f.logFile, { flags: 'a' });
   // A test may remove the base dir right after stop(); a lost log line must not crash it.
   log.on('error', () => undefined);
-  const command = [process.execPath, agentBin, '--config', f.configFile];
+  const command = [...nodeCommand(agentBin), '--config', f.configFile];
   // in a namespace: `ip netns exec` needs root, so the user is switched after it (setpriv)
   const asUser = f.user === undefined ? [] : ['setpriv', `--reuid=${f.user.uid}`, `--regid=${f.user.gid}`, '--clear-groups'];
   const [file, ...args] = f.netns === undefined ? command : ['ip', 'netns', 'exec', f.netns, ...asUser, ...command];
@@ -533,8 +533,10 @@ export interface RunControllerOptions {
   /** default 120000; the controller is killed after it */
   readonly timeoutMs?: number;
   readonly signal?: AbortSignal;
-  /** default `<repo>/dist/controller/main.js` */
+  /** default `<repo>/dist/controller/main.js` (run with this Node); a file not ending in .js (bin/quick-migrate) is run itself */
   readonly controllerBin?: string;
+  /** called once the controller is started, e.g. to signal it or to watch its output as it comes */
+  readonly onSpawn?: (controller: ChildProcess) => void;
 }
 
 export type ControllerEvent = Record<string, unknown> & { readonly event?: string };
@@ -550,6 +552,11 @@ export interface ControllerRun {
   readonly timedOut: boolean;
 }
 
+/** A `.js` entry point is run with this Node; anything else (the bin/ wrappers) is run itself. */
+function nodeCommand(bin: string): string[] {
+  return bin.endsWith('.js') ? [process.execPath, bin] : [bin];
+}
+
 /** Runs `node dist/controller/main.js <args...> --config <configFile>`; never throws on a non-zero exit. */
 export async function runController(configFile: string, args: readonly string[], opts: RunControllerOptions = {}): Promise<ControllerRun> {
   const bin = opts.controllerBin ?? path.join(repoRoot(), 'dist', 'controller', 'main.js');
@@ -558,7 +565,8 @@ export async function runController(configFile: string, args: readonly string[],
   // `--config` goes before a `--` (after it, everything is an argument)
   const end = args.indexOf('--');
   const withConfig = end < 0 ? [...args, '--config', configFile] : [...args.slice(0, end), '--config', configFile, ...args.slice(end)];
-  const result = await execa(process.execPath, [bin, ...withConfig], {
+  const [file, ...pre] = nodeCommand(bin);
+  const subprocess = execa(file as string, [...pre, ...withConfig], {
     reject: false,
     stdin: 'ignore',
     stdout: opts.inherit === true ? 'inherit' : 'pipe',
@@ -567,6 +575,8 @@ export async function runController(configFile: string, args: readonly string[],
     timeout: opts.timeoutMs ?? 120_000,
     ...(opts.signal !== undefined ? { cancelSignal: opts.signal } : {}),
   });
+  opts.onSpawn?.(subprocess);
+  const result = await subprocess;
   const durationMs = performance.now() - started;
   const stdout = typeof result.stdout === 'string' ? result.stdout : '';
   const stderr = typeof result.stderr === 'string' ? result.stderr : '';

@@ -33,6 +33,8 @@ export interface ScenarioOptions {
   tls?: true | { dir: string; allowedClients?: string[] };
   /** who the agents run as (passed on to startCluster): default an unprivileged user when the tests run as root */
   agentUser?: AgentUser | "root";
+  /** the agents' entry point (passed on to startCluster), e.g. bin/quick-migrate-agent */
+  agentBin?: string;
 }
 
 export interface Scenario {
@@ -66,7 +68,7 @@ export async function setupScenario(opts: ScenarioOptions): Promise<Scenario> {
   const sharedStorage = path.join(baseDir, "shared-storage");
   const pki = opts.tls === true ? await makeTestPki(path.join(baseDir, "pki"), { fronts: opts.fronts.map((f) => ({ name: f.name })) }) : undefined;
   const tls = opts.tls === true ? { dir: path.join(baseDir, "pki") } : opts.tls;
-  const cluster = await startCluster({ baseDir, fronts: opts.fronts, ...(opts.hooks ? { hooks: opts.hooks } : {}), ...(tls ? { tls } : {}), ...(opts.agentUser ? { agentUser: opts.agentUser } : {}) });
+  const cluster = await startCluster({ baseDir, fronts: opts.fronts, ...(opts.hooks ? { hooks: opts.hooks } : {}), ...(tls ? { tls } : {}), ...(opts.agentUser ? { agentUser: opts.agentUser } : {}), ...(opts.agentBin ? { agentBin: opts.agentBin } : {}) });
   const masterIsFront = opts.fronts.some((f) => f.local);
 
   for (const { name, root } of cluster.roots()) {

@@ -1,15 +1,18 @@
 // The controller's rsync client speaks rsync's daemon protocol over our remote shell (`<front>::site/`);
 // what it asks that shell to run is all the agent accepts before running its own daemon (DESIGN §6).
-import { spawnSync } from "node:child_process";
+// The remote shell is sh and two cats on the descriptor 3 rsync inherits from the controller.
+import { spawn, spawnSync } from "node:child_process";
+import { once } from "node:events";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import type { Socket } from "node:net";
 import { describe, expect, it } from "vitest";
-import { DAEMON_OVER_RSH, RSYNC_MODULE, isDaemonOverRsh, rsyncClientArgs, rsyncRemote } from "../../shared/rsyncArgs.js";
+import { DAEMON_OVER_RSH, RSYNC_MODULE, TUNNEL_RSH, TUNNEL_RSH_SCRIPT, isDaemonOverRsh, rsyncClientArgs, rsyncRemote } from "../../shared/rsyncArgs.js";
 
 describe("rsyncClientArgs", () => {
   it("archives without devices and specials, by number, with --delete, each data dir excluded anchored at the site folder", () => {
-    const args = rsyncClientArgs({ rsh: "tunnel", source: "h::site/", destination: "/r/p1/sites/a.com/", dataDirs: ["files", "private/files"] });
+    const args = rsyncClientArgs({ source: "h::site/", destination: "/r/p1/sites/a.com/", dataDirs: ["files", "private/files"] });
     expect(args).toEqual([
       "--recursive",
       "--links",
@@ -21,17 +24,24 @@ describe("rsyncClientArgs", () => {
       "--delete",
       "--exclude=/files",
       "--exclude=/private/files",
+      "--blocking-io",
       "--rsh",
-      "tunnel",
+      TUNNEL_RSH,
       "h::site/",
       "/r/p1/sites/a.com/",
     ]);
   });
 
-  it("keeps the rsh command one argument and source/destination last", () => {
-    const args = rsyncClientArgs({ rsh: '"/usr/bin/node" "/x y/rsh.js"', source: "s/", destination: "d/", dataDirs: ["files"] });
-    expect(args[args.indexOf("--rsh") + 1]).toBe('"/usr/bin/node" "/x y/rsh.js"');
+  it("keeps the remote shell one argument, source/destination last, and --copy-dest before them", () => {
+    const args = rsyncClientArgs({ source: "s/", destination: "d/", dataDirs: ["files"], copyDest: "/r/old" });
+    expect(args[args.indexOf("--rsh") + 1]).toBe(TUNNEL_RSH);
+    expect(args).toContain("--copy-dest=/r/old");
     expect(args.slice(-2)).toEqual(["s/", "d/"]);
+  });
+
+  it("the remote shell is sh with a fixed script: no Node, no path, no token", () => {
+    expect(TUNNEL_RSH).toBe(`sh -c '${TUNNEL_RSH_SCRIPT}' quick-migrate-rsh`);
+    expect(TUNNEL_RSH_SCRIPT).not.toMatch(/node|QM_|'/);
   });
 
   it("names the agent's one module", () => {
@@ -60,25 +70,25 @@ describe("isDaemonOverRsh", () => {
 
 const hasRsync = spawnSync("rsync", ["--version"]).status === 0;
 
-// What the installed rsync really asks its remote shell for, fed to the agent's check.
+// What the installed rsync really runs as its remote shell: a `sh` first on its PATH records its argv.
 describe.skipIf(!hasRsync)("with the installed rsync binary", () => {
   function capture(source: string, destination: string): string[] {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "qm-rsyncargs-"));
     try {
-      const out = path.join(tmp, "argv.json");
-      const rsh = path.join(tmp, "rsh.mjs");
-      fs.writeFileSync(rsh, `import { writeFileSync } from "node:fs";\nwriteFileSync(${JSON.stringify(out)}, JSON.stringify(process.argv.slice(2)));\nprocess.exit(1);\n`);
+      const out = path.join(tmp, "argv");
+      fs.mkdirSync(path.join(tmp, "bin"));
+      fs.writeFileSync(path.join(tmp, "bin", "sh"), `#!/bin/sh\nprintf '%s\\0' "$@" > '${out}'\nexit 1\n`, { mode: 0o755 });
       fs.mkdirSync(path.join(tmp, "local", "files"), { recursive: true });
       const args = rsyncClientArgs({
-        rsh: `"${process.execPath}" "${rsh}"`,
         source: source.replace("LOCAL", path.join(tmp, "local")),
         destination: destination.replace("LOCAL", path.join(tmp, "local")),
         dataDirs: ["files", "private/files"],
       });
-      spawnSync("rsync", args, { stdio: "ignore" });
-      const argv = JSON.parse(fs.readFileSync(out, "utf8")) as string[];
-      expect(argv[0]).toBe("web1");
-      return argv.slice(1);
+      spawnSync("rsync", args, { stdio: "ignore", env: { PATH: `${path.join(tmp, "bin")}:${process.env.PATH ?? ""}` } });
+      const argv = fs.readFileSync(out, "utf8").split("\0").slice(0, -1);
+      // rsync split the --rsh string itself, quotes honoured: the script is one word
+      expect(argv.slice(0, 4)).toEqual(["-c", TUNNEL_RSH_SCRIPT, "quick-migrate-rsh", "web1"]);
+      return argv.slice(4);
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }
@@ -91,4 +101,28 @@ describe.skipIf(!hasRsync)("with the installed rsync binary", () => {
   it("a push asks the remote shell for the daemon", () => {
     expect(isDaemonOverRsh(capture("LOCAL/", rsyncRemote("web1")))).toBe(true);
   });
+});
+
+// The script alone, as rsync runs it: bytes both ways between its stdin/stdout and fd 3; when fd 3's other
+// end is closed, it ends, and its writing cat with it, even while its stdin stays open (as rsync keeps it).
+describe("the remote shell", () => {
+  it("carries bytes both ways and ends when the controller closes its end", async () => {
+    const sh = spawn("sh", ["-c", TUNNEL_RSH_SCRIPT, "quick-migrate-rsh", "web1", ...DAEMON_OVER_RSH], { stdio: ["pipe", "pipe", "inherit", "pipe"] });
+    const controllerEnd = sh.stdio[3] as Socket;
+    const stdout = sh.stdout as NonNullable<typeof sh.stdout>;
+    sh.stdin?.write("from rsync");
+    expect(String((await once(controllerEnd, "data"))[0])).toBe("from rsync");
+    controllerEnd.write("from the agent");
+    expect(String((await once(stdout, "data"))[0])).toBe("from the agent");
+    const started = Date.now();
+    const exited = once(sh, "exit") as Promise<[number | null]>;
+    // the writing cat is gone too: nothing holds fd 3's other end, so the controller's end reads its end
+    const closed = once(controllerEnd, "close");
+    controllerEnd.end();
+    const [code] = await exited;
+    expect(code).toBe(0);
+    await closed;
+    expect(Date.now() - started).toBeLessThan(2000);
+    sh.stdin?.destroy();
+  }, 10_000);
 });
