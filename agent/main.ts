@@ -32,7 +32,6 @@ async function serve(configFile: string): Promise<void> {
   log.info({ address, root: config.root, rootId, stateDir: config.stateDir, tls: config.tls !== undefined, version: PACKAGE_VERSION }, "agent listening");
   const configWatch = watchConfig(configFile, server, log);
   reloadOnSighup(configFile, server, serviceManager, `serving on ${address}`, log);
-  await serviceManager.ready(`serving on ${address}`);
   const pruning = prunePeriodically(server.ops.registry, config.keepFinished, log.child({ component: "prune" }));
   const shutdown = (signal: string) => {
     clearInterval(pruning);
@@ -41,6 +40,8 @@ async function serve(configFile: string): Promise<void> {
   };
   process.once("SIGTERM", () => shutdown("SIGTERM"));
   process.once("SIGINT", () => shutdown("SIGINT"));
+  // READY=1 only once the signals are handled: `systemctl reload` or `stop` may follow at once
+  await serviceManager.ready(`serving on ${address}`);
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
