@@ -13,6 +13,7 @@ import { FAULT_ENV, parseFaults } from "./faults.js";
 import { formatParkedList, formatRestoreReport, listParked, restoreExitCode, restoreParked } from "./parked.js";
 import { Registry } from "./registry.js";
 import { AgentGrpcServer } from "./server.js";
+import { type ServiceManagerLike, serviceManagerFromEnv } from "./serviceManager.js";
 
 /** Exit codes of `parked …`: 0 done, 1 something refused or missing, 2 usage, config or unknown id. */
 const USAGE_CODES = new Set(["CONFIG_INVALID", "USAGE", "INVALID_NAME", "NOT_REGISTERED"]);
@@ -21,6 +22,7 @@ async function serve(configFile: string): Promise<void> {
   const config = await loadAgentConfig(configFile);
   const log = createRootLogger("quick-migrate-agent", config.logLevel);
   checkUser(configFile, config.allowRoot, log);
+  const serviceManager = serviceManagerFromEnv(log);
   const faultSetting = process.env[FAULT_ENV];
   const faults = parseFaults(faultSetting, (fault, fields) => log.warn({ fault, ...fields }, "fault injection: killing the agent"));
   if (faultSetting) log.warn({ fault: faultSetting }, "fault injection is on: for tests only");
@@ -31,14 +33,17 @@ async function serve(configFile: string): Promise<void> {
   const address = await server.listen();
   log.info({ address, root: config.root, rootId, stateDir: config.stateDir, tls: config.tls !== undefined, version: PACKAGE_VERSION }, "agent listening");
   const configWatch = watchConfig(configFile, server, log);
+  reloadOnSighup(configFile, server, serviceManager, `serving on ${address}`, log);
   const pruning = prunePeriodically(server.ops.registry, config.keepFinished, log.child({ component: "prune" }));
   const shutdown = (signal: string) => {
     clearInterval(pruning);
     log.info({ signal }, "agent stopping");
-    void Promise.all([configWatch.close(), server.stop()]).then(() => process.exit(0));
+    void Promise.all([configWatch.close(), server.stop(), serviceManager.stopping()]).then(() => process.exit(0));
   };
   process.once("SIGTERM", () => shutdown("SIGTERM"));
   process.once("SIGINT", () => shutdown("SIGINT"));
+  // READY=1 only once the signals are handled: `systemctl reload` or `stop` may follow at once
+  await serviceManager.ready(`serving on ${address}`);
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -79,22 +84,50 @@ function checkUser(configFile: string, allowRoot: boolean, log: Logger): void {
 }
 
 /**
- * A changed config file is loaded again: if it is valid, what can change while running does (allowed
- * clients, the concurrency bound); if not, a log line says why and the running config stays.
+ * The config file is loaded again: if it is valid, what can change while running does (allowed clients,
+ * the concurrency bound); if not, a log line says why and the running config stays. False when rejected.
  */
+function reloadConfig(file: string, server: AgentGrpcServer, log: Logger): Promise<boolean> {
+  return loadAgentConfig(file).then(
+    (next) => {
+      server.updateConfig(next);
+      return true;
+    },
+    (err: unknown) => {
+      log.warn({ file, err: describeError(err) }, "config reload rejected: the running config stays in force");
+      return false;
+    },
+  );
+}
+
+/** A changed config file is reloaded (reloadConfig). */
 function watchConfig(file: string, server: AgentGrpcServer, log: Logger): FSWatcher {
   let timer: NodeJS.Timeout | undefined;
-  const reload = () =>
-    loadAgentConfig(file).then(
-      (next) => server.updateConfig(next),
-      (err: unknown) => log.warn({ file, err: describeError(err) }, "config reload rejected: the running config stays in force"),
-    );
+  const reload = () => reloadConfig(file, server, log);
   const watcher = watch(file, { ignoreInitial: true, awaitWriteFinish: { stabilityThreshold: 100, pollInterval: 25 } });
   watcher.on("all", () => {
     clearTimeout(timer);
     timer = setTimeout(() => void reload(), 150);
   });
   return watcher;
+}
+
+/**
+ * SIGHUP (`systemctl reload`) reloads the config file and the TLS files at once, as their watchers do on
+ * a change: for what a watcher cannot see (a symlinked directory above the files switched to another
+ * release of them) and for an operator who wants it now. One reload at a time.
+ */
+function reloadOnSighup(file: string, server: AgentGrpcServer, serviceManager: ServiceManagerLike, status: string, log: Logger): void {
+  let reloads = Promise.resolve();
+  process.on("SIGHUP", () => {
+    reloads = reloads.then(async () => {
+      log.info({ signal: "SIGHUP" }, "reloading config and tls material");
+      await serviceManager.reloading();
+      const [config, tls] = await Promise.all([reloadConfig(file, server, log), server.reloadTls()]);
+      log.info({ signal: "SIGHUP", config: config ? "applied" : "rejected", tls: tls ? "applied" : "rejected" }, "reload done");
+      await serviceManager.ready(status);
+    });
+  });
 }
 
 async function parkedList(configFile: string, json: boolean): Promise<number> {

@@ -240,6 +240,11 @@ export class AgentGrpcServer {
     if (fixed.length > 0) this.log.warn({ keys: fixed }, "config keys changed that take effect only at the next start");
   }
 
+  /** Reads the TLS files again now (SIGHUP), as their watcher does on a change; false when they were rejected. */
+  async reloadTls(): Promise<boolean> {
+    return (await this.tls?.reload()) ?? true;
+  }
+
   async credentials(): Promise<grpc.ServerCredentials> {
     const { tls, insecure } = this.config;
     if (insecure || !tls) return grpc.ServerCredentials.createInsecure();

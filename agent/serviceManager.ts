@@ -1,0 +1,70 @@
+// What the agent tells systemd when it runs as a Type=notify service (sd_notify): ready once it serves,
+// reloading around a SIGHUP, stopping. Outside systemd (no $NOTIFY_SOCKET) every call does nothing.
+import { hrtime } from "node:process";
+import { execa } from "execa";
+import { describeError } from "../shared/errors.js";
+import type { Logger } from "../shared/logger.js";
+
+export interface ServiceManagerLike {
+  /** serving; `status` is what `systemctl status` shows */
+  ready(status: string): Promise<void>;
+  /** a reload (SIGHUP) has begun; `ready` ends it */
+  reloading(): Promise<void>;
+  stopping(): Promise<void>;
+}
+
+export const NO_SERVICE_MANAGER: ServiceManagerLike = {
+  ready: async () => undefined,
+  reloading: async () => undefined,
+  stopping: async () => undefined,
+};
+
+const NOTIFY_TIMEOUT_MS = 10_000;
+
+/**
+ * Node cannot send on a unix datagram socket, so systemd-notify(1), a child of the agent, sends each
+ * message (the unit says NotifyAccess=all). It waits until systemd has read the message (its BARRIER),
+ * so systemd still finds it in the agent's cgroup. A message that cannot be sent is logged, never thrown:
+ * systemd then times the start out, which says more than an agent that stops serving.
+ */
+class SystemdNotify implements ServiceManagerLike {
+  constructor(
+    private readonly socket: string,
+    private readonly log: Logger,
+  ) {}
+
+  ready(status: string): Promise<void> {
+    // MAINPID: the agent itself, should it have been started through a wrapper that stays its parent
+    return this.send(["--ready", `--pid=${process.pid}`, `--status=${status}`]);
+  }
+
+  reloading(): Promise<void> {
+    // MONOTONIC_USEC lets a newer systemd (Type=notify-reload) match this reload to its request
+    return this.send(["RELOADING=1", `MONOTONIC_USEC=${hrtime.bigint() / 1000n}`, "STATUS=reloading"]);
+  }
+
+  stopping(): Promise<void> {
+    return this.send(["STOPPING=1", "STATUS=stopping"]);
+  }
+
+  private async send(args: string[]): Promise<void> {
+    try {
+      const r = await execa("systemd-notify", args, { env: { NOTIFY_SOCKET: this.socket }, stdin: "ignore", reject: false, timeout: NOTIFY_TIMEOUT_MS });
+      if (r.exitCode !== 0) this.log.warn({ args, exitCode: r.exitCode, stderr: String(r.stderr).trim() }, "systemd-notify failed");
+    } catch (err) {
+      this.log.warn({ args, err: describeError(err) }, "systemd-notify failed");
+    }
+  }
+}
+
+/**
+ * The service manager the agent was started by: systemd when $NOTIFY_SOCKET is set, else none. The
+ * variable is taken out of the environment, so that rsync and other children cannot speak for the agent.
+ */
+export function serviceManagerFromEnv(log: Logger): ServiceManagerLike {
+  const socket = process.env.NOTIFY_SOCKET;
+  delete process.env.NOTIFY_SOCKET;
+  if (socket === undefined || socket === "") return NO_SERVICE_MANAGER;
+  log.info({ notifySocket: socket }, "started by systemd: readiness goes to its notification socket");
+  return new SystemdNotify(socket, log);
+}
