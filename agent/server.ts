@@ -1,5 +1,6 @@
 // The agent's gRPC server: thin handlers over SiteOperations, errors mapped to a small set of status codes
-// with the quick-migrate error code in trailing metadata, one audit log line per call (audit.ts).
+// with the quick-migrate error code in trailing metadata, one audit log line per call (audit.ts), and
+// the health service (healthMonitor.ts).
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { ERROR_CODE_METADATA_KEY, QmError, describeError } from "../shared/errors.js";
@@ -13,6 +14,7 @@ import { type AuditFields, CallAudit, auditHandshakes } from "./audit.js";
 import type { AgentConfig } from "./config.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
 import { MAX_WATCHES_PER_CLIENT, addHealthService } from "./health.js";
+import { HEALTH_SERVICES, HealthMonitor } from "./healthMonitor.js";
 import { SiteOperations } from "./siteOperations.js";
 import { Registry } from "./registry.js";
 import { type RsyncRun, serveRsync } from "./rsyncServer.js";
@@ -69,6 +71,7 @@ export class AgentGrpcServer {
   readonly server: grpc.Server;
   readonly ops: SiteOperations;
   readonly health: HealthImplementation;
+  private readonly monitor: HealthMonitor;
   private readonly audit: CallAudit;
   private settings: LiveSettings;
   private active = 0;
@@ -91,8 +94,15 @@ export class AgentGrpcServer {
       "grpc.keepalive_timeout_ms": KEEPALIVE_MS,
     });
     this.audit = new CallAudit(log.child({ component: "rpc" }));
-    // the standard health service: any client the TLS layer let in (CA-signed) may ask; its Watch streams are bounded per client
-    this.health = new HealthImplementation({ "": "SERVING", "quickmigrate.v1.Agent": "SERVING" });
+    // the standard health service: any client the TLS layer let in (CA-signed) may ask; its Watch streams are bounded per client.
+    // NOT_SERVING until the monitor's first look (made before the server listens).
+    this.health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((service) => [service, "NOT_SERVING"])));
+    this.monitor = new HealthMonitor(this.health, log.child({ component: "health" }), {
+      root: config.root,
+      stateDir: config.stateDir,
+      minFreeBytes: config.minFreeBytes,
+      intervalMs: config.healthInterval * 1000,
+    });
     addHealthService(this.server, this.health, {
       perClient: MAX_WATCHES_PER_CLIENT,
       clientOf: (call) => this.clientName(call),
@@ -100,6 +110,7 @@ export class AgentGrpcServer {
         this.audit.end({ op: "health.watch", client, peer: call.getPeer(), service: (call.request as { service?: unknown }).service }, err);
         endWithError(call, err);
       },
+      beforeCheck: () => this.monitor.fresh(),
     });
 
     /**
@@ -230,13 +241,20 @@ export class AgentGrpcServer {
     };
   }
 
-  /** A reloaded config: allowedClients, maxConcurrentOps and operationTimeout apply to new calls; the rest needs a restart. */
+  /**
+   * A reloaded config: allowedClients, maxConcurrentOps and operationTimeout apply to new calls,
+   * minFreeBytes from the next health look; the rest needs a restart.
+   */
   updateConfig(next: AgentConfig): void {
     this.settings = liveSettings(next);
-    const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel", "timeouts", "dataDirs", "keepFinished", "allowRoot"] as const).filter(
-      (k) => JSON.stringify(next[k]) !== JSON.stringify(this.config[k]),
+    this.monitor.setMinFreeBytes(next.minFreeBytes);
+    const fixed = (
+      ["listen", "root", "stateDir", "insecure", "tls", "logLevel", "timeouts", "dataDirs", "keepFinished", "allowRoot", "healthInterval"] as const
+    ).filter((k) => JSON.stringify(next[k]) !== JSON.stringify(this.config[k]));
+    this.log.info(
+      { allowedClients: next.allowedClients, maxConcurrentOps: next.maxConcurrentOps, operationTimeout: next.operationTimeout, minFreeBytes: next.minFreeBytes },
+      "config reloaded",
     );
-    this.log.info({ allowedClients: next.allowedClients, maxConcurrentOps: next.maxConcurrentOps, operationTimeout: next.operationTimeout }, "config reloaded");
     if (fixed.length > 0) this.log.warn({ keys: fixed }, "config keys changed that take effect only at the next start");
   }
 
@@ -248,9 +266,10 @@ export class AgentGrpcServer {
     return grpc.experimental.createCertificateProviderServerCredentials(this.tls, this.tls, true);
   }
 
-  /** Binds the configured address; returns the address actually bound (the port may have been 0). */
+  /** Binds the configured address, health looked at first; returns the address actually bound (the port may have been 0). */
   async listen(): Promise<string> {
     const creds = await this.credentials();
+    await this.monitor.start();
     const port = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(this.config.listen, creds, (err, p) => (err ? reject(err) : resolve(p)));
     });
@@ -261,7 +280,7 @@ export class AgentGrpcServer {
   }
 
   async stop(graceMs = 5000): Promise<void> {
-    this.health.setStatus("", "NOT_SERVING");
+    this.monitor.stop();
     await this.tls?.close();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {

@@ -300,11 +300,20 @@ describe("loadAgentConfig", () => {
       maxConcurrentOps: 16,
       timeouts: { unresponsive: 30 },
       operationTimeout: 300,
+      minFreeBytes: 1073741824,
+      healthInterval: 10,
       dataDirs: ["files", "private/files"],
       keepFinished: 30,
       logLevel: "info",
       allowRoot: false,
     });
+  });
+
+  it("reads the health settings, refusing what makes no sense, all at once", async () => {
+    const c = await loadAgentConfig(write(`${AGENT}minFreeBytes: 0\nhealthInterval: 0.5\n`));
+    expect([c.minFreeBytes, c.healthInterval]).toEqual([0, 0.5]);
+    const file = write(`${AGENT}minFreeBytes: 1.5\nhealthInterval: 0\n`);
+    expect(problemLines(await configError(loadAgentConfig(file)), file)).toEqual([expect.stringMatching(/: minFreeBytes: /), expect.stringMatching(/: healthInterval: /)]);
   });
 
   it("takes timeouts.unresponsive (the rsync idle bound) in seconds, at least 1, and no other timeout", async () => {
