@@ -2,6 +2,7 @@
 // which read the agent's own records directly to recover a front without its hostmaster.
 import { type FSWatcher, watch } from "chokidar";
 import { Command } from "commander";
+import { constants } from "node:os";
 import { QmError, describeError } from "../shared/errors.js";
 import { type Logger, createRootLogger } from "../shared/logger.js";
 import { ensureRootId } from "../shared/rootId.js";
@@ -20,7 +21,7 @@ async function serve(configFile: string): Promise<void> {
   const log = createRootLogger("quick-migrate-agent", config.logLevel);
   checkUser(configFile, config.allowRoot, log);
   const faultSetting = process.env[FAULT_ENV];
-  const faults = parseFaults(faultSetting, (fault, fields) => log.warn({ fault, ...fields }, "fault injection: killing the agent"));
+  const faults = parseFaults(faultSetting, (fault, fields) => log.warn({ fault, ...fields }, "fault injection fired"));
   if (faultSetting) log.warn({ fault: faultSetting }, "fault injection is on: for tests only");
   if (config.insecure) log.warn({ listen: config.listen }, "insecure plaintext mode: for development only");
   // the root's identity, made at the first start: a root the agent cannot write is refused here, not at preflight
@@ -30,13 +31,24 @@ async function serve(configFile: string): Promise<void> {
   log.info({ address, root: config.root, rootId, stateDir: config.stateDir, tls: config.tls !== undefined, version: PACKAGE_VERSION }, "agent listening");
   const configWatch = watchConfig(configFile, server, log);
   const pruning = prunePeriodically(server.ops.registry, config.keepFinished, log.child({ component: "prune" }));
-  const shutdown = (signal: string) => {
+  // graceful stop (server.stop: NOT_SERVING, new calls refused, operations in flight finished within
+  // stopTimeout, renames always), exit 0; a second signal exits at once, 128 + its number
+  let stopping = false;
+  const shutdown = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      log.warn({ signal }, "second signal: exiting at once");
+      process.exit(128 + (constants.signals[signal] ?? 0));
+    }
+    stopping = true;
     clearInterval(pruning);
     log.info({ signal }, "agent stopping");
-    void Promise.all([configWatch.close(), server.stop()]).then(() => process.exit(0));
+    void Promise.all([configWatch.close(), server.stop()]).then(() => {
+      log.info({ signal }, "agent stopped");
+      process.exit(0);
+    });
   };
-  process.once("SIGTERM", () => shutdown("SIGTERM"));
-  process.once("SIGINT", () => shutdown("SIGINT"));
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
