@@ -6,9 +6,11 @@ import { constants } from "node:os";
 import { QmError, describeError } from "../shared/errors.js";
 import { type Logger, createRootLogger } from "../shared/logger.js";
 import { ensureRootId } from "../shared/rootId.js";
+import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoringPlugin.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
 import { DEFAULT_AGENT_CONFIG, loadAgentConfig } from "./config.js";
 import { FAULT_ENV, parseFaults } from "./faults.js";
+import { AGENT_HEALTH_SERVICE, checkLocalAgent } from "./healthCheck.js";
 import { formatParkedList, formatRestoreReport, listParked, restoreExitCode, restoreParked } from "./parked.js";
 import { Registry } from "./registry.js";
 import { AgentGrpcServer } from "./server.js";
@@ -160,6 +162,24 @@ parked
     exitCode = await parkedRestore(globalConfig(), migrationId);
   });
 
+program
+  .command("health")
+  .description("check this front's running agent as a Nagios/Icinga plugin: one status line, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN")
+  .option("--warn-ms <ms>", "WARNING when the agent answers slower than this", parseMs, 500)
+  .option("--crit-ms <ms>", "CRITICAL when the agent has not answered within this (the deadline of the check)", parseMs, 2000)
+  .option("--json", "one JSON object on stdout instead of the plugin lines")
+  // a monitoring system calls it: a usage error is UNKNOWN (exit 3) on stdout, as the guidelines want
+  .configureOutput({ outputError: () => undefined })
+  .exitOverride((err) => {
+    if (err.code === "commander.helpDisplayed" || err.code === "commander.help") throw err;
+    throw new PluginUsageError(err.message.replace(/^error: /, ""));
+  })
+  .action(async (opts: { warnMs: number; critMs: number; json?: boolean }) => {
+    const report = await checkLocalAgent(globalConfig(), { warnMs: opts.warnMs, critMs: opts.critMs });
+    process.stdout.write(render(report, opts.json === true));
+    exitCode = report.exitCode;
+  });
+
 try {
   await program.parseAsync(process.argv);
   // a subcommand ends with its own code; the service (no subcommand) keeps running
@@ -167,6 +187,11 @@ try {
 } catch (err) {
   const code = (err as { code?: string }).code;
   if (code === "commander.helpDisplayed" || code === "commander.version") process.exit(0);
+  if (err instanceof PluginUsageError) {
+    const report = unknown(AGENT_HEALTH_SERVICE, err.message);
+    process.stdout.write(render(report, process.argv.includes("--json")));
+    process.exit(report.exitCode);
+  }
   if (typeof code === "string" && code.startsWith("commander.")) process.exit(2);
   process.stderr.write(`quick-migrate-agent: ${err instanceof QmError ? err.message : describeError(err)}\n`);
   process.exit(err instanceof QmError && USAGE_CODES.has(err.code) ? 2 : 1);
