@@ -30,6 +30,18 @@ const schema = z
      * refused, and a site folder holding one of these is never removed, whatever a client says
      */
     dataDirs: z.array(z.string()).min(1).max(MAX_DATA_DIRS).default([...DEFAULT_DATA_DIRS]),
+    /**
+     * the health service says SERVING only while the root and the state dir each have more than this
+     * many bytes free (for an unprivileged user) besides being there and usable: 1 GiB by default
+     */
+    minFreeBytes: z.number().int().min(0).default(1024 ** 3),
+    /** seconds between two looks at the root and the state dir for the health service (a health Check also looks, at most once a second) */
+    healthInterval: z.number().min(0.1).max(3600).default(10),
+    /**
+     * seconds a stopping agent (SIGTERM, SIGINT) waits for the operations in flight before it ends the
+     * rsync runs still going; a rename under way is always finished, whatever this says
+     */
+    stopTimeout: z.number().min(0).max(86_400).default(60),
     /** days the record of a migration that ended here (finished or rolled back) is kept, for audit */
     keepFinished: z.number().min(0).default(30),
     logLevel: logLevel.default("info"),

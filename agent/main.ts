@@ -4,12 +4,15 @@
 import "../shared/noDebugger.js";
 import { type FSWatcher, watch } from "chokidar";
 import { Command } from "commander";
+import { constants } from "node:os";
 import { QmError, describeError } from "../shared/errors.js";
 import { type Logger, createRootLogger } from "../shared/logger.js";
 import { ensureRootId } from "../shared/rootId.js";
+import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoringPlugin.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
 import { DEFAULT_AGENT_CONFIG, loadAgentConfig } from "./config.js";
 import { FAULT_ENV, parseFaults } from "./faults.js";
+import { AGENT_HEALTH_SERVICE, checkLocalAgent } from "./healthCheck.js";
 import { formatParkedList, formatRestoreReport, listParked, restoreExitCode, restoreParked } from "./parked.js";
 import { Registry } from "./registry.js";
 import { AgentGrpcServer } from "./server.js";
@@ -24,25 +27,36 @@ async function serve(configFile: string): Promise<void> {
   checkUser(configFile, config.allowRoot, log);
   const serviceManager = serviceManagerFromEnv(log);
   const faultSetting = process.env[FAULT_ENV];
-  const faults = parseFaults(faultSetting, (fault, fields) => log.warn({ fault, ...fields }, "fault injection: killing the agent"));
+  const faults = parseFaults(faultSetting, (fault, fields) => log.warn({ fault, ...fields }, "fault injection fired"));
   if (faultSetting) log.warn({ fault: faultSetting }, "fault injection is on: for tests only");
   if (config.insecure) log.warn({ listen: config.listen }, "insecure plaintext mode: for development only");
   // the root's identity, made at the first start: a root the agent cannot write is refused here, not at preflight
   const rootId = await ensureRootId(config.root);
   const server = new AgentGrpcServer(config, log, "rsync", faults);
   const address = await server.listen();
-  log.info({ address, root: config.root, rootId, stateDir: config.stateDir, tls: config.tls !== undefined, version: PACKAGE_VERSION }, "agent listening");
   const configWatch = watchConfig(configFile, server, log);
   reloadOnSighup(configFile, server, serviceManager, `serving on ${address}`, log);
   const pruning = prunePeriodically(server.ops.registry, config.keepFinished, log.child({ component: "prune" }));
-  const shutdown = (signal: string) => {
+  // graceful stop (server.stop: NOT_SERVING, new calls refused, operations in flight finished within
+  // stopTimeout, renames always), exit 0; a second signal exits at once, 128 + its number
+  let stopping = false;
+  const shutdown = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      log.warn({ signal }, "second signal: exiting at once");
+      process.exit(128 + (constants.signals[signal] ?? 0));
+    }
+    stopping = true;
     clearInterval(pruning);
     log.info({ signal }, "agent stopping");
-    void Promise.all([configWatch.close(), server.stop(), serviceManager.stopping()]).then(() => process.exit(0));
+    void Promise.all([configWatch.close(), server.stop(), serviceManager.stopping()]).then(() => {
+      log.info({ signal }, "agent stopped");
+      process.exit(0);
+    });
   };
-  process.once("SIGTERM", () => shutdown("SIGTERM"));
-  process.once("SIGINT", () => shutdown("SIGINT"));
-  // READY=1 only once the signals are handled: `systemctl reload` or `stop` may follow at once
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+  // "agent listening" and READY=1 only once the signals are handled: a stop or a reload may follow at once
+  log.info({ address, root: config.root, rootId, stateDir: config.stateDir, tls: config.tls !== undefined, version: PACKAGE_VERSION }, "agent listening");
   await serviceManager.ready(`serving on ${address}`);
 }
 
@@ -183,6 +197,24 @@ parked
     exitCode = await parkedRestore(globalConfig(), migrationId);
   });
 
+program
+  .command("health")
+  .description("check this front's running agent as a Nagios/Icinga plugin: one status line, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN")
+  .option("--warn-ms <ms>", "WARNING when the agent answers slower than this", parseMs, 500)
+  .option("--crit-ms <ms>", "CRITICAL when the agent has not answered within this (the deadline of the check)", parseMs, 2000)
+  .option("--json", "one JSON object on stdout instead of the plugin lines")
+  // a monitoring system calls it: a usage error is UNKNOWN (exit 3) on stdout, as the guidelines want
+  .configureOutput({ outputError: () => undefined })
+  .exitOverride((err) => {
+    if (err.code === "commander.helpDisplayed" || err.code === "commander.help") throw err;
+    throw new PluginUsageError(err.message.replace(/^error: /, ""));
+  })
+  .action(async (opts: { warnMs: number; critMs: number; json?: boolean }) => {
+    const report = await checkLocalAgent(globalConfig(), { warnMs: opts.warnMs, critMs: opts.critMs });
+    process.stdout.write(render(report, opts.json === true));
+    exitCode = report.exitCode;
+  });
+
 try {
   await program.parseAsync(process.argv);
   // a subcommand ends with its own code; the service (no subcommand) keeps running
@@ -190,6 +222,11 @@ try {
 } catch (err) {
   const code = (err as { code?: string }).code;
   if (code === "commander.helpDisplayed" || code === "commander.version") process.exit(0);
+  if (err instanceof PluginUsageError) {
+    const report = unknown(AGENT_HEALTH_SERVICE, err.message);
+    process.stdout.write(render(report, process.argv.includes("--json")));
+    process.exit(report.exitCode);
+  }
   if (typeof code === "string" && code.startsWith("commander.")) process.exit(2);
   process.stderr.write(`quick-migrate-agent: ${err instanceof QmError ? err.message : describeError(err)}\n`);
   process.exit(err instanceof QmError && USAGE_CODES.has(err.code) ? 2 : 1);

@@ -45,6 +45,8 @@ export interface RsyncServeOptions {
   /** the daemon chroots into the site folder; default: when the agent runs as root (it may chroot) */
   readonly privileged?: boolean;
   readonly log: Logger;
+  /** aborted by a stopping agent that will not wait for this run any longer: it is ended (STOPPING) */
+  readonly stop?: AbortSignal;
 }
 
 /** What each step serves: the folder, and which way the bytes go. */
@@ -67,6 +69,7 @@ export async function serveRsync(
 ): Promise<void> {
   const cancelled = new AbortController();
   call.on("cancelled", () => cancelled.abort());
+  opts.stop?.addEventListener("abort", () => cancelled.abort(), { once: true });
   // the iterator must not destroy the call when the client half-closes: its status could not be sent
   const frames = call.iterator({ destroyOnReturn: false }) as AsyncIterator<RsyncFrame>;
   const start = await firstFrame(frames, cancelled.signal);
@@ -247,6 +250,9 @@ async function pipeDaemon(
   const code = result.exitCode ?? 255;
   run.exitCode = code;
   log.info({ exitCode: code, signal: result.signal, cancelled: cancelled.signal.aborted, idle, maxRssKb: process.resourceUsage().maxRSS }, "rsync server end");
+  if (opts.stop?.aborted) {
+    throw new QmError("STOPPING", "rsync tunnel: the agent is stopping and its stopTimeout passed: rsync ended");
+  }
   if (idle) {
     throw new QmError("STREAM_IDLE", `rsync tunnel: no byte moved either way for ${opts.idleMs / 1000} s (timeouts.unresponsive): rsync ended`);
   }

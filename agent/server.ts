@@ -1,5 +1,6 @@
 // The agent's gRPC server: thin handlers over SiteOperations, errors mapped to a small set of status codes
-// with the quick-migrate error code in trailing metadata, one audit log line per call (audit.ts).
+// with the quick-migrate error code in trailing metadata, one audit log line per call (audit.ts), the
+// health service (healthMonitor.ts) and the graceful stop (stop()).
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { ERROR_CODE_METADATA_KEY, QmError, describeError } from "../shared/errors.js";
@@ -12,7 +13,8 @@ import { actionFromWire, kindToWire } from "../shared/wire.js";
 import { type AuditFields, CallAudit, auditHandshakes } from "./audit.js";
 import type { AgentConfig } from "./config.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
-import { MAX_WATCHES_PER_CLIENT, addHealthService } from "./health.js";
+import { type HealthService, MAX_WATCHES_PER_CLIENT, addHealthService } from "./health.js";
+import { HEALTH_SERVICES, HealthMonitor } from "./healthMonitor.js";
 import { SiteOperations } from "./siteOperations.js";
 import { Registry } from "./registry.js";
 import { type RsyncRun, serveRsync } from "./rsyncServer.js";
@@ -57,21 +59,50 @@ interface LiveSettings {
   readonly allowedClients: ReadonlySet<string>;
   readonly maxConcurrentOps: number;
   readonly operationTimeoutMs: number;
+  readonly stopTimeoutMs: number;
 }
 
 const liveSettings = (c: AgentConfig): LiveSettings => ({
   allowedClients: new Set(c.allowedClients),
   maxConcurrentOps: c.maxConcurrentOps,
   operationTimeoutMs: c.operationTimeout * 1000,
+  stopTimeoutMs: c.stopTimeout * 1000,
 });
+
+/** An operation the agent is working on: a stop waits for `done`; `cancel` ends it early (rsync runs only). */
+interface InFlight {
+  readonly op: string;
+  readonly done: Promise<void>;
+  readonly cancel?: () => void;
+}
+
+/** After the operations, how long the answers they sent (and calls still open) get before the server is shut down hard. */
+const SHUTDOWN_GRACE_MS = 2000;
+/** How long ended rsync runs get to report their end to their clients. */
+const CANCEL_GRACE_MS = 5000;
+
+/** true when `p` settled within `ms`. */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([p.then(() => true as const), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 export class AgentGrpcServer {
   readonly server: grpc.Server;
   readonly ops: SiteOperations;
   readonly health: HealthImplementation;
+  private readonly monitor: HealthMonitor;
+  private readonly healthService: HealthService;
   private readonly audit: CallAudit;
   private settings: LiveSettings;
   private active = 0;
+  private readonly inFlight = new Set<InFlight>();
+  private stopping: Promise<void> | undefined;
   private tls: WatchedTls | undefined;
 
   constructor(
@@ -91,15 +122,23 @@ export class AgentGrpcServer {
       "grpc.keepalive_timeout_ms": KEEPALIVE_MS,
     });
     this.audit = new CallAudit(log.child({ component: "rpc" }));
-    // the standard health service: any client the TLS layer let in (CA-signed) may ask; its Watch streams are bounded per client
-    this.health = new HealthImplementation({ "": "SERVING", "quickmigrate.v1.Agent": "SERVING" });
-    addHealthService(this.server, this.health, {
+    // the standard health service: any client the TLS layer let in (CA-signed) may ask; its Watch streams are bounded per client.
+    // NOT_SERVING until the monitor's first look (made before the server listens).
+    this.health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((service) => [service, "NOT_SERVING"])));
+    this.monitor = new HealthMonitor(this.health, log.child({ component: "health" }), {
+      root: config.root,
+      stateDir: config.stateDir,
+      minFreeBytes: config.minFreeBytes,
+      intervalMs: config.healthInterval * 1000,
+    });
+    this.healthService = addHealthService(this.server, this.health, {
       perClient: MAX_WATCHES_PER_CLIENT,
       clientOf: (call) => this.clientName(call),
       refuse: (call, client, err) => {
         this.audit.end({ op: "health.watch", client, peer: call.getPeer(), service: (call.request as { service?: unknown }).service }, err);
         endWithError(call, err);
       },
+      beforeCheck: () => this.monitor.fresh(),
     });
 
     /**
@@ -131,7 +170,7 @@ export class AgentGrpcServer {
               () => answer(new QmError("TIMED_OUT", `${op} did not finish within operationTimeout (${limitMs / 1000} s); it may still finish`)),
               limitMs,
             );
-            return fn(call.request, line);
+            return this.track(op, Promise.resolve().then(() => fn(call.request, line)));
           })
           .then(
             (res) => (answered ? this.audit.late(line) : answer(undefined, res)),
@@ -181,6 +220,9 @@ export class AgentGrpcServer {
         // filled in by the tunnel as it learns them: the migration from the start frame, the bytes each way
         const run: RsyncRun = { bytesIn: 0, bytesOut: 0 };
         let release = () => undefined as void;
+        // a stop that finds it still running at stopTimeout ends it
+        const stop = new AbortController();
+        let ended = () => undefined as void;
         Promise.resolve()
           .then(() => {
             line.client = this.clientName(call);
@@ -188,9 +230,13 @@ export class AgentGrpcServer {
             // a backstop: whatever happens to the stream, its slot is given back when it closes
             call.once("close", () => release());
             // the slot is taken once the start frame is in: a stream that says nothing holds none
-            const rsyncOptions = { rsyncBin, idleMs: config.timeouts.unresponsive * 1000, log: log.child({ component: "rsync", client }) };
+            const rsyncOptions = { rsyncBin, idleMs: config.timeouts.unresponsive * 1000, log: log.child({ component: "rsync", client }), stop: stop.signal };
             const admit = () => {
               release = this.admit(client);
+              const done = new Promise<void>((resolve) => (ended = resolve));
+              const entry: InFlight = { op: "rsync", done, cancel: () => stop.abort() };
+              this.inFlight.add(entry);
+              void done.then(() => this.inFlight.delete(entry));
             };
             return serveRsync(call, this.ops, rsyncOptions, admit, run);
           })
@@ -201,7 +247,10 @@ export class AgentGrpcServer {
               endWithError(call, err);
             },
           )
-          .finally(() => release());
+          .finally(() => {
+            release();
+            ended();
+          });
       },
     };
     this.server.addService(AgentService, handlers);
@@ -214,11 +263,20 @@ export class AgentGrpcServer {
     return Array.isArray(cn) ? cn.join(",") : (cn ?? "(no CN)");
   }
 
-  /** Authorisation and the bound on concurrent operations; returns the release of the slot taken. */
+  /** Keeps `work` among the operations in flight until it settles (a stop waits for it); returns it. */
+  private track<T>(op: string, work: Promise<T>): Promise<T> {
+    const entry: InFlight = { op, done: work.then(() => undefined, () => undefined) };
+    this.inFlight.add(entry);
+    void entry.done.then(() => this.inFlight.delete(entry));
+    return work;
+  }
+
+  /** Authorisation, a stopping agent and the bound on concurrent operations; returns the release of the slot taken. */
   private admit(client: string): () => void {
     if (this.config.tls && !this.settings.allowedClients.has(client)) {
       throw new QmError("NOT_ALLOWED", `client certificate CN=${client} is not in allowedClients`, {});
     }
+    if (this.stopping) throw new QmError("STOPPING", "agent stopping: it takes no new operation", {});
     if (this.active >= this.settings.maxConcurrentOps) {
       throw new QmError("BUSY", `agent busy: ${this.active} operations running (maxConcurrentOps ${this.settings.maxConcurrentOps})`, {});
     }
@@ -230,13 +288,26 @@ export class AgentGrpcServer {
     };
   }
 
-  /** A reloaded config: allowedClients, maxConcurrentOps and operationTimeout apply to new calls; the rest needs a restart. */
+  /**
+   * A reloaded config: allowedClients, maxConcurrentOps and operationTimeout apply to new calls,
+   * minFreeBytes from the next health look, stopTimeout to the next stop; the rest needs a restart.
+   */
   updateConfig(next: AgentConfig): void {
     this.settings = liveSettings(next);
-    const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel", "timeouts", "dataDirs", "keepFinished", "allowRoot"] as const).filter(
-      (k) => JSON.stringify(next[k]) !== JSON.stringify(this.config[k]),
+    this.monitor.setMinFreeBytes(next.minFreeBytes);
+    const fixed = (
+      ["listen", "root", "stateDir", "insecure", "tls", "logLevel", "timeouts", "dataDirs", "keepFinished", "allowRoot", "healthInterval"] as const
+    ).filter((k) => JSON.stringify(next[k]) !== JSON.stringify(this.config[k]));
+    this.log.info(
+      {
+        allowedClients: next.allowedClients,
+        maxConcurrentOps: next.maxConcurrentOps,
+        operationTimeout: next.operationTimeout,
+        minFreeBytes: next.minFreeBytes,
+        stopTimeout: next.stopTimeout,
+      },
+      "config reloaded",
     );
-    this.log.info({ allowedClients: next.allowedClients, maxConcurrentOps: next.maxConcurrentOps, operationTimeout: next.operationTimeout }, "config reloaded");
     if (fixed.length > 0) this.log.warn({ keys: fixed }, "config keys changed that take effect only at the next start");
   }
 
@@ -253,9 +324,10 @@ export class AgentGrpcServer {
     return grpc.experimental.createCertificateProviderServerCredentials(this.tls, this.tls, true);
   }
 
-  /** Binds the configured address; returns the address actually bound (the port may have been 0). */
+  /** Binds the configured address, health looked at first; returns the address actually bound (the port may have been 0). */
   async listen(): Promise<string> {
     const creds = await this.credentials();
+    await this.monitor.start();
     const port = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(this.config.listen, creds, (err, p) => (err ? reject(err) : resolve(p)));
     });
@@ -265,14 +337,38 @@ export class AgentGrpcServer {
     return this.config.listen.replace(/:\d+$/, `:${port}`);
   }
 
-  async stop(graceMs = 5000): Promise<void> {
-    this.health.setStatus("", "NOT_SERVING");
+  /**
+   * The graceful stop (SIGTERM, SIGINT), once however often it is asked: health NOT_SERVING first; new
+   * operations refused (STOPPING) while health calls still answer; the operations in flight waited for,
+   * up to stopTimeout. Past it, the rsync runs still going are ended (a cut push is undone by
+   * push-site's undo, a cut fetch changed nothing here) and only renames under way are waited for, so
+   * that none is left half-done. Then the open Watches are ended and the server shut down.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.drain();
+    return this.stopping;
+  }
+
+  private async drain(): Promise<void> {
+    const log = this.log.child({ component: "stop" });
+    const boundMs = this.settings.stopTimeoutMs;
+    this.monitor.stop();
+    const waiting = [...this.inFlight];
+    if (waiting.length > 0) log.info({ inFlight: waiting.map((e) => e.op), stopTimeout: boundMs / 1000 }, "waiting for the operations in flight");
+    if (!(await within(Promise.all(waiting.map((e) => e.done)), boundMs))) {
+      const left = [...this.inFlight];
+      log.warn({ inFlight: left.map((e) => e.op), stopTimeout: boundMs / 1000 }, "operations still running at stopTimeout: ending rsync runs, finishing renames");
+      for (const e of left) e.cancel?.();
+      await this.ops.closeRenames();
+      await within(Promise.all(left.filter((e) => e.cancel).map((e) => e.done)), CANCEL_GRACE_MS);
+    }
+    this.healthService.endWatches((call) => endWithError(call, new QmError("STOPPING", "agent stopping")));
     await this.tls?.close();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.server.forceShutdown();
         resolve();
-      }, graceMs);
+      }, SHUTDOWN_GRACE_MS);
       this.server.tryShutdown(() => {
         clearTimeout(timer);
         resolve();

@@ -7,7 +7,7 @@ import { type MigrationSpec, checkMigration, newSiteRel, oldSiteRel, placeRel } 
 import { PACKAGE_VERSION, PROTOCOL_VERSION } from "../shared/version.js";
 import { ensureRootId } from "../shared/rootId.js";
 import { type ChangeRecord, type PreflightReport, type Problem, SiteTree } from "../shared/siteTree.js";
-import type { FrontAction } from "../shared/wire.js";
+import { type FrontAction, RENAMING_ACTIONS } from "../shared/wire.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
 import { withRecordLock } from "./recordLock.js";
 import { type MigrationRecord, type Registry, frontStateOf, pastPointOfNoReturn } from "./registry.js";
@@ -26,6 +26,10 @@ export class SiteOperations {
   readonly tree: SiteTree;
   /** one action at a time per migration: repeats after a lost reply may overlap the original */
   private readonly queues = new Map<string, Promise<unknown>>();
+  /** Applies renaming data dirs now (from their state written as begun to their result recorded), who waits for none, whether more may start */
+  private renaming = 0;
+  private renamesWaiters: Array<() => void> = [];
+  private renamesClosed = false;
 
   constructor(
     root: string,
@@ -90,8 +94,31 @@ export class SiteOperations {
     return this.oneAtATime(migrationId, async () => {
       // the record is read and changed under its lock: `parked restore` may be run on this front meanwhile
       await this.registry.get(migrationId);
-      return withRecordLock(this.registry.stateDir, migrationId, { what: "the agent service" }, () => this.applyLocked(migrationId, step, action));
+      return withRecordLock(this.registry.stateDir, migrationId, { what: "the agent service" }, () =>
+        RENAMING.has(action) ? this.whileRenaming(() => this.applyLocked(migrationId, step, action)) : this.applyLocked(migrationId, step, action),
+      );
     });
+  }
+
+  /**
+   * Lets no Apply start renaming data dirs from now on (STOPPING), and resolves once none is. A stopping
+   * agent waits for this whatever its bound: renames and their ledger entries are never left half-done
+   * by a stop (a second signal or SIGKILL can still do it; recovery then reads the ledger's `moving`).
+   */
+  closeRenames(): Promise<void> {
+    this.renamesClosed = true;
+    if (this.renaming === 0) return Promise.resolve();
+    return new Promise((resolve) => this.renamesWaiters.push(resolve));
+  }
+
+  private async whileRenaming<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.renamesClosed) throw new QmError("STOPPING", "agent stopping: it starts no rename now");
+    this.renaming++;
+    try {
+      return await fn();
+    } finally {
+      if (--this.renaming === 0) for (const resolve of this.renamesWaiters.splice(0)) resolve();
+    }
   }
 
   private async oneAtATime<T>(migrationId: string, fn: () => Promise<T>): Promise<T> {
@@ -228,6 +255,8 @@ export class SiteOperations {
     return { registered: true, restoredOnFrontAt: record.restoredOnFrontAt ?? "", pastPointOfNoReturn: pastPointOfNoReturn(record), endedAs: frontStateOf(record).ended?.as ?? "" };
   }
 }
+
+const RENAMING: ReadonlySet<FrontAction> = new Set(RENAMING_ACTIONS);
 
 /** The actions that take a migration forward (the table's, not its undos); after `parked restore` on this front only the undos are allowed. */
 const FORWARD: ReadonlySet<FrontAction | "rsync"> = new Set(FRONT_STEPS.map((s) => s.forward));

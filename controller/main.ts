@@ -10,10 +10,12 @@ import { checkMigration } from "../shared/migration.js";
 import { checkMigrationId, checkSiteName } from "../shared/names.js";
 import { SiteTree } from "../shared/siteTree.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
+import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoringPlugin.js";
 import { AgentConnection, type AgentConnectionLike, channelCredentials, deadlinesFrom } from "./agentConnection.js";
 import { type ControllerConfig, DEFAULT_CONTROLLER_CONFIG, MASTER, loadControllerConfig } from "./config.js";
 import { OUTCOMES, type Reporter } from "./events.js";
 import { FaultPlan } from "./faults.js";
+import { HEALTH_SERVICE, checkFronts } from "./healthCheck.js";
 import { HOOK_NAMES, type HookName, HookRunner } from "./hooks.js";
 import { Journal } from "./journal.js";
 import { SiteLock } from "./siteLock.js";
@@ -245,11 +247,35 @@ for (const kind of ["resume", "rollback"] as const) {
     });
 }
 
+program
+  .command("health")
+  .description("check every front's agent as a Nagios/Icinga plugin: one status line, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN")
+  .addOption(configOption())
+  .option("--warn-ms <ms>", "WARNING when an agent answers slower than this", parseMs, 500)
+  .option("--crit-ms <ms>", "CRITICAL when an agent has not answered within this (the deadline of each check)", parseMs, 2000)
+  .option("--json", "one JSON object on stdout instead of the plugin lines")
+  // a monitoring system calls it: a usage error is UNKNOWN (exit 3) on stdout, as the guidelines want
+  .configureOutput({ outputError: () => undefined })
+  .exitOverride((err) => {
+    if (err.code === "commander.helpDisplayed" || err.code === "commander.help") throw err;
+    throw new PluginUsageError(err.message.replace(/^error: /, ""));
+  })
+  .action(async (opts: CommonOptions & { warnMs: number; critMs: number }) => {
+    const report = await checkFronts(opts.config, { warnMs: opts.warnMs, critMs: opts.critMs });
+    process.stdout.write(render(report, opts.json === true));
+    process.exitCode = report.exitCode;
+  });
+
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
   const code = (err as { code?: string }).code;
   if (code === "commander.helpDisplayed" || code === "commander.version" || code === "commander.help") process.exit(0);
+  if (err instanceof PluginUsageError) {
+    const report = unknown(HEALTH_SERVICE, err.message);
+    process.stdout.write(render(report, process.argv.includes("--json")));
+    process.exit(report.exitCode);
+  }
   const message = describeError(err).replace(/^error: /, "");
   if (process.argv.includes("--json")) {
     // hostmaster tasks parse stdout: a usage error ends with a result event like any refusal

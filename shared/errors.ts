@@ -46,6 +46,8 @@ export const ErrorCodes = {
   LOCKED: status.ALREADY_EXISTS,
   UNREACHABLE: status.UNAVAILABLE,
   BUSY: status.UNAVAILABLE,
+  // the agent is stopping (SIGTERM): it finishes what it has, takes nothing new
+  STOPPING: status.UNAVAILABLE,
   // a stream whose other end says nothing: no start frame in time, or an rsync that stopped moving bytes
   STREAM_IDLE: status.UNAVAILABLE,
   // the agent stopped waiting for one of its own operations (operationTimeout): it may still finish

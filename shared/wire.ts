@@ -6,6 +6,9 @@ import { Action, EntryKind } from "./generated/quickmigrate/v1/agent.js";
 export const FRONT_ACTIONS = ["park-data", "unpark-data", "restore-data", "unrestore-data", "remove-old-site", "remove-new-site"] as const;
 export type FrontAction = (typeof FRONT_ACTIONS)[number];
 
+/** The actions that rename data dirs (the others remove a site folder). */
+export const RENAMING_ACTIONS = ["park-data", "unpark-data", "restore-data", "unrestore-data"] as const satisfies readonly FrontAction[];
+
 const ACTION_TO_WIRE: Readonly<Record<FrontAction, Action>> = {
   "park-data": Action.ACTION_PARK_DATA,
   "unpark-data": Action.ACTION_UNPARK_DATA,

@@ -30,7 +30,8 @@ Makes, in OUTDIR:
   controller.pem, controller-key.pem  the controller's client certificate (CN = CONTROLLER-NAME,
                                       extendedKeyUsage clientAuth)
   FRONT.pem, FRONT-key.pem            one server certificate per web front (CN = FRONT, subjectAltName
-                                      DNS:FRONT plus IP:ADDRESS or DNS:ADDRESS, extendedKeyUsage serverAuth)
+                                      DNS:FRONT plus IP:ADDRESS or DNS:ADDRESS, extendedKeyUsage serverAuth,
+                                      and clientAuth: \`quick-migrate-agent health\` presents it to its own agent)
 
 With --client-only, makes only CLIENT-NAME.pem and CLIENT-NAME-key.pem (clientAuth) for each name, with
 the existing CA (of OUTDIR, or of --ca-dir). Such a client may call an agent's health service; it may
@@ -232,7 +233,8 @@ check_existing() { # base cn kind(client|server) san -> 0 keep, 1 make
 make_cert() { # base cn kind(client|server) san
   local base=$1 cn=$2 kind=$3 san=$4
   local eku=clientAuth
-  [ "$kind" = server ] && eku=serverAuth
+  # a front's certificate is also the client certificate of its own health check (quick-migrate-agent health)
+  [ "$kind" = server ] && eku="serverAuth, clientAuth"
   cat >"$WORK/$base.ext" <<EOF
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature

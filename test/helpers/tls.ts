@@ -165,6 +165,8 @@ export function healthCheck(address: string, credentials: grpc.ChannelCredential
 export interface HealthWatch {
   /** the first status the agent sent, or how the call ended without one */
   readonly first: Promise<Outcome<HealthStatus>>;
+  /** every status the agent sent so far, in order */
+  readonly seen: readonly HealthStatus[];
   /** how the call ended */
   readonly ended: Promise<{ code: grpc.status; details: string }>;
   /** cancels the call and closes its client (its own connection) */
@@ -182,12 +184,15 @@ export function healthWatch(address: string, credentials: grpc.ChannelCredential
     });
     call.on("status", (st: grpc.StatusObject) => setImmediate(() => resolve({ code: error?.code ?? st.code, details: error?.details ?? st.details })));
   });
+  const seen: HealthStatus[] = [];
+  call.on("data", (res: { status: HealthStatus }) => seen.push(res.status));
   const first = new Promise<Outcome<HealthStatus>>((resolve) => {
     call.once("data", (res: { status: HealthStatus }) => resolve({ ok: true, value: res.status }));
     void ended.then((e) => resolve({ ok: false, code: e.code, details: e.details }));
   });
   return {
     first,
+    seen,
     ended,
     cancel: () => {
       call.cancel();

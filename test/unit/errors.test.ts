@@ -38,6 +38,7 @@ const CATALOGUE: [string, number][] = [
   ["LOCKED", 6],
   ["UNREACHABLE", 14],
   ["BUSY", 14],
+  ["STOPPING", 14],
   ["STREAM_IDLE", 14],
   ["TIMED_OUT", 4],
   ["TOO_MANY_STREAMS", 8],

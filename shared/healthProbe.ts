@@ -1,0 +1,84 @@
+// One call of an agent's standard health service (grpc.health.v1 Check of service ""), on a connection
+// of its own: how long it took from the start of the connection to the answer, what was answered, and
+// the certificate the agent presented. Used by both health checks (monitoringPlugin.ts judges).
+import { X509Certificate } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { type PeerCertificate, checkServerIdentity } from "node:tls";
+import * as grpc from "@grpc/grpc-js";
+import { service as healthService } from "grpc-health-check";
+import type { HealthProbe } from "./monitoringPlugin.js";
+
+interface HealthClient extends grpc.Client {
+  check(
+    req: { service: string },
+    md: grpc.Metadata,
+    opts: Partial<grpc.CallOptions>,
+    cb: (err: grpc.ServiceError | null, res?: { status: string }) => void,
+  ): grpc.ClientUnaryCall;
+}
+
+/** The health client, from the proto grpc-health-check ships (the package the agent serves it with); statuses come back as names. */
+const HealthClientCtor = grpc.makeGenericClientConstructor(healthService as unknown as grpc.ServiceDefinition, "Health") as unknown as new (
+  address: string,
+  credentials: grpc.ChannelCredentials,
+  options?: grpc.ChannelOptions,
+) => HealthClient;
+
+export interface ProbeTarget {
+  /** names the agent in the output, and is the name its certificate must carry */
+  readonly name: string;
+  readonly address: string;
+  /** PEM contents: the CA to check the agent with, and the client certificate to present; absent: plaintext */
+  readonly tls?: { readonly ca: Buffer; readonly cert: Buffer; readonly key: Buffer };
+}
+
+/** Reads the PEM files of a TLS config (`tls.ca`, `tls.cert`, `tls.key`); a file that cannot be read is named, with `hint` after. */
+export async function readTlsFiles(files: { readonly ca: string; readonly cert: string; readonly key: string }, hint = ""): Promise<NonNullable<ProbeTarget["tls"]>> {
+  const read = (key: "ca" | "cert" | "key") =>
+    readFile(files[key]).catch((err: unknown) => {
+      throw new Error(`tls.${key} ${files[key]}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}${hint}`);
+    });
+  const [ca, cert, key] = await Promise.all([read("ca"), read("cert"), read("key")]);
+  return { ca, cert, key };
+}
+
+/** A certificate's end of validity as ISO 8601. */
+export function validToIso(cert: { validTo: string } | { valid_to: string }): string {
+  const text = "validTo" in cert ? cert.validTo : cert.valid_to;
+  return new Date(Date.parse(text)).toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+/** The end of validity of the certificate in a PEM file's content. */
+export function certificateValidTo(pem: Buffer): string {
+  return validToIso(new X509Certificate(pem));
+}
+
+/** Checks the agent's health; `deadlineMs` bounds the whole of it, connection included. Never throws. */
+export function probeHealth(target: ProbeTarget, deadlineMs: number): Promise<HealthProbe> {
+  let served: PeerCertificate | undefined;
+  const credentials = target.tls
+    ? grpc.credentials.createSsl(target.tls.ca, target.tls.key, target.tls.cert, {
+        // the same check of the name as always, with a look at the certificate on the way
+        checkServerIdentity: (host, cert) => {
+          served = cert;
+          return checkServerIdentity(host, cert);
+        },
+      })
+    : grpc.credentials.createInsecure();
+  const client = new HealthClientCtor(target.address, credentials, {
+    // the agent's certificate must name it as configured, whatever its address (as for operations)
+    "grpc.ssl_target_name_override": target.name,
+    "grpc.default_authority": target.name,
+  });
+  const started = performance.now();
+  return new Promise((resolve) => {
+    client.check({ service: "" }, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (err, res) => {
+      const latencyMs = performance.now() - started;
+      client.close();
+      const certificate = served ? { certificate: { validTo: validToIso(served) } } : {};
+      const base = { name: target.name, address: target.address, latencyMs, ...certificate };
+      if (err) resolve({ ...base, error: { code: grpc.status[err.code] ?? String(err.code), details: err.details } });
+      else resolve({ ...base, status: res?.status ?? "UNKNOWN" });
+    });
+  });
+}
