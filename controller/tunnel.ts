@@ -146,13 +146,16 @@ export class RsyncTunnel {
     };
     call.write({ frame: { $case: "start", value: { migrationId: run.migrationId, step: run.step, args: [...DAEMON_OVER_RSH] } } });
 
+    // rsync's end failing (ECONNRESET when rsync dies) ends this loop; the downstream's outcome and
+    // rsync's own status say why. Caught here at once: a rejection left unheld until the downstream
+    // ends would crash the controller (an unhandled rejection).
     const upstream = (async () => {
       for (;;) {
         const next = await input.next();
         if (next.done || finished) break;
         await writeCall(next.value);
       }
-    })();
+    })().catch((err: unknown) => log.debug({ err }, "rsync's end of the tunnel ended"));
 
     const downstream = (async () => {
       for await (const message of call as AsyncIterable<{ frame?: { $case: string; value: unknown } }>) {
@@ -193,7 +196,7 @@ export class RsyncTunnel {
     } finally {
       clearInterval(stallCheck);
     }
-    await upstream.catch(() => undefined);
+    await upstream;
   }
 }
 

@@ -126,7 +126,7 @@ describe.skipIf(!isRoot)(`a failing local rsync${isRoot ? "" : " — skipped: mo
     const out = run.stdout + run.stderr;
     expect(run.exitCode, out).toBe(1);
     // the local rsync's first complaint, not a remote shell's crash report
-    expect(resultMessage(run)).toMatch(/fetch-site failed on web1: rsync for fetch-site failed \(exit \d+\): rsync: .*No space left on device/);
+    expect(resultMessage(run), out).toMatch(/fetch-site failed on web1: rsync for fetch-site failed \(exit \d+\): rsync: .*No space left on device/);
     expect(ports.unexpected, `listening sockets after ${ports.polls} polls`).toEqual([]);
     expect(out + agentLogs(s)).not.toMatch(DEBUGGER);
   });
