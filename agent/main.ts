@@ -8,9 +8,10 @@ import { QmError, describeError } from "../shared/errors.js";
 import { type Logger, createRootLogger } from "../shared/logger.js";
 import { ensureRootId } from "../shared/rootId.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
-import { DEFAULT_AGENT_CONFIG, loadAgentConfig } from "./config.js";
+import { type AgentConfig, DEFAULT_AGENT_CONFIG, loadAgentConfig } from "./config.js";
 import { FAULT_ENV, parseFaults } from "./faults.js";
 import { formatParkedList, formatRestoreReport, listParked, restoreExitCode, restoreParked } from "./parked.js";
+import { MetricsEndpoint } from "./metricsServer.js";
 import { Registry } from "./registry.js";
 import { AgentGrpcServer } from "./server.js";
 
@@ -28,6 +29,7 @@ async function serve(configFile: string): Promise<void> {
   // the root's identity, made at the first start: a root the agent cannot write is refused here, not at preflight
   const rootId = await ensureRootId(config.root);
   const server = new AgentGrpcServer(config, log, "rsync", faults);
+  await serveMetrics(config, server, log);
   const address = await server.listen();
   log.info({ address, root: config.root, rootId, stateDir: config.stateDir, tls: config.tls !== undefined, version: PACKAGE_VERSION }, "agent listening");
   const configWatch = watchConfig(configFile, server, log);
@@ -39,6 +41,17 @@ async function serve(configFile: string): Promise<void> {
   };
   process.once("SIGTERM", () => shutdown("SIGTERM"));
   process.once("SIGINT", () => shutdown("SIGINT"));
+}
+
+/**
+ * Prometheus metrics on metrics.listen, when the config has it (a change takes effect at the next start);
+ * bound before the gRPC port, so that a metrics address that cannot be bound stops the start.
+ */
+async function serveMetrics(config: AgentConfig, server: AgentGrpcServer, log: Logger): Promise<void> {
+  if (!config.metrics || !server.metrics) return;
+  const endpoint = await MetricsEndpoint.listen(config.metrics.listen, server.metrics, log.child({ component: "metrics" }));
+  log.info({ address: endpoint.address }, "metrics listening");
+  for (const signal of ["SIGTERM", "SIGINT"] as const) process.once(signal, () => void endpoint.close());
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;

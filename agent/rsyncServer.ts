@@ -45,6 +45,8 @@ export interface RsyncServeOptions {
   /** the daemon chroots into the site folder; default: when the agent runs as root (it may chroot) */
   readonly privileged?: boolean;
   readonly log: Logger;
+  /** told of rsync's bytes as they move (the metrics), not only at the end as the audit line */
+  readonly moved?: (direction: "in" | "out", bytes: number) => void;
 }
 
 /** What each step serves: the folder, and which way the bytes go. */
@@ -220,6 +222,7 @@ async function pipeDaemon(
         if (f?.$case !== "data") throw new QmError("USAGE", "rsync tunnel: only data frames may follow `start`");
         move();
         run.bytesIn += f.value.length;
+        opts.moved?.("in", f.value.length);
         if (!stdin.write(f.value)) await once(stdin, "drain", { signal: cancelled.signal });
       }
     } finally {
@@ -232,7 +235,10 @@ async function pipeDaemon(
   const forward = async (source: NodeJS.ReadableStream, kind: "data" | "stderr") => {
     for await (const chunk of source) {
       move();
-      if (kind === "data") run.bytesOut += (chunk as Buffer).length;
+      if (kind === "data") {
+        run.bytesOut += (chunk as Buffer).length;
+        opts.moved?.("out", (chunk as Buffer).length);
+      }
       await write({ frame: { $case: kind, value: chunk as Buffer } });
     }
   };

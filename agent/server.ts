@@ -13,6 +13,7 @@ import { type AuditFields, CallAudit, auditHandshakes } from "./audit.js";
 import type { AgentConfig } from "./config.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
 import { MAX_WATCHES_PER_CLIENT, addHealthService } from "./health.js";
+import { AgentMetrics } from "./metrics.js";
 import { SiteOperations } from "./siteOperations.js";
 import { Registry } from "./registry.js";
 import { type RsyncRun, serveRsync } from "./rsyncServer.js";
@@ -69,6 +70,8 @@ export class AgentGrpcServer {
   readonly server: grpc.Server;
   readonly ops: SiteOperations;
   readonly health: HealthImplementation;
+  /** the Prometheus figures: only when the config has `metrics` (served by main.ts) */
+  readonly metrics: AgentMetrics | undefined;
   private readonly audit: CallAudit;
   private settings: LiveSettings;
   private active = 0;
@@ -90,7 +93,14 @@ export class AgentGrpcServer {
       "grpc.keepalive_time_ms": KEEPALIVE_MS,
       "grpc.keepalive_timeout_ms": KEEPALIVE_MS,
     });
-    this.audit = new CallAudit(log.child({ component: "rpc" }));
+    this.metrics = config.metrics
+      ? new AgentMetrics({
+          inFlight: () => this.active,
+          records: this.ops.registry,
+          ...(config.tls ? { certificateNotAfter: () => this.tls?.notAfter } : {}),
+        })
+      : undefined;
+    this.audit = new CallAudit(log.child({ component: "rpc" }), this.metrics);
     // the standard health service: any client the TLS layer let in (CA-signed) may ask; its Watch streams are bounded per client
     this.health = new HealthImplementation({ "": "SERVING", "quickmigrate.v1.Agent": "SERVING" });
     addHealthService(this.server, this.health, {
@@ -110,6 +120,7 @@ export class AgentGrpcServer {
     const unary = <Req, Res>(op: string, fields: (req: Req) => object, fn: (req: Req, audit: AuditFields) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> =>
       (call, callback) => {
         const line: AuditFields = { op, client: "?", peer: call.getPeer() };
+        this.audit.began(line);
         let release = () => undefined as void;
         let timer: NodeJS.Timeout | undefined;
         let answered = false;
@@ -178,6 +189,7 @@ export class AgentGrpcServer {
       ),
       rsync: (call) => {
         const line: AuditFields = { op: "rsync", client: "?", peer: call.getPeer() };
+        this.audit.began(line);
         // filled in by the tunnel as it learns them: the migration from the start frame, the bytes each way
         const run: RsyncRun = { bytesIn: 0, bytesOut: 0 };
         let release = () => undefined as void;
@@ -188,16 +200,21 @@ export class AgentGrpcServer {
             // a backstop: whatever happens to the stream, its slot is given back when it closes
             call.once("close", () => release());
             // the slot is taken once the start frame is in: a stream that says nothing holds none
-            const rsyncOptions = { rsyncBin, idleMs: config.timeouts.unresponsive * 1000, log: log.child({ component: "rsync", client }) };
+            const rsyncOptions = {
+              rsyncBin,
+              idleMs: config.timeouts.unresponsive * 1000,
+              log: log.child({ component: "rsync", client }),
+              ...(this.metrics ? { moved: this.metrics.bytesMoved.bind(this.metrics) } : {}),
+            };
             const admit = () => {
               release = this.admit(client);
             };
             return serveRsync(call, this.ops, rsyncOptions, admit, run);
           })
           .then(
-            () => this.audit.end({ ...line, ...run }),
+            () => this.audit.end(Object.assign(line, run)),
             (err: unknown) => {
-              this.audit.end({ ...line, ...run }, err);
+              this.audit.end(Object.assign(line, run), err);
               endWithError(call, err);
             },
           )
@@ -233,7 +250,7 @@ export class AgentGrpcServer {
   /** A reloaded config: allowedClients, maxConcurrentOps and operationTimeout apply to new calls; the rest needs a restart. */
   updateConfig(next: AgentConfig): void {
     this.settings = liveSettings(next);
-    const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel", "timeouts", "dataDirs", "keepFinished", "allowRoot"] as const).filter(
+    const fixed = (["listen", "root", "stateDir", "insecure", "tls", "logLevel", "timeouts", "dataDirs", "keepFinished", "allowRoot", "metrics"] as const).filter(
       (k) => JSON.stringify(next[k]) !== JSON.stringify(this.config[k]),
     );
     this.log.info({ allowedClients: next.allowedClients, maxConcurrentOps: next.maxConcurrentOps, operationTimeout: next.operationTimeout }, "config reloaded");
