@@ -14,6 +14,7 @@ import type { AgentConfig } from "./config.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
 import { MAX_WATCHES_PER_CLIENT, addHealthService } from "./health.js";
 import { AgentMetrics } from "./metrics.js";
+import { MAX_REFLECTION_STREAMS_PER_CLIENT, PROTO_DIR, addReflectionService } from "./reflection.js";
 import { SiteOperations } from "./siteOperations.js";
 import { Registry } from "./registry.js";
 import { type RsyncRun, serveRsync } from "./rsyncServer.js";
@@ -222,6 +223,18 @@ export class AgentGrpcServer {
       },
     };
     this.server.addService(AgentService, handlers);
+
+    // gRPC server reflection (grpcurl list/describe): the API's schema, to any client the TLS layer let in
+    try {
+      addReflectionService(this.server, {
+        perClient: MAX_REFLECTION_STREAMS_PER_CLIENT,
+        clientOf: (call) => this.clientName(call),
+        audit: this.audit,
+        refuse: (call, err) => endWithError(call, err),
+      });
+    } catch (err) {
+      log.warn({ protoDir: PROTO_DIR, err: describeError(err) }, "gRPC reflection not served: its .proto files cannot be loaded");
+    }
   }
 
   /** The client certificate's common name; in plaintext (development) mode there is none. */
