@@ -23,6 +23,7 @@ import { checkExecutable, findSourcePlatform, platformArg } from "./platforms.js
 import { MigrationRunner, type RunMode } from "./runner.js";
 import { type MigrationStatus, describeLockHolder, listStatuses, planFromDocument, readStatus } from "./status.js";
 import { RsyncTunnel } from "./tunnel.js";
+import { RunFigures } from "./metricsTextfile.js";
 
 interface CommonOptions {
   config: string;
@@ -82,6 +83,8 @@ async function execute(config: ControllerConfig, log: Logger, plan: Plan, mode: 
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  // the run's figures for metrics.textfile: its events pass through on their way to the reporter
+  const figures = new RunFigures(reporter);
   try {
     const faults = FaultPlan.fromEnv(process.env);
     const runner = new MigrationRunner({
@@ -93,13 +96,14 @@ async function execute(config: ControllerConfig, log: Logger, plan: Plan, mode: 
       master: new SiteTree(config.root),
       hooks: new HookRunner(config.hooks, log.child({ component: "hooks", migrationId: m.id }), { timeoutMs: config.timeouts.hook * 1000 }),
       tunnel,
-      reporter,
+      reporter: figures,
       log: log.child({ component: "runner", migrationId: m.id }),
       signal: cancel.signal,
       undoSignal: cancelUndo.signal,
       ...(faults ? { faults } : {}),
     });
     const result = await runner.run();
+    await figures.writeTo(config.metrics?.textfile, mode.kind, m, log.child({ component: "metrics", migrationId: m.id }));
     // peak memory: the rsync tunnel streams with backpressure, so this must not grow with what is pushed
     log.info({ migrationId: m.id, outcome: result.outcome, maxRssKb: process.resourceUsage().maxRSS }, "controller finished");
     return result.exitCode;
