@@ -24,6 +24,7 @@ import { MigrationRunner, type RunMode } from "./runner.js";
 import { type MigrationStatus, describeLockHolder, listStatuses, planFromDocument, readStatus } from "./status.js";
 import { RsyncTunnel } from "./tunnel.js";
 import { RunFigures } from "./metricsTextfile.js";
+import { formatInventory, inventoryExitCode, inventoryOf, realProbe } from "./inventory.js";
 
 interface CommonOptions {
   config: string;
@@ -200,6 +201,21 @@ async function status(id: string | undefined, opts: CommonOptions): Promise<numb
   }
 }
 
+/** `agents`: every front at once, each within its own bound; exit 0 when every agent answered, 1 when one did not, 2 for a bad config. */
+async function agents(opts: CommonOptions): Promise<number> {
+  try {
+    const config = await loadControllerConfig(opts.config);
+    const credentials = channelCredentials(config);
+    const deadlines = deadlinesFrom(config);
+    const list = await Promise.all(config.fronts.map((f) => inventoryOf(f, realProbe(f, config, credentials, deadlines))));
+    process.stdout.write(opts.json ? `${JSON.stringify(list)}\n` : `${formatInventory(list).join("\n")}\n`);
+    return inventoryExitCode(list);
+  } catch (err) {
+    process.stderr.write(`quick-migrate: ${describeError(err)}\n`);
+    return OUTCOMES.refused;
+  }
+}
+
 const program = new Command("quick-migrate")
   .description("quick-migrate: migrate an Aegir site to another platform by renaming its data dirs in place on every web front")
   .version(PACKAGE_VERSION)
@@ -234,6 +250,16 @@ program
   .exitOverride()
   .action(async (id: string | undefined, opts: CommonOptions) => {
     process.exitCode = await status(id, opts);
+  });
+
+program
+  .command("agents")
+  .description("every front's agent: reachable, versions, root and free space, health, certificate expiry (exit 1 when one does not answer)")
+  .addOption(configOption())
+  .option("--json", "one JSON array on stdout")
+  .exitOverride()
+  .action(async (opts: CommonOptions) => {
+    process.exitCode = await agents(opts);
   });
 
 for (const kind of ["resume", "rollback"] as const) {
