@@ -53,14 +53,38 @@ function why(err: unknown): { code: string; reason: string } {
   return { code: errorCode(err), reason: clip(describeError(err), MAX_REASON) };
 }
 
+export type CallResult = "ok" | "refused" | "error";
+
+/** Whoever else learns of every call the audit sees end (the metrics): once per call, as its audit line. */
+export interface CallObserver {
+  /** `seconds` when the call's start was known (see CallAudit.began) */
+  callEnded(op: string, result: CallResult, code: string | undefined, seconds: number | undefined): void;
+}
+
 export class CallAudit {
-  constructor(private readonly log: Logger) {}
+  /** when each call began, by its fields object (the one later given to end) */
+  private readonly started = new WeakMap<AuditFields, number>();
+
+  constructor(
+    private readonly log: Logger,
+    private readonly observer?: CallObserver,
+  ) {}
+
+  /** Marks the start of the call whose audit line `fields` will be, for its duration. */
+  began(fields: AuditFields): void {
+    this.started.set(fields, performance.now());
+  }
 
   /** The one line of a call: `err` undefined when it succeeded. */
   end(fields: AuditFields, err?: unknown): void {
     if (err === undefined) this.log.info({ ...clipped(fields), result: "ok" }, "operation");
     else if (isRefusal(err)) this.log.warn({ ...clipped(fields), result: "refused", ...why(err) }, "refused");
     else this.log.warn({ ...clipped(fields), result: "error", ...why(err), err }, "operation");
+    if (this.observer) {
+      const began = this.started.get(fields);
+      const result: CallResult = err === undefined ? "ok" : isRefusal(err) ? "refused" : "error";
+      this.observer.callEnded(fields.op, result, err === undefined ? undefined : errorCode(err), began === undefined ? undefined : (performance.now() - began) / 1000);
+    }
   }
 
   /** What became of an operation the agent had already answered TIMED_OUT for: not a second audit line of the call. */
@@ -75,6 +99,7 @@ export class CallAudit {
    */
   handshake(peer: string, reason: string, tls: { tlsError?: string; certificateError?: string }): void {
     this.log.warn({ op: "tls-handshake", client: "(not verified)", peer, result: "refused", code: "NOT_ALLOWED", reason, ...tls }, "refused");
+    this.observer?.callEnded("tls-handshake", "refused", "NOT_ALLOWED", undefined);
   }
 }
 

@@ -50,6 +50,15 @@ const schema = z
      * Aegir's backend does, so that a symlink race in a platform folder gains nothing
      */
     allowRoot: z.boolean().default(false),
+
+    /**
+     * Prometheus metrics on http://<listen>/metrics; off when absent. Plain HTTP: on a loopback address
+     * (a local Prometheus or node_exporter's neighbour), or elsewhere only with allowRemote: true
+     */
+    metrics: z
+      .object({ listen: hostPort, allowRemote: z.boolean().default(false) })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -68,6 +77,9 @@ export async function loadAgentConfig(file: string): Promise<AgentConfig> {
     }
     if (c.insecure && !isLoopback(c.listen)) {
       problem("listen", `insecure (plaintext) mode is only allowed on a loopback address, not ${c.listen}`);
+    }
+    if (c.metrics && !c.metrics.allowRemote && !isLoopback(c.metrics.listen)) {
+      problem("metrics.listen", `${c.metrics.listen} is not a loopback address: the metrics are plain HTTP to whoever can reach it; set metrics.allowRemote: true to mean it`);
     }
   });
 }

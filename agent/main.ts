@@ -10,10 +10,11 @@ import { type Logger, createRootLogger } from "../shared/logger.js";
 import { ensureRootId } from "../shared/rootId.js";
 import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoringPlugin.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
-import { DEFAULT_AGENT_CONFIG, loadAgentConfig } from "./config.js";
+import { type AgentConfig, DEFAULT_AGENT_CONFIG, loadAgentConfig } from "./config.js";
 import { FAULT_ENV, parseFaults } from "./faults.js";
 import { AGENT_HEALTH_SERVICE, checkLocalAgent } from "./healthCheck.js";
 import { formatParkedList, formatRestoreReport, listParked, restoreExitCode, restoreParked } from "./parked.js";
+import { MetricsEndpoint } from "./metricsServer.js";
 import { Registry } from "./registry.js";
 import { AgentGrpcServer } from "./server.js";
 import { type ServiceManagerLike, serviceManagerFromEnv } from "./serviceManager.js";
@@ -33,6 +34,7 @@ async function serve(configFile: string): Promise<void> {
   // the root's identity, made at the first start: a root the agent cannot write is refused here, not at preflight
   const rootId = await ensureRootId(config.root);
   const server = new AgentGrpcServer(config, log, "rsync", faults);
+  const metrics = await serveMetrics(config, server, log);
   const address = await server.listen();
   const configWatch = watchConfig(configFile, server, log);
   reloadOnSighup(configFile, server, serviceManager, `serving on ${address}`, log);
@@ -48,7 +50,9 @@ async function serve(configFile: string): Promise<void> {
     stopping = true;
     clearInterval(pruning);
     log.info({ signal }, "agent stopping");
-    void Promise.all([configWatch.close(), server.stop(), serviceManager.stopping()]).then(() => {
+    // the metrics stay served while operations drain: a scrape then shows the stop
+    void Promise.all([configWatch.close(), server.stop(), serviceManager.stopping()]).then(async () => {
+      await metrics?.close();
       log.info({ signal }, "agent stopped");
       process.exit(0);
     });
@@ -58,6 +62,17 @@ async function serve(configFile: string): Promise<void> {
   // "agent listening" and READY=1 only once the signals are handled: a stop or a reload may follow at once
   log.info({ address, root: config.root, rootId, stateDir: config.stateDir, tls: config.tls !== undefined, version: PACKAGE_VERSION }, "agent listening");
   await serviceManager.ready(`serving on ${address}`);
+}
+
+/**
+ * Prometheus metrics on metrics.listen, when the config has it (a change takes effect at the next start);
+ * bound before the gRPC port, so that a metrics address that cannot be bound stops the start.
+ */
+async function serveMetrics(config: AgentConfig, server: AgentGrpcServer, log: Logger): Promise<MetricsEndpoint | undefined> {
+  if (!config.metrics || !server.metrics) return undefined;
+  const endpoint = await MetricsEndpoint.listen(config.metrics.listen, server.metrics, log.child({ component: "metrics" }));
+  log.info({ address: endpoint.address }, "metrics listening");
+  return endpoint;
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;

@@ -47,6 +47,8 @@ export interface RsyncServeOptions {
   readonly log: Logger;
   /** aborted by a stopping agent that will not wait for this run any longer: it is ended (STOPPING) */
   readonly stop?: AbortSignal;
+  /** told of rsync's bytes as they move (the metrics), not only at the end as the audit line */
+  readonly moved?: (direction: "in" | "out", bytes: number) => void;
 }
 
 /** What each step serves: the folder, and which way the bytes go. */
@@ -223,6 +225,7 @@ async function pipeDaemon(
         if (f?.$case !== "data") throw new QmError("USAGE", "rsync tunnel: only data frames may follow `start`");
         move();
         run.bytesIn += f.value.length;
+        opts.moved?.("in", f.value.length);
         if (!stdin.write(f.value)) await once(stdin, "drain", { signal: cancelled.signal });
       }
     } finally {
@@ -235,7 +238,10 @@ async function pipeDaemon(
   const forward = async (source: NodeJS.ReadableStream, kind: "data" | "stderr") => {
     for await (const chunk of source) {
       move();
-      if (kind === "data") run.bytesOut += (chunk as Buffer).length;
+      if (kind === "data") {
+        run.bytesOut += (chunk as Buffer).length;
+        opts.moved?.("out", (chunk as Buffer).length);
+      }
       await write({ frame: { $case: kind, value: chunk as Buffer } });
     }
   };

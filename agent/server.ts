@@ -15,6 +15,8 @@ import type { AgentConfig } from "./config.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
 import { type HealthService, MAX_WATCHES_PER_CLIENT, addHealthService } from "./health.js";
 import { HEALTH_SERVICES, HealthMonitor } from "./healthMonitor.js";
+import { AgentMetrics } from "./metrics.js";
+import { MAX_REFLECTION_STREAMS_PER_CLIENT, PROTO_DIR, addReflectionService } from "./reflection.js";
 import { SiteOperations } from "./siteOperations.js";
 import { Registry } from "./registry.js";
 import { type RsyncRun, serveRsync } from "./rsyncServer.js";
@@ -98,6 +100,8 @@ export class AgentGrpcServer {
   readonly health: HealthImplementation;
   private readonly monitor: HealthMonitor;
   private readonly healthService: HealthService;
+  /** the Prometheus figures: only when the config has `metrics` (served by main.ts) */
+  readonly metrics: AgentMetrics | undefined;
   private readonly audit: CallAudit;
   private settings: LiveSettings;
   private active = 0;
@@ -121,7 +125,14 @@ export class AgentGrpcServer {
       "grpc.keepalive_time_ms": KEEPALIVE_MS,
       "grpc.keepalive_timeout_ms": KEEPALIVE_MS,
     });
-    this.audit = new CallAudit(log.child({ component: "rpc" }));
+    this.metrics = config.metrics
+      ? new AgentMetrics({
+          inFlight: () => this.active,
+          records: this.ops.registry,
+          ...(config.tls ? { certificateNotAfter: () => this.tls?.notAfter } : {}),
+        })
+      : undefined;
+    this.audit = new CallAudit(log.child({ component: "rpc" }), this.metrics);
     // the standard health service: any client the TLS layer let in (CA-signed) may ask; its Watch streams are bounded per client.
     // NOT_SERVING until the monitor's first look (made before the server listens).
     this.health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((service) => [service, "NOT_SERVING"])));
@@ -149,6 +160,7 @@ export class AgentGrpcServer {
     const unary = <Req, Res>(op: string, fields: (req: Req) => object, fn: (req: Req, audit: AuditFields) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> =>
       (call, callback) => {
         const line: AuditFields = { op, client: "?", peer: call.getPeer() };
+        this.audit.began(line);
         let release = () => undefined as void;
         let timer: NodeJS.Timeout | undefined;
         let answered = false;
@@ -217,6 +229,7 @@ export class AgentGrpcServer {
       ),
       rsync: (call) => {
         const line: AuditFields = { op: "rsync", client: "?", peer: call.getPeer() };
+        this.audit.began(line);
         // filled in by the tunnel as it learns them: the migration from the start frame, the bytes each way
         const run: RsyncRun = { bytesIn: 0, bytesOut: 0 };
         let release = () => undefined as void;
@@ -230,7 +243,13 @@ export class AgentGrpcServer {
             // a backstop: whatever happens to the stream, its slot is given back when it closes
             call.once("close", () => release());
             // the slot is taken once the start frame is in: a stream that says nothing holds none
-            const rsyncOptions = { rsyncBin, idleMs: config.timeouts.unresponsive * 1000, log: log.child({ component: "rsync", client }), stop: stop.signal };
+            const rsyncOptions = {
+              rsyncBin,
+              idleMs: config.timeouts.unresponsive * 1000,
+              log: log.child({ component: "rsync", client }),
+              stop: stop.signal,
+              ...(this.metrics ? { moved: this.metrics.bytesMoved.bind(this.metrics) } : {}),
+            };
             const admit = () => {
               release = this.admit(client);
               const done = new Promise<void>((resolve) => (ended = resolve));
@@ -241,9 +260,9 @@ export class AgentGrpcServer {
             return serveRsync(call, this.ops, rsyncOptions, admit, run);
           })
           .then(
-            () => this.audit.end({ ...line, ...run }),
+            () => this.audit.end(Object.assign(line, run)),
             (err: unknown) => {
-              this.audit.end({ ...line, ...run }, err);
+              this.audit.end(Object.assign(line, run), err);
               endWithError(call, err);
             },
           )
@@ -254,6 +273,18 @@ export class AgentGrpcServer {
       },
     };
     this.server.addService(AgentService, handlers);
+
+    // gRPC server reflection (grpcurl list/describe): the API's schema, to any client the TLS layer let in
+    try {
+      addReflectionService(this.server, {
+        perClient: MAX_REFLECTION_STREAMS_PER_CLIENT,
+        clientOf: (call) => this.clientName(call),
+        audit: this.audit,
+        refuse: (call, err) => endWithError(call, err),
+      });
+    } catch (err) {
+      log.warn({ protoDir: PROTO_DIR, err: describeError(err) }, "gRPC reflection not served: its .proto files cannot be loaded");
+    }
   }
 
   /** The client certificate's common name; in plaintext (development) mode there is none. */
@@ -296,7 +327,7 @@ export class AgentGrpcServer {
     this.settings = liveSettings(next);
     this.monitor.setMinFreeBytes(next.minFreeBytes);
     const fixed = (
-      ["listen", "root", "stateDir", "insecure", "tls", "logLevel", "timeouts", "dataDirs", "keepFinished", "allowRoot", "healthInterval"] as const
+      ["listen", "root", "stateDir", "insecure", "tls", "logLevel", "timeouts", "dataDirs", "keepFinished", "allowRoot", "healthInterval", "metrics"] as const
     ).filter((k) => JSON.stringify(next[k]) !== JSON.stringify(this.config[k]));
     this.log.info(
       {

@@ -1,5 +1,6 @@
 // The state and logic behind the agent's RPCs: checks a migration, registers it, and does each step's
 // work on this front's root. The gRPC handlers in server.ts are thin wrappers over this class.
+import { statfs } from "node:fs/promises";
 import { hostname } from "node:os";
 import type { ConfinedPath } from "../shared/confined.js";
 import { QmError, describeError } from "../shared/errors.js";
@@ -44,8 +45,18 @@ export class SiteOperations {
    * Versions, and the root's identity read from its file now (made again only if it was deleted since
    * the start): an id cached at start would miss a root mounted, or shared, after it.
    */
-  async hello(): Promise<{ protocolVersion: number; agentVersion: string; hostname: string; rootId: string }> {
-    return { protocolVersion: PROTOCOL_VERSION, agentVersion: PACKAGE_VERSION, hostname: hostname(), rootId: await ensureRootId(this.tree.root.path) };
+  async hello(): Promise<{ protocolVersion: number; agentVersion: string; hostname: string; rootId: string; root: string; rootFreeBytes?: number; stateDirFreeBytes?: number }> {
+    const root = this.tree.root.path;
+    const [rootId, rootFreeBytes, stateDirFreeBytes] = await Promise.all([ensureRootId(root), freeBytes(root), freeBytes(this.registry.stateDir)]);
+    return {
+      protocolVersion: PROTOCOL_VERSION,
+      agentVersion: PACKAGE_VERSION,
+      hostname: hostname(),
+      rootId,
+      root,
+      ...(rootFreeBytes === undefined ? {} : { rootFreeBytes }),
+      ...(stateDirFreeBytes === undefined ? {} : { stateDirFreeBytes }),
+    };
   }
 
   /**
@@ -257,6 +268,15 @@ export class SiteOperations {
 }
 
 const RENAMING: ReadonlySet<FrontAction> = new Set(RENAMING_ACTIONS);
+/** Bytes free to the agent's user on the file system of `path` (for the inventory); undefined when it cannot be read: a Hello never fails for it. */
+async function freeBytes(path: string): Promise<number | undefined> {
+  try {
+    const s = await statfs(path);
+    return s.bavail * s.bsize;
+  } catch {
+    return undefined;
+  }
+}
 
 /** The actions that take a migration forward (the table's, not its undos); after `parked restore` on this front only the undos are allowed. */
 const FORWARD: ReadonlySet<FrontAction | "rsync"> = new Set(FRONT_STEPS.map((s) => s.forward));

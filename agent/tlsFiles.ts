@@ -25,6 +25,8 @@ export interface TlsMaterial {
   readonly key: Buffer;
   /** the certificate's serial number, for logs */
   readonly serial: string;
+  /** when the certificate expires (its notAfter), for the metrics */
+  readonly notAfter: Date;
 }
 
 /** Reads and checks the three files; throws CONFIG_INVALID naming the file that is wrong. */
@@ -53,7 +55,7 @@ export async function loadTlsMaterial(paths: TlsPaths): Promise<TlsMaterial> {
   if (!x509.verify(caCert.publicKey)) {
     throw new QmError("CONFIG_INVALID", `tls.cert ${paths.cert} is not signed by the CA ${paths.ca}`, { path: paths.cert });
   }
-  return { ca, cert, key, serial: x509.serialNumber };
+  return { ca, cert, key, serial: x509.serialNumber, notAfter: new Date(x509.validTo) };
 }
 
 export class WatchedTls implements CertificateProvider {
@@ -78,6 +80,11 @@ export class WatchedTls implements CertificateProvider {
 
   get serial(): string {
     return this.material.serial;
+  }
+
+  /** the expiry of the certificate served now */
+  get notAfter(): Date {
+    return this.material.notAfter;
   }
 
   /** Several files are usually replaced together (cert and key): wait for the writes to settle. */

@@ -141,6 +141,11 @@ export class AgentConnection implements AgentConnectionLike {
   close(): void {
     this.client.close();
   }
+
+  /** The connection to the agent, for another service's client on it (health, in the inventory). */
+  get channel(): grpc.Channel {
+    return this.client.getChannel() as grpc.Channel;
+  }
 }
 
 /** Rebuilds the agent's QmError (its code travels in metadata); transport failures become UNREACHABLE. The host is context, not text. */

@@ -43,6 +43,15 @@ const schema = z
       .strict()
       .default({ hello: 10, preflight: 60, apply: 300, rsync: 7200, unresponsive: 30, hook: 3600 }),
     logLevel: logLevel.default("warn"),
+
+    /**
+     * Prometheus figures of each run, written to this file for node_exporter's textfile collector (its
+     * --collector.textfile.directory, a name ending in .prom); off when absent
+     */
+    metrics: z
+      .object({ textfile: absPath.refine((p) => p.endsWith(".prom"), "must end in .prom (node_exporter's textfile collector reads only those)") })
+      .strict()
+      .optional(),
   })
   .strict();
 

@@ -25,6 +25,8 @@ import { checkExecutable, findSourcePlatform, platformArg } from "./platforms.js
 import { MigrationRunner, type RunMode } from "./runner.js";
 import { type MigrationStatus, describeLockHolder, listStatuses, planFromDocument, readStatus } from "./status.js";
 import { RsyncTunnel } from "./tunnel.js";
+import { RunFigures } from "./metricsTextfile.js";
+import { formatInventory, inventoryExitCode, inventoryOf, realProbe } from "./inventory.js";
 
 interface CommonOptions {
   config: string;
@@ -84,6 +86,8 @@ async function execute(config: ControllerConfig, log: Logger, plan: Plan, mode: 
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  // the run's figures for metrics.textfile: its events pass through on their way to the reporter
+  const figures = new RunFigures(reporter);
   try {
     const faults = FaultPlan.fromEnv(process.env);
     const runner = new MigrationRunner({
@@ -95,13 +99,14 @@ async function execute(config: ControllerConfig, log: Logger, plan: Plan, mode: 
       master: new SiteTree(config.root),
       hooks: new HookRunner(config.hooks, log.child({ component: "hooks", migrationId: m.id }), { timeoutMs: config.timeouts.hook * 1000 }),
       tunnel,
-      reporter,
+      reporter: figures,
       log: log.child({ component: "runner", migrationId: m.id }),
       signal: cancel.signal,
       undoSignal: cancelUndo.signal,
       ...(faults ? { faults } : {}),
     });
     const result = await runner.run();
+    await figures.writeTo(config.metrics?.textfile, mode.kind, m, log.child({ component: "metrics", migrationId: m.id }));
     // peak memory: the rsync tunnel streams with backpressure, so this must not grow with what is pushed
     log.info({ migrationId: m.id, outcome: result.outcome, maxRssKb: process.resourceUsage().maxRSS }, "controller finished");
     return result.exitCode;
@@ -198,6 +203,21 @@ async function status(id: string | undefined, opts: CommonOptions): Promise<numb
   }
 }
 
+/** `agents`: every front at once, each within its own bound; exit 0 when every agent answered, 1 when one did not, 2 for a bad config. */
+async function agents(opts: CommonOptions): Promise<number> {
+  try {
+    const config = await loadControllerConfig(opts.config);
+    const credentials = channelCredentials(config);
+    const deadlines = deadlinesFrom(config);
+    const list = await Promise.all(config.fronts.map((f) => inventoryOf(f, realProbe(f, config, credentials, deadlines))));
+    process.stdout.write(opts.json ? `${JSON.stringify(list)}\n` : `${formatInventory(list).join("\n")}\n`);
+    return inventoryExitCode(list);
+  } catch (err) {
+    process.stderr.write(`quick-migrate: ${describeError(err)}\n`);
+    return OUTCOMES.refused;
+  }
+}
+
 const program = new Command("quick-migrate")
   .description("quick-migrate: migrate an Aegir site to another platform by renaming its data dirs in place on every web front")
   .version(PACKAGE_VERSION)
@@ -232,6 +252,16 @@ program
   .exitOverride()
   .action(async (id: string | undefined, opts: CommonOptions) => {
     process.exitCode = await status(id, opts);
+  });
+
+program
+  .command("agents")
+  .description("every front's agent: reachable, versions, root and free space, health, certificate expiry (exit 1 when one does not answer)")
+  .addOption(configOption())
+  .option("--json", "one JSON array on stdout")
+  .exitOverride()
+  .action(async (opts: CommonOptions) => {
+    process.exitCode = await agents(opts);
   });
 
 for (const kind of ["resume", "rollback"] as const) {

@@ -47,6 +47,8 @@ try {
   run(join(top, "node_modules/.bin/tsc"), ["-p", "tsconfig.json", "--outDir", join(stage, "dist"), "--sourceMap", "false"]);
   // the demo, the bench and the local-cluster helpers the tests use do not run on a host
   rmSync(join(stage, "dist", "scripts"), { recursive: true });
+  // the schema the agent serves by gRPC reflection (as scripts/copy-proto.mjs puts it in a checkout's dist/)
+  cpSync(join(top, "proto"), join(stage, "dist", "proto"), { recursive: true, filter: (src) => !/\.ya?ml$/.test(src) });
 
   for (const part of ["bin", "deploy", "README.md", "package-lock.json", ...(existsSync(join(top, "LICENSE")) ? ["LICENSE"] : [])]) {
     cpSync(join(top, part), join(stage, part), { recursive: true });

@@ -52,7 +52,7 @@ export const ErrorCodes = {
   STREAM_IDLE: status.UNAVAILABLE,
   // the agent stopped waiting for one of its own operations (operationTimeout): it may still finish
   TIMED_OUT: status.DEADLINE_EXCEEDED,
-  // a client already holds as many health Watch streams as it may
+  // a client already holds as many health Watch (or reflection) streams as it may
   TOO_MANY_STREAMS: status.RESOURCE_EXHAUSTED,
   INCOMPATIBLE: status.FAILED_PRECONDITION,
   HOOK_FAILED: status.INTERNAL,

@@ -136,6 +136,8 @@ describe("the release tarball, installed, upgraded, rolled back and uninstalled 
       "package.json",
       "package-lock.json",
       "node_modules/@grpc/grpc-js/package.json",
+      // the schema the agent serves by gRPC reflection
+      "dist/proto/quickmigrate/v1/agent.proto",
     ]) {
       expect(has(p), p).toBe(true);
     }

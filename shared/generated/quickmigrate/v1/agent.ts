@@ -165,6 +165,14 @@ export interface HelloResponse {
    * agent older than this field.
    */
   rootId: string;
+  /**
+   * Where the agent works, for `quick-migrate agents`: its root as its config writes it (empty from an
+   * agent older than this field), and the bytes free to the agent's user on the file systems of its root
+   * and of its state dir (unset when older, or when the agent could not tell).
+   */
+  root: string;
+  rootFreeBytes?: number | undefined;
+  stateDirFreeBytes?: number | undefined;
 }
 
 /**
@@ -373,7 +381,15 @@ export const HelloRequest: MessageFns<HelloRequest> = {
 };
 
 function createBaseHelloResponse(): HelloResponse {
-  return { protocolVersion: 0, agentVersion: "", hostname: "", rootId: "" };
+  return {
+    protocolVersion: 0,
+    agentVersion: "",
+    hostname: "",
+    rootId: "",
+    root: "",
+    rootFreeBytes: undefined,
+    stateDirFreeBytes: undefined,
+  };
 }
 
 export const HelloResponse: MessageFns<HelloResponse> = {
@@ -389,6 +405,15 @@ export const HelloResponse: MessageFns<HelloResponse> = {
     }
     if (message.rootId !== "") {
       writer.uint32(34).string(message.rootId);
+    }
+    if (message.root !== "") {
+      writer.uint32(42).string(message.root);
+    }
+    if (message.rootFreeBytes !== undefined) {
+      writer.uint32(48).uint64(message.rootFreeBytes);
+    }
+    if (message.stateDirFreeBytes !== undefined) {
+      writer.uint32(56).uint64(message.stateDirFreeBytes);
     }
     return writer;
   },
@@ -438,6 +463,30 @@ export const HelloResponse: MessageFns<HelloResponse> = {
             message.rootId = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.root = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.rootFreeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.stateDirFreeBytes = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -468,6 +517,17 @@ export const HelloResponse: MessageFns<HelloResponse> = {
         : isSet(object.root_id)
         ? globalThis.String(object.root_id)
         : "",
+      root: isSet(object.root) ? globalThis.String(object.root) : "",
+      rootFreeBytes: isSet(object.rootFreeBytes)
+        ? globalThis.Number(object.rootFreeBytes)
+        : isSet(object.root_free_bytes)
+        ? globalThis.Number(object.root_free_bytes)
+        : undefined,
+      stateDirFreeBytes: isSet(object.stateDirFreeBytes)
+        ? globalThis.Number(object.stateDirFreeBytes)
+        : isSet(object.state_dir_free_bytes)
+        ? globalThis.Number(object.state_dir_free_bytes)
+        : undefined,
     };
   },
 
@@ -485,6 +545,15 @@ export const HelloResponse: MessageFns<HelloResponse> = {
     if (message.rootId !== "") {
       obj.rootId = message.rootId;
     }
+    if (message.root !== "") {
+      obj.root = message.root;
+    }
+    if (message.rootFreeBytes !== undefined) {
+      obj.rootFreeBytes = Math.round(message.rootFreeBytes);
+    }
+    if (message.stateDirFreeBytes !== undefined) {
+      obj.stateDirFreeBytes = Math.round(message.stateDirFreeBytes);
+    }
     return obj;
   },
 
@@ -497,6 +566,9 @@ export const HelloResponse: MessageFns<HelloResponse> = {
     message.agentVersion = object.agentVersion ?? "";
     message.hostname = object.hostname ?? "";
     message.rootId = object.rootId ?? "";
+    message.root = object.root ?? "";
+    message.rootFreeBytes = object.rootFreeBytes ?? undefined;
+    message.stateDirFreeBytes = object.stateDirFreeBytes ?? undefined;
     return message;
   },
 };
@@ -2145,6 +2217,17 @@ export type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
+}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;
