@@ -16,6 +16,7 @@ import type { HookName, HookResult, HookRunOptions, HookValues } from "./hooks.j
 import { Journal } from "./journal.js";
 import { replay } from "./journalState.js";
 import type { Plan } from "./plan.js";
+import type { ProgressMeter } from "./progress.js";
 import type { HookGroup } from "./processGroup.js";
 import type { Recorder } from "./recorder.js";
 import { type FrontRoot, type MasterRoot, rootProblems } from "./roots.js";
@@ -75,6 +76,8 @@ export class ClusterIO {
     private readonly rec: Recorder,
     /** dry run: preflight registers nothing with the agents */
     private readonly dryRun: boolean,
+    /** where the rsync steps' bytes go while they run */
+    private readonly progress?: ProgressMeter,
   ) {
     this.m = deps.plan.migration;
     const fromPath = join(deps.root, oldSiteRel(this.m));
@@ -226,16 +229,19 @@ export class ClusterIO {
         const local = `${localPath}/`;
         // the front's agent serves the folder of (migration, step) itself: remoteRel, as registered there
         const remote = rsyncRemote(host);
+        const rsyncStep = direction === "fetch" ? "fetch-site" : "push-site";
+        const progress = this.progress;
         await tunnel.run({
           front: this.front(host),
           migrationId: m.id,
-          step: direction === "fetch" ? "fetch-site" : "push-site",
+          step: rsyncStep,
           remoteFolder: remoteRel,
           source: direction === "fetch" ? remote : local,
           destination: direction === "fetch" ? local : remote,
           dataDirs: m.dataDirs,
           ...(copyDestRel ? { copyDest: join(root, copyDestRel) } : {}),
           ...(signal ? { signal } : {}),
+          ...(progress ? { onBytes: (sent: number, received: number) => progress.bytes(step, undo, host, sent, received) } : {}),
         });
       },
     };

@@ -1,4 +1,5 @@
-// The events a run emits: printed (JSON lines with --json, or human lines) and journaled.
+// The events a run emits: printed (JSON lines with --json, or human lines) and journaled — all but
+// progress, which says how the step in flight is going and is gone once it ends.
 import type { ErrorCode } from "../shared/errors.js";
 import type { Move } from "./steps.js";
 
@@ -39,7 +40,33 @@ export type RunEvent =
     }
   /** resume and rollback, before they act: a hook the killed controller started was still running, and was ended */
   | { event: "orphaned-hook"; migrationId: string; step: string; hook: string; pgid: number; endedBy: "SIGTERM" | "SIGKILL"; undo?: true }
-  | { event: "result"; migrationId: string | null; outcome: Outcome; exitCode: number; message: string; code?: ErrorCode; durationMs: number; journal?: string };
+  | { event: "result"; migrationId: string | null; outcome: Outcome; exitCode: number; message: string; code?: ErrorCode; durationMs: number; journal?: string }
+  | ProgressEvent;
+
+/** The events that are journaled: every one but progress. */
+export type JournaledEvent = Exclude<RunEvent, ProgressEvent>;
+
+/**
+ * Printed, never journaled: the step in flight, at most once a second, from a second after its start
+ * until its end. Bytes (both ways, through the rsync tunnel) only on the rsync steps, once the host's
+ * rsync has started; the rate over the last few seconds, only while the host is running.
+ */
+export interface ProgressEvent {
+  event: "progress";
+  migrationId: string;
+  step: string;
+  elapsedMs: number;
+  hosts: HostProgress[];
+  undo?: true;
+}
+
+export interface HostProgress {
+  host: string;
+  state: "running" | "ok" | "failed";
+  bytesSent?: number;
+  bytesReceived?: number;
+  bytesPerSecond?: number;
+}
 
 /** Journal-only: written before a host's change is attempted. */
 export interface IntentEvent {

@@ -1,9 +1,11 @@
 // Runs one step's part on each of its hosts in parallel and accounts for every host: one
 // acknowledgement each, journaled before (intent) and after (ack), and a StepTally that knows who was
-// asked, who acknowledged, who failed and why. Hosts that failed may be tried again.
+// asked, who acknowledged, who failed and why. Hosts that failed may be tried again. While a step is
+// in flight, the progress meter shows who has answered.
 import { describeError, errorCode } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import type { Clock } from "./clock.js";
+import type { ProgressMeter } from "./progress.js";
 import type { Recorder } from "./recorder.js";
 import { StepTally } from "./tally.js";
 
@@ -24,6 +26,7 @@ export class FanOut {
     private readonly log: Logger,
     /** called after each acknowledgement is journaled (fault injection for the crash tests) */
     private readonly afterAck: (step: string, host: string, undo: boolean) => void = () => undefined,
+    private readonly progress?: ProgressMeter,
   ) {}
 
   async run(step: string, hosts: readonly string[], work: HostWork, opts: FanOutOptions = {}): Promise<StepTally> {
@@ -58,24 +61,33 @@ export class FanOut {
     for (const h of hosts) tally.failed.delete(h);
     const t0 = this.clock.now();
     if (!(await journal(rec.emit({ event: "step-start", migrationId: id, step, ...u })))) throw journalError;
-    await Promise.all(
-      hosts.map(async (host) => {
-        if (!(await journal(rec.intent(step, host, step, undo)))) {
-          tally.fail(host, asError(journalError));
-          return;
-        }
-        try {
-          const detail = await work(host);
-          tally.ack(host, detail);
-          if (await journal(rec.emit({ event: "ack", migrationId: id, step, host, ok: true, detail, ...u }))) this.afterAck(step, host, undo);
-        } catch (err) {
-          const e = asError(err);
-          tally.fail(host, e);
-          this.log.warn({ migrationId: id, step, host, undo, err: e }, "host failed step");
-          await journal(rec.emit({ event: "ack", migrationId: id, step, host, ok: false, detail: describeError(e), code: errorCode(e), ...u }));
-        }
-      }),
-    );
+    const live = this.progress?.begin(step, hosts, undo);
+    try {
+      await Promise.all(
+        hosts.map(async (host) => {
+          if (!(await journal(rec.intent(step, host, step, undo)))) {
+            tally.fail(host, asError(journalError));
+            live?.answered(host, false);
+            return;
+          }
+          try {
+            const detail = await work(host);
+            tally.ack(host, detail);
+            live?.answered(host, true);
+            if (await journal(rec.emit({ event: "ack", migrationId: id, step, host, ok: true, detail, ...u }))) this.afterAck(step, host, undo);
+          } catch (err) {
+            const e = asError(err);
+            tally.fail(host, e);
+            live?.answered(host, false);
+            this.log.warn({ migrationId: id, step, host, undo, err: e }, "host failed step");
+            await journal(rec.emit({ event: "ack", migrationId: id, step, host, ok: false, detail: describeError(e), code: errorCode(e), ...u }));
+          }
+        }),
+      );
+    } finally {
+      // before step-end: no progress of a step follows its end
+      live?.end();
+    }
     await journal(
       rec.emit({
         event: "step-end",

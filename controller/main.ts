@@ -43,7 +43,10 @@ interface MigrateOptions extends CommonOptions {
 }
 
 function reporterFor(json: boolean | undefined): Reporter {
-  return json ? new JsonReporter(process.stdout) : new HumanReporter(process.stdout, process.stdout.isTTY === true);
+  if (json) return new JsonReporter(process.stdout);
+  // NO_COLOR (no-color.org) turns the colours off, not the live progress line
+  const tty = process.stdout.isTTY === true;
+  return new HumanReporter(process.stdout, tty && !process.env.NO_COLOR, tty);
 }
 
 function newMigrationId(): string {

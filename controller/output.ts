@@ -1,7 +1,8 @@
 // How a run looks to whoever called it: JSON lines (--json, for hostmaster tasks) or human lines
-// (a TTY, or a log when not on one): the plan, each step with a tick or cross per host, a summary.
+// (a TTY, or a log when not on one): the plan, each step with a tick or cross per host, a summary. On
+// a TTY the step in flight also has a live line, rewritten in place and cleared before its end's line.
 import type { Writable } from "node:stream";
-import type { Reporter, RunEvent } from "./events.js";
+import type { ProgressEvent, Reporter, RunEvent } from "./events.js";
 
 export class JsonReporter implements Reporter {
   constructor(private readonly out: Writable) {}
@@ -13,14 +14,21 @@ export class JsonReporter implements Reporter {
 
 const TICK = "✔";
 const CROSS = "✘";
+const RUNNING = "…";
+/** back to the start of the line, and erase it */
+const ERASE = "\r\x1b[K";
 
 export class HumanReporter implements Reporter {
   private acks: Array<{ host: string; ok: boolean; detail: string }> = [];
   private hostOrder: string[] = [];
+  /** a live line is on screen, to be erased before anything else is written */
+  private live = false;
 
   constructor(
     private readonly out: Writable,
     private readonly color: boolean,
+    /** the output is a terminal: the step in flight gets a live line (off one, progress is not shown) */
+    private readonly tty = false,
   ) {}
 
   private paint(code: number, s: string): string {
@@ -28,11 +36,24 @@ export class HumanReporter implements Reporter {
   }
 
   private line(s = ""): void {
-    this.out.write(`${s}\n`);
+    this.out.write(`${this.live ? ERASE : ""}${s}\n`);
+    this.live = false;
+  }
+
+  /** the live line, cut to the terminal's width: one that wrapped could not be rewritten in place */
+  private showLive(text: string): void {
+    const columns = (this.out as { columns?: number }).columns;
+    const chars = [...text];
+    const fitted = columns && chars.length >= columns ? chars.slice(0, columns - 1).join("") : text;
+    this.out.write(`${ERASE}${fitted}`);
+    this.live = true;
   }
 
   event(e: RunEvent): void {
     switch (e.event) {
+      case "progress":
+        if (this.tty) this.showLive(progressLine(e, this.hostOrder));
+        return;
       case "plan": {
         this.hostOrder = [...new Set(e.steps.flatMap((s) => s.hosts))];
         const rename = e.site === e.newSite ? e.site : `${e.site} → ${e.newSite}`;
@@ -84,4 +105,32 @@ export class HumanReporter implements Reporter {
       }
     }
   }
+}
+
+/** `  … push-site  web1 ✔ 12.4 MB  web2 … 8.1 MB 38.1 MB/s  2.1 s`: bytes both ways, the rate while running */
+export function progressLine(e: ProgressEvent, hostOrder: readonly string[] = []): string {
+  const rank = (h: string) => (hostOrder.includes(h) ? hostOrder.indexOf(h) : hostOrder.length);
+  const hosts = [...e.hosts]
+    .sort((a, b) => rank(a.host) - rank(b.host))
+    .map((h) => {
+      const parts = [h.host, h.state === "ok" ? TICK : h.state === "failed" ? CROSS : RUNNING];
+      if (h.bytesSent !== undefined || h.bytesReceived !== undefined) parts.push(formatBytes((h.bytesSent ?? 0) + (h.bytesReceived ?? 0)));
+      if (h.bytesPerSecond !== undefined) parts.push(`${formatBytes(h.bytesPerSecond)}/s`);
+      return parts.join(" ");
+    });
+  return `  ${RUNNING} ${`${e.undo ? "undo " : ""}${e.step}`.padEnd(25)} ${hosts.join("  ")}  ${(e.elapsedMs / 1000).toFixed(1)} s`;
+}
+
+/** Decimal units, as disks and links are sold: 999 B, 1.0 kB, 12.4 MB, 3.2 GB. */
+export function formatBytes(n: number): string {
+  if (n < 1000) return `${Math.round(n)} B`;
+  const units = ["kB", "MB", "GB", "TB"];
+  let v = n / 1000;
+  let i = 0;
+  // 999.96 kB would print as "1000.0 kB": round first, then move up a unit
+  while (i < units.length - 1 && Number(v.toFixed(1)) >= 1000) {
+    v /= 1000;
+    i++;
+  }
+  return `${v.toFixed(1)} ${units[i]}`;
 }

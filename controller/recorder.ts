@@ -1,8 +1,8 @@
 // Journal and events together: every event a run emits is printed (through the reporter) and
-// journaled; intents are journaled only. Until the lock step opens the journal, what is recorded
+// journaled, but progress, which is printed only; intents are journaled only. Until the lock step opens the journal, what is recorded
 // waits in memory and is written first thing once it is open. It also keeps every event of this
 // migration — those of earlier runs read back from the journal too — for the replay.
-import type { IntentEvent, Reporter, RunEvent } from "./events.js";
+import type { IntentEvent, JournaledEvent, ProgressEvent, Reporter } from "./events.js";
 import type { Journal } from "./journal.js";
 import type { JournalEvent } from "./journalState.js";
 
@@ -40,9 +40,14 @@ export class Recorder {
   }
 
   /** Printed and journaled. */
-  async emit(e: RunEvent): Promise<void> {
+  async emit(e: JournaledEvent): Promise<void> {
     this.reporter.event(e);
     await this.note(e);
+  }
+
+  /** Printed only: how the step in flight is going says nothing a later run needs. */
+  show(e: ProgressEvent): void {
+    this.reporter.event(e);
   }
 
   /** Journaled before a host's change is attempted. */

@@ -6,13 +6,14 @@ import { QmError, describeError, errorCode } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { type Clock, systemClock } from "./clock.js";
 import { type ClusterDeps, ClusterIO, PreflightRefused } from "./clusterIO.js";
-import { type HookGroupEvent, OUTCOMES, type Outcome, type Reporter, type RunEvent } from "./events.js";
+import { type HookGroupEvent, OUTCOMES, type Outcome, type JournaledEvent, type Reporter } from "./events.js";
 import { FanOut } from "./fanOut.js";
 import type { FaultPlan } from "./faults.js";
 import { Journal } from "./journal.js";
 import { type JournalEvent, replay } from "./journalState.js";
 import type { Plan, PlanStep } from "./plan.js";
 import { type EndedBy, type ProcessGroupsLike, processGroups } from "./processGroup.js";
+import { type Every, ProgressMeter } from "./progress.js";
 import { Recorder } from "./recorder.js";
 import { POINT_OF_NO_RETURN, STEP_NAMES, type StepName, isPastPointOfNoReturn, stepDef } from "./steps.js";
 import type { StepTally } from "./tally.js";
@@ -32,6 +33,8 @@ export interface RunnerDeps extends ClusterDeps {
   readonly retryDelayMs?: number;
   readonly faults?: FaultPlan;
   readonly clock?: Clock;
+  /** the progress timer (default: a real interval) */
+  readonly every?: Every;
   /** where resume and rollback end the hooks a killed controller left running (default: the real ones) */
   readonly groups?: ProcessGroupsLike;
 }
@@ -70,8 +73,9 @@ export class MigrationRunner {
     this.clock = deps.clock ?? systemClock;
     this.started = this.clock.now();
     this.rec = new Recorder(deps.reporter, plan.migration.id, mode.kind === "migrate" ? undefined : mode);
-    this.io = new ClusterIO(deps, this.rec, mode.kind === "migrate" && mode.dryRun);
-    this.fan = new FanOut(this.rec, this.clock, deps.log, (step, host, undo) => deps.faults?.afterAck(step, host, undo));
+    const progress = new ProgressMeter(plan.migration.id, (e) => this.rec.show(e), this.clock, deps.every);
+    this.io = new ClusterIO(deps, this.rec, mode.kind === "migrate" && mode.dryRun, progress);
+    this.fan = new FanOut(this.rec, this.clock, deps.log, (step, host, undo) => deps.faults?.afterAck(step, host, undo), progress);
   }
 
   private get id(): string {
@@ -352,7 +356,7 @@ export class MigrationRunner {
     return { outcome, exitCode: OUTCOMES[outcome], message };
   }
 
-  private resultEvent(outcome: Outcome, message: string, exitCode: number, cause: unknown): RunEvent {
+  private resultEvent(outcome: Outcome, message: string, exitCode: number, cause: unknown): JournaledEvent {
     const code = exitCode === 0 || cause === undefined ? undefined : errorCode(cause);
     const journal = this.rec.journal;
     return {

@@ -26,6 +26,8 @@ export interface RsyncRun {
   /** receiver side: a local folder with an older copy to take unchanged files from */
   readonly copyDest?: string;
   readonly signal?: AbortSignal;
+  /** the bytes carried so far, sent to the agent and received from it: once at the start (0, 0), then after each chunk */
+  readonly onBytes?: (sent: number, received: number) => void;
 }
 
 /** What the carrying of one run learnt: from the agent's end, and about rsync's. */
@@ -145,6 +147,10 @@ export class RsyncTunnel {
       if (!call.write({ frame: { $case: "data", value: data } })) await waitFor(call, "drain");
     };
     call.write({ frame: { $case: "start", value: { migrationId: run.migrationId, step: run.step, args: [...DAEMON_OVER_RSH] } } });
+    // every byte of the session passes here: counted each way for the progress of the step
+    let sent = 0;
+    let received = 0;
+    run.onBytes?.(0, 0);
 
     // rsync's end failing (ECONNRESET when rsync dies) ends this loop; the downstream's outcome and
     // rsync's own status say why. Caught here at once: a rejection left unheld until the downstream
@@ -153,6 +159,8 @@ export class RsyncTunnel {
       for (;;) {
         const next = await input.next();
         if (next.done || finished) break;
+        sent += next.value.length;
+        run.onBytes?.(sent, received);
         await writeCall(next.value);
       }
     })().catch((err: unknown) => log.debug({ err }, "rsync's end of the tunnel ended"));
@@ -162,6 +170,8 @@ export class RsyncTunnel {
         lastActivity = Date.now();
         const f = message.frame;
         if (f?.$case === "data") {
+          received += (f.value as Buffer).length;
+          run.onBytes?.(sent, received);
           if (!socket.write(f.value as Buffer)) await waitFor(socket, "drain");
         } else if (f?.$case === "stderr") {
           remote.stderr = (remote.stderr + (f.value as Buffer).toString("utf8")).slice(-8192);
