@@ -8,6 +8,10 @@ import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { AgentClient } from "../../dist/shared/generated/quickmigrate/v1/agent.js";
 
+// rsync sends its remote shell SIGUSR1 to stop it when a run fails: end as a non-Node shell would,
+// instead of Node's default (opening its inspector on 127.0.0.1:9229, which other tests look for)
+process.on("SIGUSR1", () => process.exit(255));
+
 const [host, ...asked] = process.argv.slice(2);
 const env = process.env;
 const credentials = env.QM_ROGUE_CA
