@@ -75,7 +75,8 @@ try {
   // the tar: sorted, owned by root, one mtime (the last commit's), gzip without a timestamp: the same inputs make the same bytes
   const mtime = process.env.SOURCE_DATE_EPOCH ?? lastCommitTime() ?? String(Math.floor(Date.now() / 1000));
   const tarFile = join(work, `${name}.tar`);
-  run("tar", ["--sort=name", "--owner=0", "--group=0", "--numeric-owner", `--mtime=@${mtime}`, "-C", work, "-cf", tarFile, name]);
+  // modes too, whatever the checkout's umask was: nothing writable but by its owner (executables 0755, the rest 0644)
+  run("tar", ["--sort=name", "--owner=0", "--group=0", "--numeric-owner", "--mode=go-w", `--mtime=@${mtime}`, "-C", work, "-cf", tarFile, name]);
   mkdirSync(outDir, { recursive: true });
   const out = join(outDir, `${name}.tar.gz`);
   await pipeline(createReadStream(tarFile), createGzip({ level: 9 }), createWriteStream(`${out}.tmp`));
