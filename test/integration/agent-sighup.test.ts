@@ -14,6 +14,7 @@ import { asAgentUser, repoRoot } from "../../scripts/lib/cluster.js";
 import type { AgentClient } from "../../shared/generated/quickmigrate/v1/agent.js";
 import { hello } from "../helpers/agentRpc.js";
 import { type CertPair, type TestPki, NOT_ALLOWED_CN, agentClient, fingerprintOf, makeTestPki, peerCertificate, renewFront, sslCredentials, targetName } from "../helpers/tls.js";
+import { eventually } from "../helpers/eventually.js";
 
 const agentMain = path.join(repoRoot(), "dist", "agent", "main.js");
 const NOTIFY_SOCKET_HELPER = path.join(repoRoot(), "test", "helpers", "notify-socket.py");
@@ -24,16 +25,6 @@ if (!hasPython || !hasSystemdNotify) {
   console.warn("agent-sighup.test.ts: the notification-socket checks are skipped: they need python3 and systemd-notify (apt-get install -y systemd)");
 }
 
-async function eventually<T>(what: string, fn: () => Promise<T> | T, ok: (v: T) => boolean, timeoutMs = 10_000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let last: T = await fn();
-  while (!ok(last)) {
-    if (Date.now() > until) throw new Error(`${what}: not within ${timeoutMs / 1000} s; last: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 100));
-    last = await fn();
-  }
-  return last;
-}
 
 /** The notification socket's messages, as the helper prints them. */
 interface Notification {

@@ -16,32 +16,14 @@ import { auditLinesAfter, auditLines } from "../helpers/auditLog.js";
 import { listeners, processTree } from "../helpers/listening.js";
 import { type Scenario, expectMigrated, setupScenario } from "../helpers/scenario.js";
 import { agentClient, sslCredentials, targetName } from "../helpers/tls.js";
+import { eventually } from "../helpers/eventually.js";
+import { samples } from "../helpers/exposition.js";
 
 const PACKAGE_VERSION = (JSON.parse(fs.readFileSync(path.join(repoRoot(), "package.json"), "utf8")) as { version: string }).version;
 
 // ---- helpers -------------------------------------------------------------------------------------
 
-async function eventually<T>(what: string, fn: () => Promise<T> | T, ok: (v: T) => boolean, timeoutMs = 10_000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let last: T = await fn();
-  while (!ok(last)) {
-    if (Date.now() > until) throw new Error(`${what}: not within ${timeoutMs / 1000} s; last: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 100));
-    last = await fn();
-  }
-  return last;
-}
 
-/** The samples of an exposition text, `name{labels}` → value. */
-function samples(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const i = line.lastIndexOf(" ");
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
-}
 
 /** The address an agent logged as "metrics listening", once it is in its log file. */
 function metricsAddress(logFile: string): string | undefined {

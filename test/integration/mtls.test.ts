@@ -32,6 +32,7 @@ import {
   sslCredentials,
   targetName,
 } from "../helpers/tls.js";
+import { eventually } from "../helpers/eventually.js";
 
 // ---- calls as data -------------------------------------------------------------------------------
 
@@ -112,16 +113,6 @@ function registered(stateDir: string): string[] {
   return fs.existsSync(dir) ? fs.readdirSync(dir) : [];
 }
 
-async function eventually<T>(what: string, fn: () => Promise<T> | T, ok: (v: T) => boolean, timeoutMs = 10_000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let last: T = await fn();
-  while (!ok(last)) {
-    if (Date.now() > until) throw new Error(`${what}: not within ${timeoutMs / 1000} s; last: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 100));
-    last = await fn();
-  }
-  return last;
-}
 
 const clients: AgentClient[] = [];
 function client(address: string, credentials: grpc.ChannelCredentials, options: grpc.ChannelOptions = {}): AgentClient {

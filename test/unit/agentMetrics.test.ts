@@ -11,6 +11,7 @@ import { MetricsEndpoint } from "../../agent/metricsServer.js";
 import { Registry } from "../../agent/registry.js";
 import { QmError } from "../../shared/errors.js";
 import { createRootLogger } from "../../shared/logger.js";
+import { samples } from "../helpers/exposition.js";
 
 let tmp: string;
 beforeEach(() => {
@@ -22,16 +23,6 @@ afterEach(() => {
 
 const quiet = createRootLogger("test", "fatal", { write: () => undefined });
 
-/** The samples of an exposition text, `name{labels}` → value. */
-function samples(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const i = line.lastIndexOf(" ");
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
-}
 
 function metrics(over: { inFlight?: number; notAfter?: Date | "plaintext" } = {}): AgentMetrics {
   const notAfter = over.notAfter ?? new Date("2030-01-02T03:04:05Z");

@@ -8,6 +8,7 @@ import type { Reporter, RunEvent } from "../../controller/events.js";
 import { loadControllerConfig } from "../../controller/config.js";
 import { RunFigures, type RunSummary, readCounters, renderTextfile, writeRunFigures } from "../../controller/metricsTextfile.js";
 import { createRootLogger } from "../../shared/logger.js";
+import { samples } from "../helpers/exposition.js";
 
 const migration = { id: "20260101T000000Z-abcdef", from: "d7", site: "shop.example.com", to: "d8", newSite: "shop.example.com", dataDirs: ["files"] };
 
@@ -26,16 +27,6 @@ const run = (over: Partial<RunSummary> = {}): RunSummary => ({
   ...over,
 });
 
-/** The samples of a textfile, `name{labels}` → value. */
-function samples(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("#")) continue;
-    const i = line.lastIndexOf(" ");
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
-}
 
 describe("renderTextfile", () => {
   it("a first run: its counters at 1, its steps, and the last run's figures", () => {
