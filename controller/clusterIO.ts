@@ -1,6 +1,7 @@
 // The runner's edge to the hosts of one migration: the hostmaster's own tree, its hooks and lock, each
 // front's agent and the rsync tunnel, behind the StepIO that the step table is written against. Every
 // part of a step that the undo needs to know about is journaled (intent) before it happens.
+import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { QmError, isErrorCode } from "../shared/errors.js";
@@ -198,6 +199,10 @@ export class ClusterIO {
       },
       hook: async (name) => {
         if (!hooks.has(name)) return (await hooks.run(name, this.values)).detail;
+        // a controller killed after the dump and before db-dump's end: resume keeps the first dump
+        if (name === "dbDump" && !undo && replay(this.rec.events).dumped && existsSync(this.values.dump)) {
+          return `hook dbDump not run again: the dump of an earlier run is kept (${this.values.dump})`;
+        }
         await this.rec.intent(step, plan.master, `hook:${name}`, undo);
         // its process group is journaled while it runs, so that a controller killed meanwhile leaves
         // resume and rollback a group to end before they act (hook-ended: the group is gone)

@@ -57,6 +57,11 @@ export interface Replay {
   readonly hosts: ReadonlyMap<string, HostPosition>;
   /** hooks started and not seen to end: `resume` and `rollback` make sure they are gone before they act */
   readonly unendedHooks: readonly UnendedHook[];
+  /**
+   * the dbDump hook ended well in an earlier run: its dump holds the database as it was before anything
+   * of the migration could change it, and a resume must not dump over it (updatedb may have run since)
+   */
+  readonly dumped: boolean;
 }
 
 export function replay(events: readonly JournalEvent[]): Replay {
@@ -69,6 +74,7 @@ export function replay(events: readonly JournalEvent[]): Replay {
   const hosts = new Map<string, HostPosition>();
   const hooks = new Map<number, UnendedHook>();
   let pastPointOfNoReturn = false;
+  let dumped = false;
 
   for (const e of events) {
     const step = e.step;
@@ -100,6 +106,7 @@ export function replay(events: readonly JournalEvent[]): Replay {
         break;
       case "hook-ended":
         if (typeof e.pgid === "number") hooks.delete(e.pgid);
+        if (e.hook === "dbDump" && e.ok === true && e.undo !== true) dumped = true;
         break;
       case "ack":
         if (!isStepName(step) || e.host === undefined) break;
@@ -115,7 +122,7 @@ export function replay(events: readonly JournalEvent[]): Replay {
     .filter((s) => UNDOABLE.has(s))
     .map((s) => ({ step: s, hosts: [...(pending.get(s) ?? [])] }))
     .filter((u) => u.hosts.length > 0);
-  return { result, lastStep, done, resumeFrom, pastPointOfNoReturn, undoPlan, ran, hosts, unendedHooks: [...hooks.values()] };
+  return { result, lastStep, done, resumeFrom, pastPointOfNoReturn, undoPlan, ran, hosts, unendedHooks: [...hooks.values()], dumped };
 }
 
 /** The state `status` shows: from the last result, else from whether the controller still runs. */

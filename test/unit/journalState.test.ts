@@ -112,6 +112,19 @@ describe("replay: hooks started and not seen to end", () => {
   });
 });
 
+describe("replay: the dump of an earlier run", () => {
+  const ended = (extra: Partial<JournalEvent>): JournalEvent => ({ event: "hook-ended", step: "db-dump", hook: "dbDump", pgid: 9, ...extra });
+
+  it("counts only a dbDump hook that ended well, forward: resume keeps that dump", () => {
+    expect(replay([start("db-dump"), ended({ ok: true })]).dumped).toBe(true);
+    expect(replay([start("db-dump"), ended({ ok: false })]).dumped).toBe(false);
+    // ended by a resume (the killed controller's hook still ran): its file may be partial
+    expect(replay([start("db-dump"), ended({ endedBy: "SIGTERM" } as Partial<JournalEvent>)]).dumped).toBe(false);
+    expect(replay([start("db-dump"), { event: "hook-started", step: "db-dump", hook: "dbDump", pgid: 9, startTime: "900" }]).dumped).toBe(false);
+    expect(replay(UP_TO_PARK).dumped).toBe(false);
+  });
+});
+
 describe("stateOf", () => {
   it("takes the last result's outcome, else asks whether the controller still runs", () => {
     const done = replay([...UP_TO_PARK, { event: "result", outcome: "migrated", exitCode: 0, message: "ok" }]);
