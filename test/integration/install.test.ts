@@ -132,6 +132,9 @@ describe("the release tarball, installed, upgraded, rolled back and uninstalled 
       "deploy/tls/make-certs.sh",
       "deploy/agent.example.yaml",
       "deploy/controller.example.yaml",
+      "deploy/hooks/drupal7.yaml",
+      "deploy/hooks/drupal8.yaml",
+      "deploy/hooks/mariadb.yaml",
       "README.md",
       "package.json",
       "package-lock.json",
@@ -145,7 +148,7 @@ describe("the release tarball, installed, upgraded, rolled back and uninstalled 
     const notShipped = (n: string) => n.startsWith(`${top}dist/scripts/`) || (n.startsWith(`${top}dist/`) && n.endsWith(".map")) || n.startsWith(`${top}test/`);
     expect(names.filter(notShipped)).toEqual([]);
     // executable where they must be; everything owned by root
-    for (const p of ["bin/quick-migrate", "bin/quick-migrate-agent", "deploy/install.sh", "deploy/tls/make-certs.sh"]) {
+    for (const p of ["bin/quick-migrate", "bin/quick-migrate-agent", "deploy/install.sh", "deploy/tls/make-certs.sh", "deploy/hooks/mariadb-dump.sh", "deploy/hooks/mariadb-restore.sh", "deploy/hooks/drush-dump.sh", "deploy/hooks/drush-restore.sh", "deploy/hooks/drush-updatedb.sh"]) {
       expect(entries.find((l) => l.endsWith(` ${top}${p}`)), p).toMatch(/^-rwxr-xr-x 0\/0 /);
     }
     const packed = JSON.parse(String((await execa("tar", ["-xzOf", tarball, `${top}package.json`])).stdout)) as Record<string, unknown>;
