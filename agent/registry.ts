@@ -40,6 +40,8 @@ export interface MigrationRecord {
   restoredOnFrontAt?: string;
   /** where the migration stands in the step order on this front; absent in records written before it was kept */
   state?: FrontState;
+  /** the latest controller run (ApplyRequest.run) whose request was accepted here; earlier runs are refused */
+  run?: number;
 }
 
 /** The record's state in the step order: as kept, or derived from its operations and ledger (older records). Pure. */

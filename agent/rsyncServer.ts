@@ -75,7 +75,7 @@ export async function serveRsync(
   // the iterator must not destroy the call when the client half-closes: its status could not be sent
   const frames = call.iterator({ destroyOnReturn: false }) as AsyncIterator<RsyncFrame>;
   const start = await firstFrame(frames, cancelled.signal);
-  const { migrationId, step, args } = start;
+  const { migrationId, step, args, run: controllerRun } = start;
   Object.assign(run, { migrationId, step });
   admit();
 
@@ -93,7 +93,7 @@ export async function serveRsync(
   // rsync is confined by; it refuses the same, and a swap after this look)
   await agent.checkRsyncFolder(served.rel, served.direction === "send");
   // last, once nothing else refuses it: the step order, which writes a push down as begun
-  const m = await agent.forwardMigration(migrationId, step);
+  const m = await agent.forwardMigration(migrationId, step, controllerRun);
   run.site = m.site;
   // rsync works in the site folder itself: a real directory inside the root (made for a push), pinned
   // by a descriptor, so that a symlink or rename swapped in after the checks is never followed

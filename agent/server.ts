@@ -215,7 +215,7 @@ export class AgentGrpcServer {
           // the step names the operation's record: a short lowercase name, never a path
           checkStepName(req.step);
           auditFields.site = (await this.ops.migration(req.migrationId)).site;
-          return changesToWire(await this.ops.apply(req.migrationId, req.step, action));
+          return changesToWire(await this.ops.apply(req.migrationId, req.step, action, req.run));
         },
       ),
       inspect: unary(

@@ -101,12 +101,12 @@ export class SiteOperations {
    * back may be another migration's live site by now). The state is written before the action changes
    * anything, and its result after, in the migration's record (results under `"<step>/<action>"`).
    */
-  async apply(migrationId: string, step: string, action: FrontAction): Promise<ChangeRecord[]> {
+  async apply(migrationId: string, step: string, action: FrontAction, run = 0): Promise<ChangeRecord[]> {
     return this.oneAtATime(migrationId, async () => {
       // the record is read and changed under its lock: `parked restore` may be run on this front meanwhile
       await this.registry.get(migrationId);
       return withRecordLock(this.registry.stateDir, migrationId, { what: "the agent service" }, () =>
-        RENAMING.has(action) ? this.whileRenaming(() => this.applyLocked(migrationId, step, action)) : this.applyLocked(migrationId, step, action),
+        RENAMING.has(action) ? this.whileRenaming(() => this.applyLocked(migrationId, step, action, run)) : this.applyLocked(migrationId, step, action, run),
       );
     });
   }
@@ -143,10 +143,10 @@ export class SiteOperations {
     }
   }
 
-  private async applyLocked(migrationId: string, step: string, action: FrontAction): Promise<ChangeRecord[]> {
+  private async applyLocked(migrationId: string, step: string, action: FrontAction, run: number): Promise<ChangeRecord[]> {
     const record = await this.registry.get(migrationId);
     const key = `${step || "-"}/${action}`;
-    const decision = this.admit(record, { kind: "apply", step, action });
+    const decision = this.admit(record, { kind: "apply", step, action }, run);
     if (decision.verdict === "repeat-of-end") {
       const changes = answeredFromRecord(record, key);
       await this.registry.recordOperation(record, key, { changes });
@@ -170,10 +170,19 @@ export class SiteOperations {
   }
 
   /**
-   * Whether the record's migration may take this request now: not forward once `parked restore` put its
-   * data back here, only in the step order, and forward only while its data dirs are this agent's own.
+   * Whether the record's migration may take this request now: not from an earlier controller run than
+   * one accepted here (`run`: see ApplyRequest.run; the record keeps the latest, saved with the state),
+   * not forward once `parked restore` put its data back here, only in the step order, and forward only
+   * while its data dirs are this agent's own.
    */
-  private admit(record: MigrationRecord, req: FrontRequest): Run | Extract<Decision, { verdict: "repeat-of-end" }> {
+  private admit(record: MigrationRecord, req: FrontRequest, run: number): Run | Extract<Decision, { verdict: "repeat-of-end" }> {
+    if (run > 0 && run < (record.run ?? 0)) {
+      throw new QmError(
+        "STALE_REQUEST",
+        `migration ${record.migration.id}: ${req.kind === "apply" ? req.action : "rsync"} of step ${req.step} comes from run ${run} of its controller, and run ${record.run} has been here since: a request held up in the network is not carried out`,
+        { step: req.step },
+      );
+    }
     if (isForward(req)) refuseIfRestoredOnFront(record);
     const decision = decide(frontStateOf(record), record.local, req);
     if (decision.verdict === "refuse") throw new QmError(decision.code, `migration ${record.migration.id}: ${decision.message}`, { step: req.step });
@@ -181,6 +190,7 @@ export class SiteOperations {
       const [problem] = dataDirsProblems(record.migration, this.policy);
       if (problem) throw new QmError(problem.code, `migration ${record.migration.id}: ${problem.message}`, { step: req.step });
     }
+    if (run > (record.run ?? 0)) record.run = run;
     return decision;
   }
 
@@ -236,16 +246,16 @@ export class SiteOperations {
    * or while the migration lists other data dirs than this agent's). A push is written down as begun
    * before the rsync server starts; a fetch only reads, and changes nothing.
    */
-  async forwardMigration(migrationId: string, step: string): Promise<MigrationSpec> {
+  async forwardMigration(migrationId: string, step: string, run = 0): Promise<MigrationSpec> {
     const req: FrontRequest = { kind: "rsync", step };
     const look = await this.registry.get(migrationId);
-    const decision = this.admit(look, req);
+    const decision = this.admit(look, req, run);
     if (decision.verdict !== "run") throw new QmError("OUT_OF_ORDER", `migration ${migrationId}: rsync of step ${step} is not a repeat of an Apply`, { step });
     if (decision.readOnly) return look.migration;
     return this.oneAtATime(migrationId, () =>
       withRecordLock(this.registry.stateDir, migrationId, { what: "the agent service" }, async () => {
         const record = await this.registry.get(migrationId);
-        const again = this.admit(record, req);
+        const again = this.admit(record, req, run);
         if (again.verdict !== "run") throw new QmError("OUT_OF_ORDER", `migration ${migrationId}: rsync of step ${step} is not a repeat of an Apply`, { step });
         record.state = settle(begin(frontStateOf(record), record.local, again), record.local, again, true, new Date().toISOString());
         await this.registry.save(record);

@@ -40,7 +40,8 @@ export interface AgentConnectionLike {
   /** `rootId`: the identity of the agent's root (empty from an agent that predates it) */
   hello(): Promise<{ protocolVersion: number; agentVersion: string; hostname: string; rootId: string }>;
   preflight(m: MigrationSpec, opts: { register: boolean; local: boolean }): Promise<PreflightResponse>;
-  apply(migrationId: string, step: string, action: FrontAction): Promise<ApplyResponse>;
+  /** `run`: which run of the migration sends it (Recorder.run) */
+  apply(migrationId: string, step: string, action: FrontAction, run: number): Promise<ApplyResponse>;
   inspect(migrationId: string): Promise<InspectResponse>;
   openRsync(): grpc.ClientDuplexStream<RsyncFrame, RsyncFrame>;
   close(): void;
@@ -126,8 +127,8 @@ export class AgentConnection implements AgentConnectionLike {
     return this.unary(this.client.preflight, { migration: { ...m, dataDirs: [...m.dataDirs] }, ...opts }, this.deadlines.preflightMs);
   }
 
-  apply(migrationId: string, step: string, action: FrontAction): Promise<ApplyResponse> {
-    return this.unary(this.client.apply, { migrationId, step, action: actionToWire(action) }, this.deadlines.applyMs);
+  apply(migrationId: string, step: string, action: FrontAction, run: number): Promise<ApplyResponse> {
+    return this.unary(this.client.apply, { migrationId, step, action: actionToWire(action), run }, this.deadlines.applyMs);
   }
 
   inspect(migrationId: string): Promise<InspectResponse> {

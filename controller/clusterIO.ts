@@ -185,7 +185,7 @@ export class ClusterIO {
         return "lock released";
       },
       apply: async (host, action: FrontAction) => {
-        const res = await this.front(host).apply(m.id, step, action);
+        const res = await this.front(host).apply(m.id, step, action, this.rec.run);
         return res.changes.map(
           (c): ChangeRecord => ({
             dataDir: c.dataDir,
@@ -239,6 +239,7 @@ export class ClusterIO {
         await tunnel.run({
           front: this.front(host),
           migrationId: m.id,
+          run: this.rec.run,
           step: rsyncStep,
           remoteFolder: remoteRel,
           source: direction === "fetch" ? remote : local,

@@ -27,6 +27,15 @@ export class Recorder {
     return this.current;
   }
 
+  /**
+   * Which run of this migration this is, as the fronts are told (ApplyRequest.run): 1 for `migrate`,
+   * one more for each rollback and resume journaled since. A front refuses requests of an earlier run,
+   * so one held up in the network cannot act after a later run did.
+   */
+  get run(): number {
+    return 1 + this.events.filter((e) => e.event === "resume" || e.event === "rollback").length;
+  }
+
   /** The journal is there: what waited is written to it, in order. */
   async open(journal: Journal): Promise<void> {
     this.current = journal;

@@ -16,6 +16,8 @@ import { type AgentConnectionLike, fromServiceError } from "./agentConnection.js
 export interface RsyncRun {
   readonly front: AgentConnectionLike;
   readonly migrationId: string;
+  /** which run of the migration this is (Recorder.run): the front refuses an earlier run's stream */
+  readonly run: number;
   readonly step: "fetch-site" | "push-site";
   /** the front's folder the agent serves for the step (relative to its root): for messages */
   readonly remoteFolder: string;
@@ -146,7 +148,7 @@ export class RsyncTunnel {
       lastActivity = Date.now();
       if (!call.write({ frame: { $case: "data", value: data } })) await waitFor(call, "drain");
     };
-    call.write({ frame: { $case: "start", value: { migrationId: run.migrationId, step: run.step, args: [...DAEMON_OVER_RSH] } } });
+    call.write({ frame: { $case: "start", value: { migrationId: run.migrationId, step: run.step, args: [...DAEMON_OVER_RSH], run: run.run } } });
     // every byte of the session passes here: counted each way for the progress of the step
     let sent = 0;
     let received = 0;

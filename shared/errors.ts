@@ -39,6 +39,7 @@ export const ErrorCodes = {
   // an action or rsync the step sequence does not allow in the migration's state on this front;
   // or any action of a migration that ended here (finished, or rolled back)
   OUT_OF_ORDER: status.FAILED_PRECONDITION,
+  STALE_REQUEST: status.FAILED_PRECONDITION,
   MIGRATION_FINISHED: status.FAILED_PRECONDITION,
   OUTSIDE_ROOT: status.PERMISSION_DENIED,
   TUNNEL_REFUSED: status.PERMISSION_DENIED,

@@ -182,6 +182,39 @@ describe("the step order", () => {
   });
 });
 
+describe("requests of an earlier run of the controller", () => {
+  const ID = "stale-1";
+  const actIn = (run: number | undefined, name: string): Promise<RpcOutcome<unknown>> => {
+    const [, step, action] = ACTIONS.find(([n]) => n === name) ?? [];
+    return apply(client, { migrationId: ID, step: step as string, action: action as Action, ...(run === undefined ? {} : { run }) });
+  };
+
+  it("once run 2 was accepted, run 1's push and undos (held up by a cut link, say) are refused and change nothing; run 3 goes on", async () => {
+    const o = await preflight(client, { migration: spec(ID), register: true, local: false });
+    expect(o.ok && o.value.problems, JSON.stringify(o)).toEqual([]);
+    expect(codes(await actIn(1, "park-data"))).toEqual({ code: "OK", qmCode: undefined });
+    // run 2 (a rollback) has been here: its undo of push-site found nothing to do
+    expect(codes(await actIn(2, "remove-new-site"))).toEqual({ code: "OK", qmCode: undefined });
+    expect(recordOf(ID).run).toBe(2);
+    const before = await snapshotAll(s.cluster, s.sharedStorage);
+    // run 1's push-site arrives late: refused before any rsync starts
+    const starts = rsyncStarts(web1.logFile);
+    const push = await tunnel(client, [startFrame({ migrationId: ID, step: "push-site", args: [...DAEMON_OVER_RSH], run: 1 })], { timeoutMs: 5000 });
+    expect({ qmCode: push.qmCode, ran: rsyncRan(push) }).toEqual({ qmCode: "STALE_REQUEST", ran: false });
+    expect(push.details).toContain("comes from run 1 of its controller, and run 2 has been here since");
+    expect(rsyncStarts(web1.logFile)).toBe(starts);
+    const late = await actIn(1, "unpark-data");
+    expect(codes(late)).toEqual({ code: "FAILED_PRECONDITION", qmCode: "STALE_REQUEST" });
+    await expectTreesAsIn(before, "after run 1's late requests");
+    expect(recordOf(ID).state).toMatchObject({ stages: [{ step: "fronts-park-data", status: "done" }] });
+    // a later run goes on; a request that does not say its run is judged by the step order alone
+    expect(codes(await actIn(3, "unpark-data"))).toEqual({ code: "OK", qmCode: undefined });
+    expect(recordOf(ID).run).toBe(3);
+    expect(codes(await actIn(undefined, "park-data"))).toEqual({ code: "FAILED_PRECONDITION", qmCode: "MIGRATION_FINISHED" });
+    await expectUnchanged(s);
+  });
+});
+
 /** the migration there (finished) and the one back (rolled back), made below and pruned last */
 let there = "";
 let back = "";
@@ -344,14 +377,14 @@ describe("records of ended migrations are pruned", () => {
     await restart({});
     await eventually("a pruning log line", () => prunedLines().length > seen);
     expect(prunedLines().at(-1)?.migrationIds).toEqual(["old-finished"]);
-    expect(registered()).toEqual([`${back}.json`, `${there}.json`, "legacy-empty-1.json", "old-unfinished.json", "order-1.json"].sort());
+    expect(registered()).toEqual([`${back}.json`, `${there}.json`, "legacy-empty-1.json", "old-unfinished.json", "order-1.json", "stale-1.json"].sort());
   });
 
   it("with keepFinished: 0, every ended one goes at the next start; the unfinished and the open ones stay", async () => {
     const seen = prunedLines().length;
     await restart({ keepFinished: 0 });
     await eventually("a pruning log line", () => prunedLines().length > seen);
-    expect(prunedLines().at(-1)?.migrationIds).toEqual([back, there, "order-1"].sort());
+    expect(prunedLines().at(-1)?.migrationIds).toEqual([back, there, "order-1", "stale-1"].sort());
     expect(registered()).toEqual(["legacy-empty-1.json", "old-unfinished.json"]);
     // a pruned migration is unknown from then on
     expect(codes(await act(there, "remove-old-site"))).toEqual({ code: "FAILED_PRECONDITION", qmCode: "NOT_REGISTERED" });

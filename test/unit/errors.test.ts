@@ -31,6 +31,7 @@ const CATALOGUE: [string, number][] = [
   ["DANGLING_SYMLINK", 9],
   ["DATA_DIRS_MISMATCH", 9],
   ["OUT_OF_ORDER", 9],
+  ["STALE_REQUEST", 9],
   ["MIGRATION_FINISHED", 9],
   ["OUTSIDE_ROOT", 7],
   ["TUNNEL_REFUSED", 7],

@@ -222,6 +222,12 @@ export interface ApplyRequest {
   migrationId: string;
   step: string;
   action: Action;
+  /**
+   * the controller's run of this migration: 1 for `migrate`, one more for each rollback and resume
+   * that follows (0: not said). A front refuses a request of an earlier run than one it has accepted:
+   * a request held up in the network (a cut link mended) must not undo what a later run did.
+   */
+  run?: number | undefined;
 }
 
 /** One thing an action did (or found already done), paths relative to the agent's root. */
@@ -249,6 +255,8 @@ export interface RsyncStart {
    * agent checks it, and runs its own command whatever it is)
    */
   args: string[];
+  /** as ApplyRequest.run */
+  run?: number | undefined;
 }
 
 export interface RsyncExit {
@@ -1133,7 +1141,7 @@ export const PreflightResponse: MessageFns<PreflightResponse> = {
 };
 
 function createBaseApplyRequest(): ApplyRequest {
-  return { migrationId: "", step: "", action: 0 };
+  return { migrationId: "", step: "", action: 0, run: undefined };
 }
 
 export const ApplyRequest: MessageFns<ApplyRequest> = {
@@ -1146,6 +1154,9 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
     }
     if (message.action !== 0) {
       writer.uint32(24).int32(message.action);
+    }
+    if (message.run !== undefined) {
+      writer.uint32(32).uint32(message.run);
     }
     return writer;
   },
@@ -1187,6 +1198,14 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
             message.action = reader.int32() as any;
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.run = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1208,6 +1227,7 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
         : "",
       step: isSet(object.step) ? globalThis.String(object.step) : "",
       action: isSet(object.action) ? actionFromJSON(object.action) : 0,
+      run: isSet(object.run) ? globalThis.Number(object.run) : undefined,
     };
   },
 
@@ -1222,6 +1242,9 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
     if (message.action !== 0) {
       obj.action = actionToJSON(message.action);
     }
+    if (message.run !== undefined) {
+      obj.run = Math.round(message.run);
+    }
     return obj;
   },
 
@@ -1233,6 +1256,7 @@ export const ApplyRequest: MessageFns<ApplyRequest> = {
     message.migrationId = object.migrationId ?? "";
     message.step = object.step ?? "";
     message.action = object.action ?? 0;
+    message.run = object.run ?? undefined;
     return message;
   },
 };
@@ -1480,7 +1504,7 @@ export const ApplyResponse: MessageFns<ApplyResponse> = {
 };
 
 function createBaseRsyncStart(): RsyncStart {
-  return { migrationId: "", step: "", args: [] };
+  return { migrationId: "", step: "", args: [], run: undefined };
 }
 
 export const RsyncStart: MessageFns<RsyncStart> = {
@@ -1493,6 +1517,9 @@ export const RsyncStart: MessageFns<RsyncStart> = {
     }
     for (const v of message.args) {
       writer.uint32(26).string(v!);
+    }
+    if (message.run !== undefined) {
+      writer.uint32(32).uint32(message.run);
     }
     return writer;
   },
@@ -1534,6 +1561,14 @@ export const RsyncStart: MessageFns<RsyncStart> = {
             message.args.push(reader.string());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.run = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1555,6 +1590,7 @@ export const RsyncStart: MessageFns<RsyncStart> = {
         : "",
       step: isSet(object.step) ? globalThis.String(object.step) : "",
       args: globalThis.Array.isArray(object?.args) ? object.args.map((e: any) => globalThis.String(e)) : [],
+      run: isSet(object.run) ? globalThis.Number(object.run) : undefined,
     };
   },
 
@@ -1569,6 +1605,9 @@ export const RsyncStart: MessageFns<RsyncStart> = {
     if (message.args?.length) {
       obj.args = message.args;
     }
+    if (message.run !== undefined) {
+      obj.run = Math.round(message.run);
+    }
     return obj;
   },
 
@@ -1580,6 +1619,7 @@ export const RsyncStart: MessageFns<RsyncStart> = {
     message.migrationId = object.migrationId ?? "";
     message.step = object.step ?? "";
     message.args = object.args?.map((e) => e) || [];
+    message.run = object.run ?? undefined;
     return message;
   },
 };
