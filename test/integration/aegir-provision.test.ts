@@ -52,7 +52,7 @@ const hostmasterCalls = (r: PhpRun) => r.calls.filter((c) => c.fn === "drush_inv
 describe.skipIf(!PHP)("Aegir provision command", () => {
   it("every PHP file passes php -l", () => {
     const files = [...phpFiles(path.join(repoRoot(), "deploy", "aegir")), ...phpFiles(path.join(repoRoot(), "test", "php"))];
-    expect(files.map((f) => path.basename(f)).sort()).toEqual(["hosting_quick_migrate.drush.inc", "hosting_quick_migrate.module", "provision_quick_migrate.drush.inc", "quick_migrate.inc", "relay-test.php"]);
+    expect(files.map((f) => path.basename(f)).sort()).toEqual(["hosting_quick_migrate.drush.inc", "hosting_quick_migrate.module", "module-test.php", "provision_quick_migrate.drush.inc", "quick_migrate.inc", "relay-test.php"]);
     for (const f of files) {
       const r = spawnSync("php", ["-l", f], { encoding: "utf8" });
       expect(r.status, `${f}: ${r.stdout}${r.stderr}`).toBe(0);
