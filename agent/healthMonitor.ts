@@ -77,8 +77,8 @@ export function evaluateHealth(facts: HealthFacts, paths: { root: string; stateD
 
 const errno = (err: unknown): string => (err as NodeJS.ErrnoException).code ?? describeError(err);
 
-/** Free bytes for an unprivileged user on the filesystem holding `path`. */
-async function freeBytes(path: string): Promise<number> {
+/** Free bytes for an unprivileged user on the filesystem holding `path` (health, and Hello's figures). */
+export async function freeBytes(path: string): Promise<number> {
   const s = await statfs(path);
   return s.bavail * s.bsize;
 }

@@ -1,6 +1,5 @@
 // The state and logic behind the agent's RPCs: checks a migration, registers it, and does each step's
 // work on this front's root. The gRPC handlers in server.ts are thin wrappers over this class.
-import { statfs } from "node:fs/promises";
 import { hostname } from "node:os";
 import type { ConfinedPath } from "../shared/confined.js";
 import { QmError, describeError } from "../shared/errors.js";
@@ -14,6 +13,7 @@ import { withRecordLock } from "./recordLock.js";
 import { type MigrationRecord, type Registry, frontStateOf, pastPointOfNoReturn } from "./registry.js";
 import { type Decision, type FrontRequest, INITIAL_STATE, begin, decide, settle } from "./stepOrder.js";
 import { unfinishedProblems } from "./unfinished.js";
+import { freeBytes } from "./healthMonitor.js";
 import { FRONT_STEPS } from "../shared/frontSteps.js";
 
 /** What this agent's own config says, whatever a client asks: the data dirs it protects. */
@@ -47,7 +47,7 @@ export class SiteOperations {
    */
   async hello(): Promise<{ protocolVersion: number; agentVersion: string; hostname: string; rootId: string; root: string; rootFreeBytes?: number; stateDirFreeBytes?: number }> {
     const root = this.tree.root.path;
-    const [rootId, rootFreeBytes, stateDirFreeBytes] = await Promise.all([ensureRootId(root), freeBytes(root), freeBytes(this.registry.stateDir)]);
+    const [rootId, rootFreeBytes, stateDirFreeBytes] = await Promise.all([ensureRootId(root), freeOrUnknown(root), freeOrUnknown(this.registry.stateDir)]);
     return {
       protocolVersion: PROTOCOL_VERSION,
       agentVersion: PACKAGE_VERSION,
@@ -278,15 +278,9 @@ export class SiteOperations {
 }
 
 const RENAMING: ReadonlySet<FrontAction> = new Set(RENAMING_ACTIONS);
-/** Bytes free to the agent's user on the file system of `path` (for the inventory); undefined when it cannot be read: a Hello never fails for it. */
-async function freeBytes(path: string): Promise<number | undefined> {
-  try {
-    const s = await statfs(path);
-    return s.bavail * s.bsize;
-  } catch {
-    return undefined;
-  }
-}
+
+/** Hello's free-space figures (for the inventory): undefined when they cannot be read, for a Hello never fails for them. */
+const freeOrUnknown = (path: string): Promise<number | undefined> => freeBytes(path).catch(() => undefined);
 
 /** The actions that take a migration forward (the table's, not its undos); after `parked restore` on this front only the undos are allowed. */
 const FORWARD: ReadonlySet<FrontAction | "rsync"> = new Set(FRONT_STEPS.map((s) => s.forward));

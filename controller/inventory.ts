@@ -2,12 +2,12 @@
 // agent reachable (Hello), its versions, root and free space, its health, and the certificate it serves.
 // The asking (FrontProbe) is apart from the pure table and exit code, which the unit tests take alone.
 import * as grpc from "@grpc/grpc-js";
-import { service as healthService } from "grpc-health-check";
 import { QmError, describeError, errorCode } from "../shared/errors.js";
 import type { HelloResponse } from "../shared/generated/quickmigrate/v1/agent.js";
 import { AgentConnection, type CallDeadlines, fromServiceError } from "./agentConnection.js";
 import { type FrontCertificate, frontCertificate } from "./certificates.js";
 import type { ControllerConfig, FrontConfig } from "./config.js";
+import { HealthClientCtor } from "../shared/healthProbe.js";
 
 /** What is asked of one front; the real one speaks gRPC and TLS, a test's answers what it is told. */
 export interface FrontProbe {
@@ -149,16 +149,6 @@ export function formatInventory(list: readonly FrontInventory[]): string[] {
 }
 
 // ---- the real probe ----------------------------------------------------------------------------------
-
-interface HealthClient extends grpc.Client {
-  check(req: { service: string }, md: grpc.Metadata, opts: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res?: { status: string }) => void): grpc.ClientUnaryCall;
-}
-
-const HealthClientCtor = grpc.makeGenericClientConstructor(healthService as unknown as grpc.ServiceDefinition, "Health") as unknown as new (
-  address: string,
-  credentials: grpc.ChannelCredentials,
-  options?: grpc.ChannelOptions,
-) => HealthClient;
 
 /**
  * Hello and health on one connection to the agent, and the certificate on a TLS connection of its

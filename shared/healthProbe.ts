@@ -8,17 +8,24 @@ import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
 import type { HealthProbe } from "./monitoringPlugin.js";
 
-interface HealthClient extends grpc.Client {
+export type HealthStatus = "UNKNOWN" | "SERVING" | "NOT_SERVING" | "SERVICE_UNKNOWN";
+
+/** The standard grpc.health.v1.Health client's calls (statuses come back as their names). */
+export interface HealthClient extends grpc.Client {
   check(
     req: { service: string },
     md: grpc.Metadata,
     opts: Partial<grpc.CallOptions>,
-    cb: (err: grpc.ServiceError | null, res?: { status: string }) => void,
+    cb: (err: grpc.ServiceError | null, res?: { status: HealthStatus }) => void,
   ): grpc.ClientUnaryCall;
+  watch(req: { service: string }, md: grpc.Metadata, opts: Partial<grpc.CallOptions>): grpc.ClientReadableStream<{ status: HealthStatus }>;
 }
 
-/** The health client, from the proto grpc-health-check ships (the package the agent serves it with); statuses come back as names. */
-const HealthClientCtor = grpc.makeGenericClientConstructor(healthService as unknown as grpc.ServiceDefinition, "Health") as unknown as new (
+/**
+ * The health client, from the proto grpc-health-check ships (the package the agent serves it with):
+ * used by both health checks, the inventory and the tests.
+ */
+export const HealthClientCtor = grpc.makeGenericClientConstructor(healthService as unknown as grpc.ServiceDefinition, "Health") as unknown as new (
   address: string,
   credentials: grpc.ChannelCredentials,
   options?: grpc.ChannelOptions,

@@ -6,7 +6,7 @@ import path from "node:path";
 import tls from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { execa } from "execa";
-import { service as healthService } from "grpc-health-check";
+import { type HealthStatus, HealthClientCtor } from "../../shared/healthProbe.js";
 import { repoRoot } from "../../scripts/lib/cluster.js";
 import { AgentClient } from "../../shared/generated/quickmigrate/v1/agent.js";
 
@@ -126,28 +126,8 @@ export function agentClient(address: string, credentials: grpc.ChannelCredential
   return new AgentClient(address, credentials, options);
 }
 
-export type HealthStatus = "UNKNOWN" | "SERVING" | "NOT_SERVING" | "SERVICE_UNKNOWN";
 
-interface HealthClient extends grpc.Client {
-  check(
-    req: { service: string },
-    md: grpc.Metadata,
-    opts: Partial<grpc.CallOptions>,
-    cb: (err: grpc.ServiceError | null, res?: { status: HealthStatus }) => void,
-  ): grpc.ClientUnaryCall;
-  watch(req: { service: string }, md: grpc.Metadata, opts: Partial<grpc.CallOptions>): grpc.ClientReadableStream<{ status: HealthStatus }>;
-}
-
-/**
- * The standard grpc.health.v1.Health client, from the proto that grpc-health-check ships (the package
- * the agent serves it with): proto-loader's definition is what makeGenericClientConstructor takes, and
- * enums come back as their names.
- */
-const HealthClientCtor = grpc.makeGenericClientConstructor(healthService as unknown as grpc.ServiceDefinition, "Health") as unknown as new (
-  address: string,
-  credentials: grpc.ChannelCredentials,
-  options?: grpc.ChannelOptions,
-) => HealthClient;
+export type { HealthStatus };
 
 export type Outcome<T> = { ok: true; value: T } | { ok: false; code: grpc.status; details: string };
 
