@@ -29,11 +29,6 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** fsyncs each folder once (a rename within one folder names it twice). */
-export async function fsyncDirs(...dirs: string[]): Promise<void> {
-  for (const dir of new Set(dirs)) await fsyncDir(dir);
-}
-
 /** Creates `dir` and its missing parents; each new folder's entry is fsynced in the folder that holds it. */
 export async function mkdirDurable(dir: string, mode?: number): Promise<void> {
   const first = await mkdir(dir, { recursive: true, ...(mode === undefined ? {} : { mode }) });
