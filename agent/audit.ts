@@ -77,13 +77,16 @@ export class CallAudit {
 
   /** The one line of a call: `err` undefined when it succeeded. */
   end(fields: AuditFields, err?: unknown): void {
-    if (err === undefined) this.log.info({ ...clipped(fields), result: "ok" }, "operation");
-    else if (isRefusal(err)) this.log.warn({ ...clipped(fields), result: "refused", ...why(err) }, "refused");
-    else this.log.warn({ ...clipped(fields), result: "error", ...why(err), err }, "operation");
+    const began = this.started.get(fields);
+    const ms = began === undefined ? undefined : performance.now() - began;
+    // how long the agent itself took: beside the controller's step time, it tells the network from the disk
+    const line = { ...clipped(fields), ...(ms === undefined ? {} : { durationMs: Math.round(ms * 10) / 10 }) };
+    if (err === undefined) this.log.info({ ...line, result: "ok" }, "operation");
+    else if (isRefusal(err)) this.log.warn({ ...line, result: "refused", ...why(err) }, "refused");
+    else this.log.warn({ ...line, result: "error", ...why(err), err }, "operation");
     if (this.observer) {
-      const began = this.started.get(fields);
       const result: CallResult = err === undefined ? "ok" : isRefusal(err) ? "refused" : "error";
-      this.observer.callEnded(fields.op, result, err === undefined ? undefined : errorCode(err), began === undefined ? undefined : (performance.now() - began) / 1000);
+      this.observer.callEnded(fields.op, result, err === undefined ? undefined : errorCode(err), ms === undefined ? undefined : ms / 1000);
     }
   }
 

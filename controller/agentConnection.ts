@@ -3,6 +3,7 @@
 // the connection, a bound on connecting), and errors turned back into QmErrors with the host as context.
 import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
+import type { LimitFunction } from "p-limit";
 import { ERROR_CODE_METADATA_KEY, type ErrorCode, QmError, isErrorCode } from "../shared/errors.js";
 import {
   AgentClient,
@@ -57,10 +58,15 @@ export class AgentConnection implements AgentConnectionLike {
   readonly local: boolean;
   private readonly client: AgentClient;
 
+  /**
+   * `inFlight`: the controller's bound on agent calls in flight, shared by every front's connection
+   * (config fanOut.calls); a call's deadline starts when it is sent, not while it waits its turn.
+   */
   constructor(
     front: FrontConfig,
     credentials: grpc.ChannelCredentials,
     private readonly deadlines: CallDeadlines = DEFAULT_DEADLINES,
+    private readonly inFlight: LimitFunction | undefined = undefined,
   ) {
     this.name = front.name;
     this.local = front.local;
@@ -97,6 +103,15 @@ export class AgentConnection implements AgentConnectionLike {
   }
 
   private unary<Req, Res>(
+    method: (req: Req, md: grpc.Metadata, opts: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: Res) => void) => grpc.ClientUnaryCall,
+    req: Req,
+    timeoutMs: number,
+  ): Promise<Res> {
+    const send = () => this.send(method, req, timeoutMs);
+    return this.inFlight ? this.inFlight(send) : send();
+  }
+
+  private send<Req, Res>(
     method: (req: Req, md: grpc.Metadata, opts: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: Res) => void) => grpc.ClientUnaryCall,
     req: Req,
     timeoutMs: number,

@@ -43,6 +43,18 @@ const schema = z
       .strict()
       .default({ hello: 10, preflight: 60, apply: 300, rsync: 7200, unresponsive: 30, hook: 3600 }),
     logLevel: logLevel.default("warn"),
+    /**
+     * How much this controller does at once, over every front and every site of `migrate --all`:
+     * agent calls in flight (hello, preflight, apply, inspect), and tunnelled rsync runs (each an rsync
+     * and its remote shell on the hostmaster, reading the site from its disk). More wait their turn.
+     */
+    fanOut: z
+      .object({
+        calls: z.number().int().min(1).max(1024).default(64),
+        rsync: z.number().int().min(1).max(256).default(8),
+      })
+      .strict()
+      .default({ calls: 64, rsync: 8 }),
 
     /**
      * Prometheus figures of each run, written to this file for node_exporter's textfile collector (its

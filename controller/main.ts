@@ -3,6 +3,7 @@
 import "../shared/noDebugger.js";
 import { randomBytes } from "node:crypto";
 import { Command, Option } from "commander";
+import pLimit from "p-limit";
 import { pino } from "pino";
 import { QmError, describeError, errorCode } from "../shared/errors.js";
 import { type Logger, createRootLogger } from "../shared/logger.js";
@@ -71,8 +72,9 @@ async function execute(config: ControllerConfig, log: Logger, plan: Plan, mode: 
   }
   const credentials = channelCredentials(config);
   const deadlines = deadlinesFrom(config);
-  const fronts = new Map<string, AgentConnectionLike>(config.fronts.map((f) => [f.name, new AgentConnection(f, credentials, deadlines)]));
-  const tunnel = new RsyncTunnel(config.rsync, log.child({ component: "tunnel" }), deadlines.unresponsiveMs);
+  const calls = pLimit(config.fanOut.calls);
+  const fronts = new Map<string, AgentConnectionLike>(config.fronts.map((f) => [f.name, new AgentConnection(f, credentials, deadlines, calls)]));
+  const tunnel = new RsyncTunnel(config.rsync, log.child({ component: "tunnel" }), deadlines.unresponsiveMs, pLimit(config.fanOut.rsync));
   // The first signal cancels the forward run; the rollback that follows still runs its undo hooks.
   // A second signal (the first, for `rollback`) cancels the undo work too: the rollback stops, resumable.
   const cancel = new AbortController();

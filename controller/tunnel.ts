@@ -8,6 +8,7 @@ import { once } from "node:events";
 import type { Socket } from "node:net";
 import type { ServiceError } from "@grpc/grpc-js";
 import { execa } from "execa";
+import type { LimitFunction } from "p-limit";
 import { QmError, describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { DAEMON_OVER_RSH, rsyncClientArgs } from "../shared/rsyncArgs.js";
@@ -43,15 +44,26 @@ interface Remote {
 }
 
 export class RsyncTunnel {
-  /** `stallMs`: a stream that carries no byte either way for this long is given up (timeouts.unresponsive). */
+  /**
+   * `stallMs`: a stream that carries no byte either way for this long is given up (timeouts.unresponsive).
+   * `inFlight`: the bound on runs at once (config fanOut.rsync); the others wait their turn, their
+   * stall timer not yet running.
+   */
   constructor(
     private readonly rsyncBin: string,
     private readonly log: Logger,
     private readonly stallMs = 30_000,
+    private readonly inFlight: LimitFunction | undefined = undefined,
   ) {}
 
   /** Runs the real rsync binary with the tunnel as its remote shell. Throws RSYNC_FAILED with the host as context. */
-  async run(run: RsyncRun): Promise<void> {
+  run(run: RsyncRun): Promise<void> {
+    return this.inFlight ? this.inFlight(() => this.runNow(run)) : this.runNow(run);
+  }
+
+  private async runNow(run: RsyncRun): Promise<void> {
+    // cancelled while it waited its turn
+    run.signal?.throwIfAborted();
     const args = rsyncClientArgs({
       source: run.source,
       destination: run.destination,

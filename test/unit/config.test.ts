@@ -66,6 +66,7 @@ describe("loadControllerConfig", () => {
       rsync: "rsync",
       timeouts: { hello: 10, preflight: 60, apply: 300, rsync: 7200, unresponsive: 30, hook: 3600 },
       logLevel: "warn",
+      fanOut: { calls: 64, rsync: 8 },
     });
     expect(Object.isFrozen(c)).toBe(true);
     expect(Object.isFrozen(c.fronts[0])).toBe(true);
