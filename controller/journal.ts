@@ -4,13 +4,18 @@
 import { mkdir, open, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { QmError, fsError } from "../shared/errors.js";
-import { appendLineDurable, fsyncDir, mkdirDurable, writeJsonAtomic } from "../shared/fsutil.js";
+import { GroupCommitFile, fsyncDir, mkdirDurable, writeJsonAtomic } from "../shared/fsutil.js";
 import { checkMigrationId } from "../shared/names.js";
 import type { Ledger, LedgerEntry } from "../shared/siteTree.js";
 import type { JournalEvent } from "./journalState.js";
 
 export class Journal {
-  private constructor(readonly dir: string) {}
+  /** the event log: the lines of hosts that answer together are fsynced together */
+  private readonly events: GroupCommitFile;
+
+  private constructor(readonly dir: string) {
+    this.events = new GroupCommitFile(join(dir, "events.jsonl"));
+  }
 
   static folder(stateDir: string, migrationId: string): string {
     return join(stateDir, "migrations", migrationId);
@@ -70,7 +75,7 @@ export class Journal {
     }
     const lines = text.split("\n");
     // a line is whole only with its newline: one torn by a crash or a full disk is dropped here, and cut
-    // off before the next append (appendLineDurable)
+    // off before the next append (appendLinesDurable)
     lines.pop();
     const events = lines.map((line, i) => {
       try {
@@ -86,11 +91,10 @@ export class Journal {
 
   /** Appends one event, whole or not at all; fails with IO naming the journal (a full state dir, say). */
   async append(event: object): Promise<void> {
-    const file = join(this.dir, "events.jsonl");
     try {
-      await appendLineDurable(file, JSON.stringify({ time: new Date().toISOString(), ...event }));
+      await this.events.append(JSON.stringify({ time: new Date().toISOString(), ...event }));
     } catch (err) {
-      throw fsError(err, file, "append to the journal");
+      throw fsError(err, this.events.path, "append to the journal");
     }
   }
 

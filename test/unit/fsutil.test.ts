@@ -7,7 +7,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Journal } from "../../controller/journal.js";
 import { QmError } from "../../shared/errors.js";
-import { appendLineDurable, mkdirDurable, writeFileAtomic } from "../../shared/fsutil.js";
+import { GroupCommitFile, appendLinesDurable, mkdirDurable, writeFileAtomic } from "../../shared/fsutil.js";
 import { fillDisk, isRoot, mountTmpfsOver } from "../helpers/disk.js";
 
 let tmp: string;
@@ -20,12 +20,12 @@ afterEach(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-describe("appendLineDurable", () => {
+describe("appendLinesDurable", () => {
   it("appends a line with its newline, creating the file", async () => {
     const file = path.join(tmp, "events.jsonl");
-    await appendLineDurable(file, '{"a":1}');
-    await appendLineDurable(file, '{"b":2}');
-    expect(fs.readFileSync(file, "utf8")).toBe('{"a":1}\n{"b":2}\n');
+    await appendLinesDurable(file, ['{"a":1}']);
+    await appendLinesDurable(file, ['{"b":2}', '{"c":3}']);
+    expect(fs.readFileSync(file, "utf8")).toBe('{"a":1}\n{"b":2}\n{"c":3}\n');
   });
 
   it.each([
@@ -36,7 +36,7 @@ describe("appendLineDurable", () => {
   ])("cuts %s off before appending", async (_what, before, kept) => {
     const file = path.join(tmp, "events.jsonl");
     fs.writeFileSync(file, before);
-    await appendLineDurable(file, '{"c":3}');
+    await appendLinesDurable(file, ['{"c":3}']);
     expect(fs.readFileSync(file, "utf8")).toBe(`${kept}{"c":3}\n`);
   });
 
@@ -76,6 +76,36 @@ describe("appendLineDurable", () => {
     fs.rmSync(path.join(dir, "filler"));
     await journal.append({ event: "step-end", step: "lock" });
     expect((await Journal.load(state, "20240101T000000Z-abcdef")).events.map((e) => e.event)).toEqual(["step-start", "step-end"]);
+  });
+});
+
+describe("GroupCommitFile", () => {
+  it("lines given at once are all written, whole and in the order given", async () => {
+    const file = path.join(tmp, "events.jsonl");
+    const log = new GroupCommitFile(file);
+    await Promise.all(Array.from({ length: 200 }, (_, i) => log.append(JSON.stringify({ i }))));
+    const lines = fs.readFileSync(file, "utf8").split("\n");
+    expect(lines.pop()).toBe("");
+    expect(lines.map((l) => (JSON.parse(l) as { i: number }).i)).toEqual(Array.from({ length: 200 }, (_, i) => i));
+  });
+
+  it("a line's promise resolves only once the line is in the file", async () => {
+    const file = path.join(tmp, "events.jsonl");
+    const log = new GroupCommitFile(file);
+    const seen: string[] = [];
+    await Promise.all(["a", "b", "c"].map((l) => log.append(l).then(() => seen.push(fs.readFileSync(file, "utf8")))));
+    for (const [i, content] of seen.entries()) expect(content.split("\n").slice(0, i + 1)).toEqual(["a", "b", "c"].slice(0, i + 1));
+  });
+
+  it("when a write fails, every line of it fails; the next write works", async () => {
+    const file = path.join(tmp, "gone", "events.jsonl");
+    const log = new GroupCommitFile(file);
+    const results = await Promise.allSettled([log.append("a"), log.append("b")]);
+    expect(results.map((r) => r.status)).toEqual(["rejected", "rejected"]);
+    expect((results[0] as PromiseRejectedResult).reason).toMatchObject({ code: "ENOENT" });
+    fs.mkdirSync(path.dirname(file));
+    await log.append("c");
+    expect(fs.readFileSync(file, "utf8")).toBe("c\n");
   });
 });
 
