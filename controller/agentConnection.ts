@@ -15,6 +15,7 @@ import {
 import type { MigrationSpec } from "../shared/migration.js";
 import { PACKAGE_VERSION, PROTOCOL_VERSION } from "../shared/version.js";
 import { type FrontAction, actionToWire } from "../shared/wire.js";
+import { retryWhileBusy } from "./busyRetry.js";
 import type { ControllerConfig, FrontConfig } from "./config.js";
 
 export interface CallDeadlines {
@@ -40,13 +41,21 @@ export interface AgentConnectionLike {
   readonly local: boolean;
   /** `rootId`: the identity of the agent's root (empty from an agent that predates it) */
   hello(): Promise<{ protocolVersion: number; agentVersion: string; hostname: string; rootId: string }>;
-  preflight(m: MigrationSpec, opts: { register: boolean; local: boolean }): Promise<PreflightResponse>;
-  /** `run`: which run of the migration sends it (Recorder.run) */
-  apply(migrationId: string, step: string, action: FrontAction, run: number): Promise<ApplyResponse>;
+  /** `signal` ends a wait for a busy agent (see busyRetry.ts), never a call in flight */
+  preflight(m: MigrationSpec, opts: { register: boolean; local: boolean }, signal?: AbortSignal): Promise<PreflightResponse>;
+  /** `run`: which run of the migration sends it (Recorder.run); `signal` as for preflight */
+  apply(migrationId: string, step: string, action: FrontAction, run: number, signal?: AbortSignal): Promise<ApplyResponse>;
   inspect(migrationId: string): Promise<InspectResponse>;
   openRsync(): grpc.ClientDuplexStream<RsyncFrame, RsyncFrame>;
   close(): void;
 }
+
+type UnaryMethod<Req, Res> = (
+  req: Req,
+  md: grpc.Metadata,
+  opts: Partial<grpc.CallOptions>,
+  cb: (err: grpc.ServiceError | null, res: Res) => void,
+) => grpc.ClientUnaryCall;
 
 export function channelCredentials(config: ControllerConfig): grpc.ChannelCredentials {
   if (config.insecure || !config.tls) return grpc.credentials.createInsecure();
@@ -102,23 +111,25 @@ export class AgentConnection implements AgentConnectionLike {
     return true;
   }
 
-  private unary<Req, Res>(
-    method: (req: Req, md: grpc.Metadata, opts: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: Res) => void) => grpc.ClientUnaryCall,
-    req: Req,
-    timeoutMs: number,
-  ): Promise<Res> {
-    const send = () => this.send(method, req, timeoutMs);
-    return this.inFlight ? this.inFlight(send) : send();
+  /**
+   * One call. It waits its turn among the calls in flight (fanOut.calls), and its deadline (`timeoutMs`)
+   * starts when it is first sent. An agent that answers BUSY (at its maxConcurrentOps) is asked again
+   * after a growing pause, within that same deadline, waiting its turn again each time (no turn is held
+   * while pausing); `signal` ends such a pause.
+   */
+  private unary<Req, Res>(method: UnaryMethod<Req, Res>, req: Req, timeoutMs: number, signal?: AbortSignal): Promise<Res> {
+    let deadline: number | undefined;
+    const attempt = (): Promise<Res> => {
+      const send = () => this.send(method, req, (deadline ??= Date.now() + timeoutMs));
+      return this.inFlight ? this.inFlight(send) : send();
+    };
+    return retryWhileBusy(attempt, { deadline: () => deadline ?? Date.now() + timeoutMs, ...(signal ? { signal } : {}) });
   }
 
-  private send<Req, Res>(
-    method: (req: Req, md: grpc.Metadata, opts: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: Res) => void) => grpc.ClientUnaryCall,
-    req: Req,
-    timeoutMs: number,
-  ): Promise<Res> {
+  private send<Req, Res>(method: UnaryMethod<Req, Res>, req: Req, deadline: number): Promise<Res> {
     return new Promise((resolve, reject) => {
       let settled = false;
-      const call = method.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
+      const call = method.call(this.client, req, new grpc.Metadata(), { deadline }, (err, res) => {
         if (settled) return;
         settled = true;
         if (err) reject(fromServiceError(this.name, err));
@@ -138,12 +149,12 @@ export class AgentConnection implements AgentConnectionLike {
     return this.unary(this.client.hello, { protocolVersion: PROTOCOL_VERSION, controllerVersion: PACKAGE_VERSION }, this.deadlines.helloMs);
   }
 
-  preflight(m: MigrationSpec, opts: { register: boolean; local: boolean }): Promise<PreflightResponse> {
-    return this.unary(this.client.preflight, { migration: { ...m, dataDirs: [...m.dataDirs] }, ...opts }, this.deadlines.preflightMs);
+  preflight(m: MigrationSpec, opts: { register: boolean; local: boolean }, signal?: AbortSignal): Promise<PreflightResponse> {
+    return this.unary(this.client.preflight, { migration: { ...m, dataDirs: [...m.dataDirs] }, ...opts }, this.deadlines.preflightMs, signal);
   }
 
-  apply(migrationId: string, step: string, action: FrontAction, run: number): Promise<ApplyResponse> {
-    return this.unary(this.client.apply, { migrationId, step, action: actionToWire(action), run }, this.deadlines.applyMs);
+  apply(migrationId: string, step: string, action: FrontAction, run: number, signal?: AbortSignal): Promise<ApplyResponse> {
+    return this.unary(this.client.apply, { migrationId, step, action: actionToWire(action), run }, this.deadlines.applyMs, signal);
   }
 
   inspect(migrationId: string): Promise<InspectResponse> {

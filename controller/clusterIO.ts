@@ -185,7 +185,7 @@ export class ClusterIO {
         return "lock released";
       },
       apply: async (host, action: FrontAction) => {
-        const res = await this.front(host).apply(m.id, step, action, this.rec.run);
+        const res = await this.front(host).apply(m.id, step, action, this.rec.run, signal);
         return res.changes.map(
           (c): ChangeRecord => ({
             dataDir: c.dataDir,
@@ -308,7 +308,7 @@ export class ClusterIO {
     // before the agent registers anything: hosts that share a root never start a migration
     const roots = await this.rootsSeen();
     if (!roots.masterError) refuseOn(host, rootProblems(host, roots.master, roots.fronts));
-    const report = await front.preflight(this.m, { register: !this.dryRun, local: front.local });
+    const report = await front.preflight(this.m, { register: !this.dryRun, local: front.local }, this.deps.signal);
     refuseOn(host, report.problems);
     const kinds = report.dataDirs.map((d) => {
       const kind = kindFromWire(d.kind);

@@ -13,6 +13,7 @@ import { QmError, describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { DAEMON_OVER_RSH, rsyncClientArgs } from "../shared/rsyncArgs.js";
 import { type AgentConnectionLike, fromServiceError } from "./agentConnection.js";
+import { retryWhileBusy } from "./busyRetry.js";
 
 export interface RsyncRun {
   readonly front: AgentConnectionLike;
@@ -43,22 +44,46 @@ interface Remote {
   localError?: unknown;
 }
 
+/**
+ * Holds nothing of a run but its logger and bounds: one tunnel serves every migration of a process (the
+ * runs of `migrate --all` side by side), each run with its own rsync, socket pair and stream.
+ */
 export class RsyncTunnel {
   /**
    * `stallMs`: a stream that carries no byte either way for this long is given up (timeouts.unresponsive).
    * `inFlight`: the bound on runs at once (config fanOut.rsync); the others wait their turn, their
    * stall timer not yet running.
+   * `busyWaitMs`: how long a run is started again while the agent answers BUSY (timeouts.rsync).
    */
   constructor(
     private readonly rsyncBin: string,
     private readonly log: Logger,
     private readonly stallMs = 30_000,
     private readonly inFlight: LimitFunction | undefined = undefined,
+    private readonly busyWaitMs = 7_200_000,
   ) {}
 
-  /** Runs the real rsync binary with the tunnel as its remote shell. Throws RSYNC_FAILED with the host as context. */
+  /**
+   * Runs the real rsync binary with the tunnel as its remote shell. Throws RSYNC_FAILED with the host as
+   * context. An agent at its maxConcurrentOps refuses the stream (BUSY) before its rsync starts: the run
+   * is made again after a pause (waiting its turn again, holding none meanwhile), until the agent takes it
+   * or busyWaitMs has gone by since it first started.
+   */
   run(run: RsyncRun): Promise<void> {
-    return this.inFlight ? this.inFlight(() => this.runNow(run)) : this.runNow(run);
+    const log = this.log.child({ migrationId: run.migrationId, step: run.step, host: run.front.name });
+    let deadline: number | undefined;
+    const attempt = (): Promise<void> => {
+      const now = () => {
+        deadline ??= Date.now() + this.busyWaitMs;
+        return this.runNow(run);
+      };
+      return this.inFlight ? this.inFlight(now) : now();
+    };
+    return retryWhileBusy(attempt, {
+      deadline: () => deadline ?? Date.now() + this.busyWaitMs,
+      ...(run.signal ? { signal: run.signal } : {}),
+      onBusy: (err, n, delayMs) => log.debug({ attempt: n, delayMs, reason: err.message }, "agent busy: rsync started again after a pause"),
+    });
   }
 
   private async runNow(run: RsyncRun): Promise<void> {
