@@ -1,32 +1,22 @@
 // quick-migrate: the controller CLI on the hostmaster, called by hostmaster tasks and by hand.
 // first: no inspector may open in this process (a signal, an --inspect), before anything else loads
 import "../shared/noDebugger.js";
-import { randomBytes } from "node:crypto";
 import { Command, Option } from "commander";
-import pLimit from "p-limit";
 import { pino } from "pino";
 import { QmError, describeError, errorCode } from "../shared/errors.js";
 import { type Logger, createRootLogger } from "../shared/logger.js";
-import { checkMigration } from "../shared/migration.js";
 import { checkMigrationId, checkSiteName } from "../shared/names.js";
-import { SiteTree } from "../shared/siteTree.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
 import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoringPlugin.js";
-import { AgentConnection, type AgentConnectionLike, channelCredentials, deadlinesFrom } from "./agentConnection.js";
-import { type ControllerConfig, DEFAULT_CONTROLLER_CONFIG, MASTER, loadControllerConfig } from "./config.js";
+import { channelCredentials, deadlinesFrom } from "./agentConnection.js";
+import { type ControllerConfig, DEFAULT_CONTROLLER_CONFIG, loadControllerConfig } from "./config.js";
 import { OUTCOMES, type Reporter } from "./events.js";
-import { FaultPlan } from "./faults.js";
 import { HEALTH_SERVICE, checkFronts } from "./healthCheck.js";
-import { HOOK_NAMES, type HookName, HookRunner } from "./hooks.js";
 import { Journal } from "./journal.js";
-import { SiteLock } from "./siteLock.js";
 import { HumanReporter, JsonReporter } from "./output.js";
-import { type Plan, buildPlan } from "./plan.js";
 import { checkExecutable, findSourcePlatform, platformArg } from "./platforms.js";
-import { MigrationRunner, type RunMode } from "./runner.js";
-import { type MigrationStatus, describeLockHolder, listStatuses, planFromDocument, readStatus } from "./status.js";
-import { RsyncTunnel } from "./tunnel.js";
-import { RunFigures } from "./metricsTextfile.js";
+import { type MigrationStatus, listStatuses, planFromDocument, readStatus } from "./status.js";
+import { execute, planMigration, refuseLocked } from "./execution.js";
 import { formatInventory, inventoryExitCode, inventoryOf, realProbe } from "./inventory.js";
 
 interface CommonOptions {
@@ -50,76 +40,8 @@ function reporterFor(json: boolean | undefined): Reporter {
   return new HumanReporter(process.stdout, tty && !process.env.NO_COLOR, tty);
 }
 
-function newMigrationId(): string {
-  const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
-  return `${stamp}-${randomBytes(3).toString("hex")}`;
-}
-
 function loggerFor(config: ControllerConfig): Logger {
   return createRootLogger("quick-migrate", process.env.QM_LOG_LEVEL ?? config.logLevel, pino.destination(2));
-}
-
-/**
- * Runs a plan with real agents, the rsync tunnel and the hooks; cleans up the channels after.
- * Signals cancel the running hook or rsync: the step fails and the failure policy applies (see onSignal).
- */
-async function execute(config: ControllerConfig, log: Logger, plan: Plan, mode: RunMode, reporter: Reporter): Promise<number> {
-  const m = plan.migration;
-  for (const f of plan.fronts) {
-    if (!config.fronts.some((c) => c.name === f.name)) {
-      throw new QmError("USAGE", `front ${f.name} of migration ${m.id} is not in the config any more`, { host: f.name });
-    }
-  }
-  const credentials = channelCredentials(config);
-  const deadlines = deadlinesFrom(config);
-  const calls = pLimit(config.fanOut.calls);
-  const fronts = new Map<string, AgentConnectionLike>(config.fronts.map((f) => [f.name, new AgentConnection(f, credentials, deadlines, calls)]));
-  const tunnel = new RsyncTunnel(config.rsync, log.child({ component: "tunnel" }), deadlines.unresponsiveMs, pLimit(config.fanOut.rsync));
-  // The first signal cancels the forward run; the rollback that follows still runs its undo hooks.
-  // A second signal (the first, for `rollback`) cancels the undo work too: the rollback stops, resumable.
-  const cancel = new AbortController();
-  const cancelUndo = new AbortController();
-  const onSignal = (signal: string) => {
-    const reason = new QmError("INTERNAL", `interrupted by ${signal}`);
-    if (mode.kind === "rollback" || cancel.signal.aborted) {
-      log.warn({ signal }, "interrupted: cancelling the rollback");
-      cancelUndo.abort(reason);
-    } else {
-      log.warn({ signal }, "interrupted: cancelling the running step; the rollback still runs (a second signal cancels it)");
-    }
-    cancel.abort(reason);
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
-  // the run's figures for metrics.textfile: its events pass through on their way to the reporter
-  const figures = new RunFigures(reporter);
-  try {
-    const faults = FaultPlan.fromEnv(process.env);
-    const runner = new MigrationRunner({
-      plan,
-      mode,
-      root: config.root,
-      stateDir: config.stateDir,
-      fronts,
-      master: new SiteTree(config.root),
-      hooks: new HookRunner(config.hooks, log.child({ component: "hooks", migrationId: m.id }), { timeoutMs: config.timeouts.hook * 1000 }),
-      tunnel,
-      reporter: figures,
-      log: log.child({ component: "runner", migrationId: m.id }),
-      signal: cancel.signal,
-      undoSignal: cancelUndo.signal,
-      ...(faults ? { faults } : {}),
-    });
-    const result = await runner.run();
-    await figures.writeTo(config.metrics?.textfile, mode.kind, m, log.child({ component: "metrics", migrationId: m.id }));
-    // peak memory: the rsync tunnel streams with backpressure, so this must not grow with what is pushed
-    log.info({ migrationId: m.id, outcome: result.outcome, maxRssKb: process.resourceUsage().maxRSS }, "controller finished");
-    return result.exitCode;
-  } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
-    for (const f of fronts.values()) f.close();
-  }
 }
 
 async function migrate(uri: string, opts: MigrateOptions): Promise<number> {
@@ -131,25 +53,14 @@ async function migrate(uri: string, opts: MigrateOptions): Promise<number> {
     const site = checkSiteName(uri, "site");
     const newSite = checkSiteName(opts.newUri ?? uri, "new site");
     // first: an unfinished migration of this site may have moved it already, so nothing else would make sense
-    for (const name of new Set([site, newSite])) {
-      const holder = await SiteLock.holder(config.stateDir, name);
-      if (holder) throw new QmError("LOCKED", `site ${name} is locked by ${await describeLockHolder(config.stateDir, holder)}`, { key: name });
-    }
+    await refuseLocked(config.stateDir, [site, newSite]);
     const to = platformArg(opts.to, config.root, "target platform");
     const from = opts.from ? platformArg(opts.from, config.root, "source platform") : await findSourcePlatform(config.root, site);
     if (opts.fetchFrom && !config.fronts.some((f) => f.name === opts.fetchFrom)) {
       throw new QmError("USAGE", `--fetch-from ${opts.fetchFrom}: no such front in ${opts.config}`, { key: "fetch-from" });
     }
-    const migration = checkMigration({ id: newMigrationId(), from, site, to, newSite, dataDirs: config.dataDirs });
     await checkExecutable(config.rsync);
-    const plan = buildPlan({
-      migration,
-      master: MASTER,
-      fronts: config.fronts.map((f) => ({ name: f.name, local: f.local })),
-      ...(opts.fetchFrom ? { fetchFrom: opts.fetchFrom } : {}),
-      hooks: new Set(HOOK_NAMES.filter((h: HookName) => config.hooks[h] !== undefined)),
-      keepMasterData: opts.keepMasterData ?? false,
-    });
+    const plan = planMigration(config, { site, newSite, from, to, fetchFrom: opts.fetchFrom, keepMasterData: opts.keepMasterData ?? false });
     return await execute(config, log, plan, { kind: "migrate", dryRun: opts.dryRun ?? false }, reporter);
   } catch (err) {
     return refused(reporter, err, started);
