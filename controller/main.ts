@@ -1,7 +1,7 @@
 // quick-migrate: the controller CLI on the hostmaster, called by hostmaster tasks and by hand.
 // first: no inspector may open in this process (a signal, an --inspect), before anything else loads
 import "../shared/noDebugger.js";
-import { Command, Option } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import { pino } from "pino";
 import { QmError, describeError, errorCode } from "../shared/errors.js";
 import { type Logger, createRootLogger } from "../shared/logger.js";
@@ -17,6 +17,7 @@ import { HumanReporter, JsonReporter } from "./output.js";
 import { checkExecutable, findSourcePlatform, platformArg } from "./platforms.js";
 import { type MigrationStatus, listStatuses, planFromDocument, readStatus } from "./status.js";
 import { execute, planMigration, refuseLocked } from "./execution.js";
+import { DEFAULT_CONCURRENCY, migrateUsageProblem, parseConcurrency } from "./batch.js";
 import { formatInventory, inventoryExitCode, inventoryOf, realProbe } from "./inventory.js";
 
 interface CommonOptions {
@@ -25,6 +26,8 @@ interface CommonOptions {
 }
 
 interface MigrateOptions extends CommonOptions {
+  all?: boolean;
+  concurrency?: number;
   to: string;
   from?: string;
   newUri?: string;
@@ -144,8 +147,16 @@ const configOption = () => new Option("-c, --config <file>", "controller config"
 
 program
   .command("migrate")
-  .description("migrate <uri> to another platform")
-  .argument("<uri>", "the site's URI (its folder name under sites/)")
+  .description("migrate <uri>, or every site of a platform (--all --from), to another platform")
+  .argument("[uri]", "the site's URI (its folder name under sites/)")
+  .option("--all", "every site of the --from platform, each its own migration, journal, lock and exit code")
+  .option("--concurrency <n>", `with --all: sites migrated at once (default ${DEFAULT_CONCURRENCY})`, (v: string) => {
+    try {
+      return parseConcurrency(v);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  })
   .requiredOption("--to <platform>", "target platform, relative to the root or absolute under it")
   .option("--from <platform>", "source platform (default: the one platform on the hostmaster holding the site)")
   .option("--new-uri <uri>", "rename the site on the way")
@@ -155,8 +166,15 @@ program
   .option("--dry-run", "run preflight and print the plan per host; change nothing")
   .option("--json", "one JSON object per line on stdout")
   .exitOverride()
-  .action(async (uri: string, opts: MigrateOptions) => {
-    process.exitCode = await migrate(uri, opts);
+  .action(async function (this: Command, uri: string | undefined, opts: MigrateOptions) {
+    const problem = migrateUsageProblem(uri, opts);
+    if (problem !== undefined) this.error(`error: ${problem}`, { exitCode: OUTCOMES.refused, code: "commander.usage" });
+    if (!opts.all) {
+      process.exitCode = await migrate(uri as string, opts);
+      return;
+    }
+    const { migrateAll } = await import("./batchRun.js");
+    process.exitCode = await migrateAll({ ...opts, from: opts.from as string }, loggerFor);
   });
 
 program
