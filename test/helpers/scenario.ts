@@ -16,6 +16,8 @@ export const PARK = ".quick-migrate-park";
 export interface ScenarioOptions {
   fronts: FrontSpec[];
   site?: string;
+  /** more sites made the same way as `site` on every root (`migrate --all`); see `forSite` */
+  moreSites?: string[];
   from?: string;
   to?: string;
   files?: number;
@@ -76,20 +78,23 @@ export async function setupScenario(opts: ScenarioOptions): Promise<Scenario> {
     if (!opts.targetPlatformOn || opts.targetPlatformOn.includes(name)) makePlatform(root, to);
     const front = name !== "hostmaster" || masterIsFront;
     const frontName = name === "hostmaster" ? (opts.fronts.find((f) => f.local)?.name ?? name) : name;
-    const info = makeSite(root, from, site, {
-      files: front ? (opts.files ?? 120) : 7,
-      privateFiles: front ? 15 : 2,
-      seed: front ? `${site}:${frontName}` : `${site}:stale`,
-      ...(opts.symlinkFiles?.includes(frontName) ? { filesSymlinkTo: path.join(sharedStorage, frontName, "files") } : {}),
-    });
-    if (front) {
-      // code the fronts have and the hostmaster's stale copy lacks: fetch-site must bring it
-      fs.writeFileSync(path.join(info.siteDir, "modules", "custom", "m", "new.inc"), `<?php // ${site} live\n`, { mode: 0o644 });
-    } else {
-      // code only the stale copy has: fetch-site (rsync --delete) must drop it
-      fs.writeFileSync(path.join(info.siteDir, "modules", "custom", "m", "stale-only.inc"), "<?php // stale\n", { mode: 0o644 });
+    for (const uri of [site, ...(opts.moreSites ?? [])]) {
+      const info = makeSite(root, from, uri, {
+        files: front ? (opts.files ?? 120) : 7,
+        privateFiles: front ? 15 : 2,
+        seed: front ? `${uri}:${frontName}` : `${uri}:stale`,
+        // the first site's shared storage where it always was, each other site's a folder of its own
+        ...(opts.symlinkFiles?.includes(frontName) ? { filesSymlinkTo: path.join(sharedStorage, frontName, ...(uri === site ? [] : [uri]), "files") } : {}),
+      });
+      if (front) {
+        // code the fronts have and the hostmaster's stale copy lacks: fetch-site must bring it
+        fs.writeFileSync(path.join(info.siteDir, "modules", "custom", "m", "new.inc"), `<?php // ${uri} live\n`, { mode: 0o644 });
+      } else {
+        // code only the stale copy has: fetch-site (rsync --delete) must drop it
+        fs.writeFileSync(path.join(info.siteDir, "modules", "custom", "m", "stale-only.inc"), "<?php // stale\n", { mode: 0o644 });
+      }
+      if (opts.noPrivateFiles?.includes(frontName)) fs.rmSync(info.privateFilesDir, { recursive: true });
     }
-    if (opts.noPrivateFiles?.includes(frontName)) fs.rmSync(info.privateFilesDir, { recursive: true });
   }
   fs.mkdirSync(sharedStorage, { recursive: true });
   // the fronts' trees belong to the agents' user, as platforms belong to the aegir user
@@ -111,6 +116,14 @@ export async function setupScenario(opts: ScenarioOptions): Promise<Scenario> {
       await rm(baseDir, { recursive: true, force: true });
     },
   });
+}
+
+/**
+ * The scenario of another of its sites (`moreSites`), to check with expectMigrated and the like. Its
+ * "before" is taken now: call it before migrating.
+ */
+export function forSite(s: Scenario, site: string): Promise<Scenario> {
+  return rescan({ ...s, site });
 }
 
 /** The scenario with its "before" taken again: after a test changed the trees on purpose, before it migrates. */
