@@ -65,6 +65,8 @@ export async function migrateAll(opts: BatchOptions, loggerFor: (config: Control
     config = await loadControllerConfig(opts.config);
     from = platformArg(opts.from, config.root, "source platform");
     to = platformArg(opts.to, config.root, "target platform");
+    // else every site would be refused for it, one by one
+    if (from === to) throw new QmError("USAGE", `--from and --to are the same platform (${from}): nothing to migrate`, { key: "to" });
     if (opts.fetchFrom && !config.fronts.some((f) => f.name === opts.fetchFrom)) {
       throw new QmError("USAGE", `--fetch-from ${opts.fetchFrom}: no such front in ${opts.config}`, { key: "fetch-from" });
     }

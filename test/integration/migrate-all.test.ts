@@ -272,11 +272,15 @@ describe("quick-migrate migrate --all: usage", () => {
     expect(run.events).toEqual([expect.objectContaining({ event: "result", outcome: "refused", exitCode: 2, code: "USAGE" })]);
   });
 
-  it("a platform without a sites folder: the batch is refused, exit 2", async () => {
+  it("a platform without a sites folder, or --to the same as --from: the batch is refused, exit 2, nothing changed", async () => {
     const s = await setup({ sites: SITES.slice(0, 1) });
     const run = await runController(s.cluster.controllerConfig, ["migrate", "--all", "--from", "no-such-platform", "--to", s.to, "--json"]);
     expect(run.exitCode, run.stdout + run.stderr).toBe(2);
     expect(run.events).toEqual([expect.objectContaining({ event: "batch-result", site: null, outcome: "refused", exitCode: 2, sites: [] })]);
     expect(String(run.events[0]?.message)).toContain("no-such-platform");
+    const same = await runController(s.cluster.controllerConfig, ["migrate", "--all", "--from", s.from, "--to", `${s.from}/`, "--json"]);
+    expect(same.exitCode, same.stdout + same.stderr).toBe(2);
+    expect(same.events).toEqual([expect.objectContaining({ event: "batch-result", outcome: "refused", code: "USAGE", message: expect.stringContaining("the same platform") })]);
+    await expectUnchanged(s);
   });
 });
