@@ -124,7 +124,7 @@ export class HumanBatchOutput implements BatchOutput {
           if (!this.blankLast) this.line();
           for (const row of formatTable(e.sites)) this.line(`  ${row}`);
         }
-        this.line();
+        if (!this.blankLast) this.line();
         const mark = e.exitCode === 0 ? this.paint(32, "✔") : this.paint(31, "✘");
         this.line(`${mark} ${e.outcome}: ${e.message}  (${(e.durationMs / 1000).toFixed(2)} s, exit ${e.exitCode})`);
         return;
