@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
+import pLimit from "p-limit";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import type { AgentConnectionLike } from "../../controller/agentConnection.js";
@@ -67,7 +68,7 @@ describe("RsyncTunnel and a busy agent", () => {
 
   it("a stream refused BUSY is run again; the next refusal (not BUSY) is the run's error", async () => {
     const f = front(["BUSY", "BUSY", "NOT_ALLOWED"]);
-    const err = await runOn(new RsyncTunnel(rsync, pino({ level: "silent" }), 5000, 60_000), f).catch((e: unknown) => e);
+    const err = await runOn(new RsyncTunnel(rsync, pino({ level: "silent" }), 5000, pLimit(1), 60_000), f).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(QmError);
     expect(err).toMatchObject({ code: "NOT_ALLOWED", context: { host: "web1" } });
     expect(f.opened).toBe(3);
@@ -76,7 +77,7 @@ describe("RsyncTunnel and a busy agent", () => {
   it("still BUSY at busyWaitMs: BUSY, and no more streams", async () => {
     const f = front(Array.from({ length: 100 }, () => "BUSY" as const));
     const started = Date.now();
-    const err = await runOn(new RsyncTunnel(rsync, pino({ level: "silent" }), 5000, 400), f).catch((e: unknown) => e);
+    const err = await runOn(new RsyncTunnel(rsync, pino({ level: "silent" }), 5000, undefined, 400), f).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: "BUSY", message: expect.stringContaining("still busy after") });
     expect(Date.now() - started).toBeLessThan(3000);
     expect(f.opened).toBeGreaterThan(1);
