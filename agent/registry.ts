@@ -1,6 +1,6 @@
 // The agent's own durable record, under its state dir: each migration it was told about at preflight,
 // and where each of that migration's data dirs is (the ledger). It outlives the hostmaster and its journal.
-import { readFile, readdir, rm } from "node:fs/promises";
+import { readFile, readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { QmError } from "../shared/errors.js";
 import { writeJsonAtomic } from "../shared/fsutil.js";
@@ -76,7 +76,22 @@ export function isUnfinished(record: MigrationRecord): boolean {
   return unsettledEntries(record).length > 0;
 }
 
+/** A record the caller may change, its migration frozen as checkMigration leaves it. */
+function copyOf(record: MigrationRecord): MigrationRecord {
+  const copy = structuredClone(record);
+  copy.migration = Object.freeze({ ...copy.migration, dataDirs: Object.freeze([...copy.migration.dataDirs]) });
+  return copy;
+}
+
 export class Registry {
+  /**
+   * Each record as last read, by the identity of the file it was read from (inode, size, times): a
+   * record is only ever replaced by renaming a new file over it (writeJsonAtomic), so a file that
+   * still has that identity still holds that record. A preflight looks at every record on the front
+   * for an unfinished migration of its site: one stat each, instead of reading and checking each again.
+   */
+  private readonly readCache = new Map<string, { readonly identity: string; readonly record: MigrationRecord }>();
+
   constructor(readonly stateDir: string) {}
 
   private file(id: string): string {
@@ -96,16 +111,28 @@ export class Registry {
     return record;
   }
 
+  /** The record as it is on disk now (a copy the caller may change), or undefined when there is none. */
   async find(id: string): Promise<MigrationRecord | undefined> {
+    const file = this.file(id);
+    let identity: string;
     let text: string;
     try {
-      text = await readFile(this.file(id), "utf8");
+      // the identity first, then the content: content newer than its identity is read again next time, never the reverse
+      const st = await stat(file, { bigint: true });
+      identity = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+      const cached = this.readCache.get(id);
+      if (cached?.identity === identity) return copyOf(cached.record);
+      text = await readFile(file, "utf8");
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+        this.readCache.delete(id);
+        return undefined;
+      }
       throw err;
     }
     const record = JSON.parse(text) as MigrationRecord;
     record.migration = checkMigration(record.migration, { storedRecord: true });
+    this.readCache.set(id, { identity, record: copyOf(record) });
     return record;
   }
 

@@ -6,7 +6,7 @@ import { describeError } from "../shared/errors.js";
 import { type DataPlace, type MigrationSpec, oldSiteRel, placeRel, sitesOf } from "../shared/migration.js";
 import type { Problem } from "../shared/siteTree.js";
 import { locate } from "./parked.js";
-import { type MigrationRecord, type Registry, isUnfinished, unsettledEntries } from "./registry.js";
+import { type Registry, isUnfinished, unsettledEntries } from "./registry.js";
 
 /** Two migrations touch the same site when their site names (old or new) meet, on any platform. Pure. */
 export function sharesSite(a: MigrationSpec, b: MigrationSpec): boolean {
@@ -50,20 +50,20 @@ export function unfinishedProblem(unfinished: MigrationSpec, where: readonly Dat
  */
 export async function unfinishedProblems(registry: Registry, root: string, m: MigrationSpec): Promise<Problem[]> {
   const problems: Problem[] = [];
-  for (const id of await registry.ids()) {
-    if (id === m.id) continue;
-    let record: MigrationRecord | undefined;
-    try {
-      record = await registry.find(id);
-    } catch (err) {
-      const file = join(registry.stateDir, "migrations", `${id}.json`);
+  const ids = (await registry.ids()).filter((id) => id !== m.id);
+  // read together: a front keeps every migration of the last keepFinished days
+  const reads = await Promise.all(ids.map((id) => registry.find(id).then((record) => ({ id, record }), (err: unknown) => ({ id, err }))));
+  for (const read of reads) {
+    if ("err" in read) {
+      const file = join(registry.stateDir, "migrations", `${read.id}.json`);
       problems.push({
         code: "RECORD_UNREADABLE",
         path: "",
-        message: `cannot read this agent's record ${file} (${describeError(err)}): it may be an unfinished migration of this site; repair it, or move it out of ${join(registry.stateDir, "migrations")} once its data is known to be in place`,
+        message: `cannot read this agent's record ${file} (${describeError(read.err)}): it may be an unfinished migration of this site; repair it, or move it out of ${join(registry.stateDir, "migrations")} once its data is known to be in place`,
       });
       continue;
     }
+    const { record } = read;
     if (!record || !sharesSite(record.migration, m) || !isUnfinished(record)) continue;
     const u = record.migration;
     const where: DataWhereabouts[] = [];
