@@ -39,7 +39,8 @@ export class Recorder {
   /** The journal is there: what waited is written to it, in order. */
   async open(journal: Journal): Promise<void> {
     this.current = journal;
-    for (const e of this.pending.splice(0)) await journal.append(e);
+    // given together, they go out in order with one fsync (the journal's group commit)
+    await Promise.all(this.pending.splice(0).map((e) => journal.append(e)));
   }
 
   /** Only for an attempt that changed nothing (it lost the race for the lock): its journal goes. */
