@@ -75,7 +75,7 @@ export class Journal {
     }
     const lines = text.split("\n");
     // a line is whole only with its newline: one torn by a crash or a full disk is dropped here, and cut
-    // off before the next append (appendLinesDurable)
+    // off before the next append (GroupCommitFile)
     lines.pop();
     const events = lines.map((line, i) => {
       try {
@@ -96,6 +96,11 @@ export class Journal {
     } catch (err) {
       throw fsError(err, this.events.path, "append to the journal");
     }
+  }
+
+  /** Once the run is over: waits for the lines given so far and closes the event log. */
+  close(): Promise<void> {
+    return this.events.close();
   }
 
   /** Only for an attempt that changed nothing (it lost the race for the lock). */

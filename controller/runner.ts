@@ -83,6 +83,15 @@ export class MigrationRunner {
   }
 
   async run(): Promise<RunResult> {
+    try {
+      return await this.runMode();
+    } finally {
+      // a batch runs many migrations in one process: each one's event log is closed when it is over
+      await this.rec.journal?.close().catch(() => undefined);
+    }
+  }
+
+  private async runMode(): Promise<RunResult> {
     const { mode } = this.deps;
     if (mode.kind === "migrate") {
       await this.emitPlan(mode.dryRun);

@@ -85,65 +85,85 @@ export async function wholeLinesLength(fh: FileHandle): Promise<number> {
 }
 
 /**
- * Appends lines, each whole or not at all, and fsyncs them before returning. A torn line left at the end
- * by an earlier failure is cut off first; a write that fails part-way (a full disk) is cut back before
- * the error is thrown. So the file is always whole lines, and later appends still parse.
- */
-export async function appendLinesDurable(path: string, lines: readonly string[]): Promise<void> {
-  const fh = await open(path, "a+", 0o600);
-  try {
-    const { size } = await fh.stat();
-    const whole = await wholeLinesLength(fh);
-    if (whole < size) await fh.truncate(whole);
-    try {
-      await fh.appendFile(lines.map((l) => `${l}\n`).join(""));
-      await fh.sync();
-    } catch (err) {
-      await fh.truncate(whole).catch(() => undefined);
-      throw err;
-    }
-  } finally {
-    await fh.close();
-  }
-}
-
-/**
  * One file's appends with group commit: each line's promise resolves once it is whole and fsynced, as
- * with appendLinesDurable, but the lines given while a write is on its way go out together, in order,
+ * with one append each, but the lines given while a write is on its way go out together, in order,
  * with one write and one fsync. Thirty-two fronts acknowledging at once cost one or two fsyncs, not
  * thirty-two. When a write fails, every line of it fails and none of it stays in the file.
+ *
+ * The file stays open between writes, its length known: a torn tail is looked for once, when it is
+ * opened, and again only after a write whose cutting back failed too. Only this object may append to
+ * the file while it is open (the journal's writer holds the site lock); close() when done.
  */
 export class GroupCommitFile {
   private readonly queue: Array<{ line: string; settle: (err?: unknown) => void }> = [];
-  private writing = false;
+  /** the writes under way, until the queue is empty */
+  private draining: Promise<void> | undefined;
+  /** the open file and the length of its whole lines; undefined: opened (and checked) by the next write */
+  private file: { fh: FileHandle; whole: number } | undefined;
 
   constructor(readonly path: string) {}
 
   append(line: string): Promise<void> {
     return new Promise((resolve, reject) => {
       this.queue.push({ line, settle: (err) => (err === undefined ? resolve() : reject(err)) });
-      if (!this.writing) void this.drain();
+      this.draining ??= this.drain();
     });
   }
 
+  /** Waits for the lines given so far, then closes the file; a later append opens it again. */
+  async close(): Promise<void> {
+    await this.draining;
+    const file = this.file;
+    this.file = undefined;
+    await file?.fh.close();
+  }
+
   private async drain(): Promise<void> {
-    this.writing = true;
-    try {
-      while (this.queue.length > 0) {
-        const batch = this.queue.splice(0);
-        let failure: unknown;
-        try {
-          await appendLinesDurable(
-            this.path,
-            batch.map((b) => b.line),
-          );
-        } catch (err) {
-          failure = err ?? new Error("append failed");
-        }
-        for (const b of batch) b.settle(failure);
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0);
+      let failure: unknown;
+      try {
+        await this.write(batch.map((b) => `${b.line}\n`).join(""));
+      } catch (err) {
+        failure = err ?? new Error("append failed");
       }
-    } finally {
-      this.writing = false;
+      for (const b of batch) b.settle(failure);
     }
+    // in the same step as finding the queue empty: a line given after this starts a new drain
+    this.draining = undefined;
+  }
+
+  private async write(text: string): Promise<void> {
+    this.file ??= await openWholeLines(this.path);
+    const file = this.file;
+    const bytes = Buffer.from(text, "utf8");
+    try {
+      await file.fh.appendFile(bytes);
+      await file.fh.sync();
+      file.whole += bytes.length;
+    } catch (err) {
+      try {
+        await file.fh.truncate(file.whole);
+      } catch {
+        // not cut back: the next write opens the file again and cuts off what is torn
+        this.file = undefined;
+        await file.fh.close().catch(() => undefined);
+      }
+      throw err;
+    }
+  }
+}
+
+/** Opens a file of lines for appending, a torn last line cut off. */
+async function openWholeLines(path: string): Promise<{ fh: FileHandle; whole: number }> {
+  const fh = await open(path, "a+", 0o600);
+  try {
+    const { size } = await fh.stat();
+    const whole = await wholeLinesLength(fh);
+    if (whole < size) await fh.truncate(whole);
+    return { fh, whole };
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    throw err;
   }
 }

@@ -7,7 +7,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Journal } from "../../controller/journal.js";
 import { QmError } from "../../shared/errors.js";
-import { GroupCommitFile, appendLinesDurable, mkdirDurable, writeFileAtomic } from "../../shared/fsutil.js";
+import { GroupCommitFile, mkdirDurable, writeFileAtomic } from "../../shared/fsutil.js";
 import { fillDisk, isRoot, mountTmpfsOver } from "../helpers/disk.js";
 
 let tmp: string;
@@ -20,11 +20,13 @@ afterEach(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-describe("appendLinesDurable", () => {
+describe("GroupCommitFile: each line whole or not at all", () => {
   it("appends a line with its newline, creating the file", async () => {
     const file = path.join(tmp, "events.jsonl");
-    await appendLinesDurable(file, ['{"a":1}']);
-    await appendLinesDurable(file, ['{"b":2}', '{"c":3}']);
+    const log = new GroupCommitFile(file);
+    await log.append('{"a":1}');
+    await Promise.all([log.append('{"b":2}'), log.append('{"c":3}')]);
+    await log.close();
     expect(fs.readFileSync(file, "utf8")).toBe('{"a":1}\n{"b":2}\n{"c":3}\n');
   });
 
@@ -36,7 +38,7 @@ describe("appendLinesDurable", () => {
   ])("cuts %s off before appending", async (_what, before, kept) => {
     const file = path.join(tmp, "events.jsonl");
     fs.writeFileSync(file, before);
-    await appendLinesDurable(file, ['{"c":3}']);
+    await new GroupCommitFile(file).append('{"c":3}');
     expect(fs.readFileSync(file, "utf8")).toBe(`${kept}{"c":3}\n`);
   });
 
@@ -95,6 +97,20 @@ describe("GroupCommitFile", () => {
     const seen: string[] = [];
     await Promise.all(["a", "b", "c"].map((l) => log.append(l).then(() => seen.push(fs.readFileSync(file, "utf8")))));
     for (const [i, content] of seen.entries()) expect(content.split("\n").slice(0, i + 1)).toEqual(["a", "b", "c"].slice(0, i + 1));
+  });
+
+  it("closed, it waits for the lines given; a later append opens the file again", async () => {
+    const file = path.join(tmp, "events.jsonl");
+    const log = new GroupCommitFile(file);
+    const given = [log.append("a"), log.append("b")];
+    await log.close();
+    expect(fs.readFileSync(file, "utf8")).toBe("a\nb\n");
+    await Promise.all(given);
+    // meanwhile a torn line was left by another writer: cut off when the file is opened again
+    fs.appendFileSync(file, '{"torn');
+    await log.append("c");
+    await log.close();
+    expect(fs.readFileSync(file, "utf8")).toBe("a\nb\nc\n");
   });
 
   it("when a write fails, every line of it fails; the next write works", async () => {
