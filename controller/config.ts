@@ -4,9 +4,9 @@ import { z } from "zod";
 import { absPath, checkTransport, hostPort, isLoopback, loadYamlConfig, logLevel, tlsFiles } from "../shared/config.js";
 import { QmError } from "../shared/errors.js";
 import { DEFAULT_DATA_DIRS, MAX_DATA_DIRS, checkDataDirSet } from "../shared/names.js";
-import { HOOK_NAMES, PLACEHOLDERS } from "./hooks.js";
+import { HOOK_NAMES, PLACEHOLDERS } from "./hookNames.js";
 
-export const DEFAULT_CONTROLLER_CONFIG = "/etc/quick-migrate/controller.yaml";
+export { DEFAULT_CONTROLLER_CONFIG } from "./configFile.js";
 export const MASTER = "hostmaster";
 
 const hookArgv = z.array(z.string()).min(1, "must name a command");
