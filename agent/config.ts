@@ -64,7 +64,7 @@ const schema = z
 
 export type AgentConfig = Readonly<z.infer<typeof schema>>;
 
-export const DEFAULT_AGENT_CONFIG = "/etc/quick-migrate/agent.yaml";
+export { DEFAULT_AGENT_CONFIG } from "./configFile.js";
 
 export async function loadAgentConfig(file: string): Promise<AgentConfig> {
   return loadYamlConfig(file, schema, (c, problem) => {

@@ -15,7 +15,7 @@ import type { AgentConfig } from "./config.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
 import { type HealthService, MAX_WATCHES_PER_CLIENT, addHealthService } from "./health.js";
 import { HEALTH_SERVICES, HealthMonitor } from "./healthMonitor.js";
-import { AgentMetrics } from "./metrics.js";
+import type { AgentMetrics } from "./metrics.js";
 import { MAX_REFLECTION_STREAMS_PER_CLIENT, PROTO_DIR, addReflectionService } from "./reflection.js";
 import { SiteOperations } from "./siteOperations.js";
 import { Registry } from "./registry.js";
@@ -109,11 +109,22 @@ export class AgentGrpcServer {
   private stopping: Promise<void> | undefined;
   private tls: WatchedTls | undefined;
 
+  /**
+   * The server for `config`: prom-client (metrics.ts) is loaded only when the config has `metrics`,
+   * so that an agent without them neither starts slower nor holds more memory for them.
+   */
+  static async create(config: AgentConfig, log: Logger, rsyncBin = "rsync", faults: AgentFaults = NO_FAULTS): Promise<AgentGrpcServer> {
+    const metrics = config.metrics ? (await import("./metrics.js")).AgentMetrics : undefined;
+    return new AgentGrpcServer(config, log, rsyncBin, faults, metrics);
+  }
+
+  /** `Metrics`: AgentMetrics when the config has `metrics` (create() passes it), else undefined. */
   constructor(
     private readonly config: AgentConfig,
     private readonly log: Logger,
     rsyncBin = "rsync",
     faults: AgentFaults = NO_FAULTS,
+    Metrics?: typeof AgentMetrics,
   ) {
     this.ops = new SiteOperations(config.root, new Registry(config.stateDir), { dataDirs: config.dataDirs }, faults);
     this.settings = liveSettings(config);
@@ -125,8 +136,9 @@ export class AgentGrpcServer {
       "grpc.keepalive_time_ms": KEEPALIVE_MS,
       "grpc.keepalive_timeout_ms": KEEPALIVE_MS,
     });
-    this.metrics = config.metrics
-      ? new AgentMetrics({
+    if (config.metrics && !Metrics) throw new Error("AgentGrpcServer: the config has metrics: make it with AgentGrpcServer.create");
+    this.metrics = Metrics
+      ? new Metrics({
           inFlight: () => this.active,
           records: this.ops.registry,
           ...(config.tls ? { certificateNotAfter: () => this.tls?.notAfter } : {}),
