@@ -1,6 +1,6 @@
 // The controller's configuration (/etc/quick-migrate/controller.yaml): one schema, defaults here,
 // unknown keys rejected, every problem reported at once with file and key.
-import { z } from "zod";
+import * as z from "zod";
 import { absPath, checkTransport, hostPort, isLoopback, loadYamlConfig, logLevel, tlsFiles } from "../shared/config.js";
 import { QmError } from "../shared/errors.js";
 import { DEFAULT_DATA_DIRS, MAX_DATA_DIRS, checkDataDirSet } from "../shared/names.js";

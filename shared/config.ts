@@ -2,8 +2,12 @@
 import { readFile } from "node:fs/promises";
 import { isAbsolute } from "node:path";
 import { parse } from "yaml";
-import { z } from "zod";
+import * as z from "zod";
 import { QmError } from "./errors.js";
+
+// A config is checked once or twice per process: zod's compiled (new Function) object parsers cost more
+// to make than they ever save here, and code made at run time is what a hardened process does without.
+z.config({ jitless: true });
 
 export type ProblemSink = (key: string, message: string) => void;
 
