@@ -26,7 +26,7 @@ while (args.length > 0) {
 }
 
 /** bundled into dist/bundle/: loaded by every command at its start, plain JavaScript, no files of their own read at run time */
-const BUNDLED = new Set(["zod", "yaml", "commander"]);
+const BUNDLED = new Set(["zod", "yaml", "commander", "@bufbuild/protobuf", "chokidar", "readdirp"]);
 
 const outdir = join(dist, "bundle");
 rmSync(outdir, { recursive: true, force: true });
