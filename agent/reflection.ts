@@ -7,10 +7,9 @@
 // agent nobody lists with grpcurl never needs.
 import { accessSync } from "node:fs";
 import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type * as grpc from "@grpc/grpc-js";
-import { protoPath as healthProtoPath } from "grpc-health-check";
 import { QmError } from "../shared/errors.js";
 import type { AuditFields } from "./audit.js";
 
@@ -22,9 +21,8 @@ export const MAX_REFLECTION_STREAMS_PER_CLIENT = 4;
  */
 export const PROTO_DIR = fileURLToPath(new URL("../proto/", import.meta.url));
 export const AGENT_PROTO = "quickmigrate/v1/agent.proto";
-/** grpc-health-check ships the health proto as `<its folder>/proto/health/v1/health.proto` */
-const HEALTH_PROTO = "health/v1/health.proto";
-const HEALTH_PROTO_DIR = dirname(dirname(dirname(healthProtoPath)));
+/** the standard health proto, in proto/ beside the agent's own (its code is generated from it too) */
+const HEALTH_PROTO = "grpc/health/v1/health.proto";
 
 type ReflectionCall = grpc.ServerDuplexStream<unknown, unknown>;
 
@@ -59,7 +57,7 @@ function reflectionServices(): Map<string, LoadedService> {
   const require = createRequire(import.meta.url);
   const { loadSync } = require("@grpc/proto-loader") as typeof import("@grpc/proto-loader");
   const { ReflectionService } = require("@grpc/reflection") as typeof import("@grpc/reflection");
-  const definition = loadSync([AGENT_PROTO, HEALTH_PROTO], { includeDirs: [PROTO_DIR, HEALTH_PROTO_DIR], keepCase: true });
+  const definition = loadSync([AGENT_PROTO, HEALTH_PROTO], { includeDirs: [PROTO_DIR], keepCase: true });
   if (!Object.hasOwn(definition, "quickmigrate.v1.Agent")) throw new Error(`${join(PROTO_DIR, AGENT_PROTO)} defines no quickmigrate.v1.Agent`);
   const services = new Map<string, LoadedService>();
   new ReflectionService(definition).addToServer({
@@ -96,7 +94,7 @@ function lazyDefinition(service: (typeof SERVICES)[number]): grpc.ServiceDefinit
  */
 export function addReflectionService(server: Pick<grpc.Server, "addService">, bound: ReflectionBound): void {
   accessSync(join(PROTO_DIR, AGENT_PROTO));
-  accessSync(join(HEALTH_PROTO_DIR, HEALTH_PROTO));
+  accessSync(join(PROTO_DIR, HEALTH_PROTO));
   const open = new Map<string, number>();
   for (const service of SERVICES) {
     const wrapped = (call: ReflectionCall) => {

@@ -2,7 +2,6 @@
 // with the quick-migrate error code in trailing metadata, one audit log line per call (audit.ts), the
 // health service (healthMonitor.ts) and the graceful stop (stop()).
 import * as grpc from "@grpc/grpc-js";
-import { HealthImplementation } from "grpc-health-check";
 import { ERROR_CODE_METADATA_KEY, QmError, describeError } from "../shared/errors.js";
 import { checkMigrationId, checkStepName, checkVersionString } from "../shared/names.js";
 import { type ApplyResponse, AgentService, type AgentServer, type Migration } from "../shared/generated/quickmigrate/v1/agent.js";
@@ -13,7 +12,7 @@ import { actionFromWire, kindToWire } from "../shared/wire.js";
 import { type AuditFields, CallAudit, auditHandshakes } from "./audit.js";
 import type { AgentConfig } from "./config.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
-import { type HealthService, MAX_WATCHES_PER_CLIENT, addHealthService } from "./health.js";
+import { type HealthService, HealthStatuses, MAX_WATCHES_PER_CLIENT, addHealthService } from "./health.js";
 import { HEALTH_SERVICES, HealthMonitor } from "./healthMonitor.js";
 import type { AgentMetrics } from "./metrics.js";
 import { MAX_REFLECTION_STREAMS_PER_CLIENT, PROTO_DIR, addReflectionService } from "./reflection.js";
@@ -97,7 +96,7 @@ async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
 export class AgentGrpcServer {
   readonly server: grpc.Server;
   readonly ops: SiteOperations;
-  readonly health: HealthImplementation;
+  readonly health: HealthStatuses;
   private readonly monitor: HealthMonitor;
   private readonly healthService: HealthService;
   /** the Prometheus figures: only when the config has `metrics` (served by main.ts) */
@@ -147,7 +146,7 @@ export class AgentGrpcServer {
     this.audit = new CallAudit(log.child({ component: "rpc" }), this.metrics);
     // the standard health service: any client the TLS layer let in (CA-signed) may ask; its Watch streams are bounded per client.
     // NOT_SERVING until the monitor's first look (made before the server listens).
-    this.health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((service) => [service, "NOT_SERVING"])));
+    this.health = new HealthStatuses(Object.fromEntries(HEALTH_SERVICES.map((service) => [service, "NOT_SERVING" as const])));
     this.monitor = new HealthMonitor(this.health, log.child({ component: "health" }), {
       root: config.root,
       stateDir: config.stateDir,
