@@ -5,8 +5,8 @@ import { parse } from "yaml";
 import * as z from "zod";
 import { QmError } from "./errors.js";
 
-// A config is checked once or twice per process: zod's compiled (new Function) object parsers cost more
-// to make than they ever save here, and code made at run time is what a hardened process does without.
+// A config is checked once or twice per process: zod's compiled object parsers (made with new Function
+// at the first parse) cost about as much to make as they save here; without them the same checks run.
 z.config({ jitless: true });
 
 export type ProblemSink = (key: string, message: string) => void;
