@@ -1,5 +1,5 @@
 // The agent's configuration: one schema, defaults here, unknown keys rejected, every problem reported at once.
-import { z } from "zod";
+import * as z from "zod";
 import { absPath, checkTransport, hostPort, isLoopback, loadYamlConfig, logLevel, tlsFiles } from "../shared/config.js";
 import type { QmError } from "../shared/errors.js";
 import { DEFAULT_DATA_DIRS, MAX_DATA_DIRS, checkDataDirSet } from "../shared/names.js";
@@ -64,7 +64,7 @@ const schema = z
 
 export type AgentConfig = Readonly<z.infer<typeof schema>>;
 
-export const DEFAULT_AGENT_CONFIG = "/etc/quick-migrate/agent.yaml";
+export { DEFAULT_AGENT_CONFIG } from "./configFile.js";
 
 export async function loadAgentConfig(file: string): Promise<AgentConfig> {
   return loadYamlConfig(file, schema, (c, problem) => {

@@ -112,7 +112,7 @@ export async function lookAtFolders(root: string, stateDir: string): Promise<Hea
   return { root: r, stateDir: s };
 }
 
-/** Where the verdict goes: grpc-health-check's HealthImplementation, or a fake. */
+/** Where the verdict goes: the health service's HealthStatuses (health.ts), or a fake. */
 export interface HealthStatusSink {
   setStatus(service: string, status: "SERVING" | "NOT_SERVING"): void;
 }
@@ -205,7 +205,7 @@ export class HealthMonitor {
   private show(verdict: HealthVerdict): void {
     if (this.stopped && verdict.reasons[0]?.code !== "STOPPING") return;
     const status = verdict.serving ? "SERVING" : "NOT_SERVING";
-    // grpc-health-check writes every setStatus to every Watch: only a change is news
+    // the health service writes every setStatus to every Watch: only a change is news
     if (status !== this.status) for (const service of HEALTH_SERVICES) this.sink.setStatus(service, status);
     this.status = status;
     const shown = verdict.serving ? "SERVING" : verdict.reasons.map((r) => r.code).join(",");

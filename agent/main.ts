@@ -2,27 +2,34 @@
 // which read the agent's own records directly to recover a front without its hostmaster.
 // first: no inspector may open in this process (a signal, an --inspect), before anything else loads
 import "../shared/noDebugger.js";
-import { type FSWatcher, watch } from "chokidar";
+import type { FSWatcher } from "chokidar";
 import { Command } from "commander";
 import { constants } from "node:os";
+// Light modules only: each command loads what it needs in its action (the service gRPC, the parked
+// commands the records), so that none pays for the others' modules. Types cost nothing at run time.
 import { QmError, describeError } from "../shared/errors.js";
-import { type Logger, createRootLogger } from "../shared/logger.js";
-import { ensureRootId } from "../shared/rootId.js";
+import type { Logger } from "../shared/logger.js";
 import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoringPlugin.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
-import { type AgentConfig, DEFAULT_AGENT_CONFIG, loadAgentConfig } from "./config.js";
-import { FAULT_ENV, parseFaults } from "./faults.js";
-import { AGENT_HEALTH_SERVICE, checkLocalAgent } from "./healthCheck.js";
-import { formatParkedList, formatRestoreReport, listParked, restoreExitCode, restoreParked } from "./parked.js";
-import { MetricsEndpoint } from "./metricsServer.js";
-import { Registry } from "./registry.js";
-import { AgentGrpcServer } from "./server.js";
-import { type ServiceManagerLike, serviceManagerFromEnv } from "./serviceManager.js";
+import type { AgentConfig } from "./config.js";
+import { DEFAULT_AGENT_CONFIG } from "./configFile.js";
+import type { MetricsEndpoint } from "./metricsServer.js";
+import type { Registry } from "./registry.js";
+import type { AgentGrpcServer } from "./server.js";
+import type { ServiceManagerLike } from "./serviceManager.js";
 
 /** Exit codes of `parked …`: 0 done, 1 something refused or missing, 2 usage, config or unknown id. */
 const USAGE_CODES = new Set(["CONFIG_INVALID", "USAGE", "INVALID_NAME", "NOT_REGISTERED"]);
 
 async function serve(configFile: string): Promise<void> {
+  const [{ loadAgentConfig }, { createRootLogger }, { serviceManagerFromEnv }, { FAULT_ENV, parseFaults }, { ensureRootId }, { AgentGrpcServer }] = await Promise.all([
+    import("./config.js"),
+    import("../shared/logger.js"),
+    import("./serviceManager.js"),
+    import("./faults.js"),
+    import("../shared/rootId.js"),
+    import("./server.js"),
+  ]);
   const config = await loadAgentConfig(configFile);
   const log = createRootLogger("quick-migrate-agent", config.logLevel);
   checkUser(configFile, config.allowRoot, log);
@@ -33,10 +40,10 @@ async function serve(configFile: string): Promise<void> {
   if (config.insecure) log.warn({ listen: config.listen }, "insecure plaintext mode: for development only");
   // the root's identity, made at the first start: a root the agent cannot write is refused here, not at preflight
   const rootId = await ensureRootId(config.root);
-  const server = new AgentGrpcServer(config, log, "rsync", faults);
+  const server = await AgentGrpcServer.create(config, log, "rsync", faults);
   const metrics = await serveMetrics(config, server, log);
   const address = await server.listen();
-  const configWatch = watchConfig(configFile, server, log);
+  const configWatch = await watchConfig(configFile, server, log);
   reloadOnSighup(configFile, server, serviceManager, `serving on ${address}`, log);
   const pruning = prunePeriodically(server.ops.registry, config.keepFinished, log.child({ component: "prune" }));
   // graceful stop (server.stop: NOT_SERVING, new calls refused, operations in flight finished within
@@ -70,6 +77,7 @@ async function serve(configFile: string): Promise<void> {
  */
 async function serveMetrics(config: AgentConfig, server: AgentGrpcServer, log: Logger): Promise<MetricsEndpoint | undefined> {
   if (!config.metrics || !server.metrics) return undefined;
+  const { MetricsEndpoint } = await import("./metricsServer.js");
   const endpoint = await MetricsEndpoint.listen(config.metrics.listen, server.metrics, log.child({ component: "metrics" }));
   log.info({ address: endpoint.address }, "metrics listening");
   return endpoint;
@@ -117,7 +125,7 @@ function checkUser(configFile: string, allowRoot: boolean, log: Logger): void {
  * the concurrency bound); if not, a log line says why and the running config stays. False when rejected.
  */
 function reloadConfig(file: string, server: AgentGrpcServer, log: Logger): Promise<boolean> {
-  return loadAgentConfig(file).then(
+  return import("./config.js").then(({ loadAgentConfig }) => loadAgentConfig(file)).then(
     (next) => {
       server.updateConfig(next);
       return true;
@@ -130,7 +138,8 @@ function reloadConfig(file: string, server: AgentGrpcServer, log: Logger): Promi
 }
 
 /** A changed config file is reloaded (reloadConfig). */
-function watchConfig(file: string, server: AgentGrpcServer, log: Logger): FSWatcher {
+async function watchConfig(file: string, server: AgentGrpcServer, log: Logger): Promise<FSWatcher> {
+  const { watch } = await import("chokidar");
   let timer: NodeJS.Timeout | undefined;
   const reload = () => reloadConfig(file, server, log);
   const watcher = watch(file, { ignoreInitial: true, awaitWriteFinish: { stabilityThreshold: 100, pollInterval: 25 } });
@@ -160,6 +169,7 @@ function reloadOnSighup(file: string, server: AgentGrpcServer, serviceManager: S
 }
 
 async function parkedList(configFile: string, json: boolean): Promise<number> {
+  const [{ loadAgentConfig }, { Registry }, { formatParkedList, listParked }] = await Promise.all([import("./config.js"), import("./registry.js"), import("./parked.js")]);
   const config = await loadAgentConfig(configFile);
   const list = await listParked(config.root, new Registry(config.stateDir));
   for (const u of list.unreadable) process.stderr.write(`quick-migrate-agent: cannot read ${u.file}: ${u.message}\n`);
@@ -169,6 +179,11 @@ async function parkedList(configFile: string, json: boolean): Promise<number> {
 }
 
 async function parkedRestore(configFile: string, migrationId: string): Promise<number> {
+  const [{ loadAgentConfig }, { Registry }, { formatRestoreReport, restoreExitCode, restoreParked }] = await Promise.all([
+    import("./config.js"),
+    import("./registry.js"),
+    import("./parked.js"),
+  ]);
   const config = await loadAgentConfig(configFile);
   // as root it would race a platform folder's symlinks with root's reach, and leave root-owned
   // records and folders that the service (the aegir user) can no longer change
@@ -225,6 +240,7 @@ program
     throw new PluginUsageError(err.message.replace(/^error: /, ""));
   })
   .action(async (opts: { warnMs: number; critMs: number; json?: boolean }) => {
+    const { checkLocalAgent } = await import("./healthCheck.js");
     const report = await checkLocalAgent(globalConfig(), { warnMs: opts.warnMs, critMs: opts.critMs });
     process.stdout.write(render(report, opts.json === true));
     exitCode = report.exitCode;
@@ -238,6 +254,7 @@ try {
   const code = (err as { code?: string }).code;
   if (code === "commander.helpDisplayed" || code === "commander.version") process.exit(0);
   if (err instanceof PluginUsageError) {
+    const { AGENT_HEALTH_SERVICE } = await import("./healthCheck.js");
     const report = unknown(AGENT_HEALTH_SERVICE, err.message);
     process.stdout.write(render(report, process.argv.includes("--json")));
     process.exit(report.exitCode);

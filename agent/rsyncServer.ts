@@ -9,7 +9,6 @@ import { type FileHandle, mkdtemp, readFile, rm, writeFile } from "node:fs/promi
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ServerDuplexStream } from "@grpc/grpc-js";
-import { execa } from "execa";
 import { QmError } from "../shared/errors.js";
 import type { RsyncFrame, RsyncStart } from "../shared/generated/quickmigrate/v1/agent.js";
 import type { Logger } from "../shared/logger.js";
@@ -156,6 +155,8 @@ async function pipeDaemon(
   opts: RsyncServeOptions & { config: string; cwd: string },
 ): Promise<{ exitCode: number }> {
   const { log } = opts;
+  // loaded at the first rsync run, not at the start: an idle agent does without execa's memory
+  const { execa } = await import("execa");
   const child = execa(opts.rsyncBin, ["--server", "--daemon", `--config=${opts.config}`, "."], {
     cwd: opts.cwd,
     // nothing of the agent's environment steers rsync (RSYNC_* variables)

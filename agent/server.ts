@@ -2,7 +2,6 @@
 // with the quick-migrate error code in trailing metadata, one audit log line per call (audit.ts), the
 // health service (healthMonitor.ts) and the graceful stop (stop()).
 import * as grpc from "@grpc/grpc-js";
-import { HealthImplementation } from "grpc-health-check";
 import { ERROR_CODE_METADATA_KEY, QmError, describeError } from "../shared/errors.js";
 import { checkMigrationId, checkStepName, checkVersionString } from "../shared/names.js";
 import { type ApplyResponse, AgentService, type AgentServer, type Migration } from "../shared/generated/quickmigrate/v1/agent.js";
@@ -13,9 +12,9 @@ import { actionFromWire, kindToWire } from "../shared/wire.js";
 import { type AuditFields, CallAudit, auditHandshakes } from "./audit.js";
 import type { AgentConfig } from "./config.js";
 import { type AgentFaults, NO_FAULTS } from "./faults.js";
-import { type HealthService, MAX_WATCHES_PER_CLIENT, addHealthService } from "./health.js";
+import { type HealthService, HealthStatuses, MAX_WATCHES_PER_CLIENT, addHealthService } from "./health.js";
 import { HEALTH_SERVICES, HealthMonitor } from "./healthMonitor.js";
-import { AgentMetrics } from "./metrics.js";
+import type { AgentMetrics } from "./metrics.js";
 import { MAX_REFLECTION_STREAMS_PER_CLIENT, PROTO_DIR, addReflectionService } from "./reflection.js";
 import { SiteOperations } from "./siteOperations.js";
 import { Registry } from "./registry.js";
@@ -97,7 +96,7 @@ async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
 export class AgentGrpcServer {
   readonly server: grpc.Server;
   readonly ops: SiteOperations;
-  readonly health: HealthImplementation;
+  readonly health: HealthStatuses;
   private readonly monitor: HealthMonitor;
   private readonly healthService: HealthService;
   /** the Prometheus figures: only when the config has `metrics` (served by main.ts) */
@@ -109,11 +108,22 @@ export class AgentGrpcServer {
   private stopping: Promise<void> | undefined;
   private tls: WatchedTls | undefined;
 
+  /**
+   * The server for `config`: prom-client (metrics.ts) is loaded only when the config has `metrics`,
+   * so that an agent without them neither starts slower nor holds more memory for them.
+   */
+  static async create(config: AgentConfig, log: Logger, rsyncBin = "rsync", faults: AgentFaults = NO_FAULTS): Promise<AgentGrpcServer> {
+    const metrics = config.metrics ? (await import("./metrics.js")).AgentMetrics : undefined;
+    return new AgentGrpcServer(config, log, rsyncBin, faults, metrics);
+  }
+
+  /** `Metrics`: AgentMetrics when the config has `metrics` (create() passes it), else undefined. */
   constructor(
     private readonly config: AgentConfig,
     private readonly log: Logger,
     rsyncBin = "rsync",
     faults: AgentFaults = NO_FAULTS,
+    Metrics?: typeof AgentMetrics,
   ) {
     this.ops = new SiteOperations(config.root, new Registry(config.stateDir), { dataDirs: config.dataDirs }, faults);
     this.settings = liveSettings(config);
@@ -125,8 +135,9 @@ export class AgentGrpcServer {
       "grpc.keepalive_time_ms": KEEPALIVE_MS,
       "grpc.keepalive_timeout_ms": KEEPALIVE_MS,
     });
-    this.metrics = config.metrics
-      ? new AgentMetrics({
+    if (config.metrics && !Metrics) throw new Error("AgentGrpcServer: the config has metrics: make it with AgentGrpcServer.create");
+    this.metrics = Metrics
+      ? new Metrics({
           inFlight: () => this.active,
           records: this.ops.registry,
           ...(config.tls ? { certificateNotAfter: () => this.tls?.notAfter } : {}),
@@ -135,7 +146,7 @@ export class AgentGrpcServer {
     this.audit = new CallAudit(log.child({ component: "rpc" }), this.metrics);
     // the standard health service: any client the TLS layer let in (CA-signed) may ask; its Watch streams are bounded per client.
     // NOT_SERVING until the monitor's first look (made before the server listens).
-    this.health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((service) => [service, "NOT_SERVING"])));
+    this.health = new HealthStatuses(Object.fromEntries(HEALTH_SERVICES.map((service) => [service, "NOT_SERVING" as const])));
     this.monitor = new HealthMonitor(this.health, log.child({ component: "health" }), {
       root: config.root,
       stateDir: config.stateDir,

@@ -1,12 +1,12 @@
 // The controller's configuration (/etc/quick-migrate/controller.yaml): one schema, defaults here,
 // unknown keys rejected, every problem reported at once with file and key.
-import { z } from "zod";
+import * as z from "zod";
 import { absPath, checkTransport, hostPort, isLoopback, loadYamlConfig, logLevel, tlsFiles } from "../shared/config.js";
 import { QmError } from "../shared/errors.js";
 import { DEFAULT_DATA_DIRS, MAX_DATA_DIRS, checkDataDirSet } from "../shared/names.js";
-import { HOOK_NAMES, PLACEHOLDERS } from "./hooks.js";
+import { HOOK_NAMES, PLACEHOLDERS } from "./hookNames.js";
 
-export const DEFAULT_CONTROLLER_CONFIG = "/etc/quick-migrate/controller.yaml";
+export { DEFAULT_CONTROLLER_CONFIG } from "./configFile.js";
 export const MASTER = "hostmaster";
 
 const hookArgv = z.array(z.string()).min(1, "must name a command");

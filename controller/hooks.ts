@@ -6,12 +6,9 @@ import { QmError, describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { type HookGroup, KILL_GRACE_MS, endGroup, groupMembers } from "./processGroup.js";
 import { processStartTime } from "../shared/processes.js";
+import type { HookName, HookValues } from "./hookNames.js";
 
-export const HOOK_NAMES = ["maintenanceOn", "dbDump", "deploy", "updatedb", "maintenanceOff", "dbRestore"] as const;
-export type HookName = (typeof HOOK_NAMES)[number];
-
-export const PLACEHOLDERS = ["site", "newSite", "from", "to", "fromPath", "toPath", "dump", "migrationId"] as const;
-export type HookValues = Readonly<Record<(typeof PLACEHOLDERS)[number], string>>;
+export { HOOK_NAMES, type HookName, PLACEHOLDERS, type HookValues } from "./hookNames.js";
 
 const ENV_NAMES: Record<keyof HookValues, string> = {
   site: "QM_SITE",

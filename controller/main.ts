@@ -2,23 +2,20 @@
 // first: no inspector may open in this process (a signal, an --inspect), before anything else loads
 import "../shared/noDebugger.js";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { pino } from "pino";
+// Only what every command needs, and light, is imported here: each command loads its own modules in its
+// action (gRPC, execa, zod and the like cost tens of milliseconds each), so that `status` pays for none
+// of what `migrate` needs. Types cost nothing at run time.
 import { QmError, describeError, errorCode } from "../shared/errors.js";
-import { type Logger, createRootLogger } from "../shared/logger.js";
+import type { Logger } from "../shared/logger.js";
 import { checkMigrationId, checkSiteName } from "../shared/names.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
 import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoringPlugin.js";
-import { channelCredentials, deadlinesFrom } from "./agentConnection.js";
-import { type ControllerConfig, DEFAULT_CONTROLLER_CONFIG, loadControllerConfig } from "./config.js";
+import type { ControllerConfig } from "./config.js";
+import { DEFAULT_CONTROLLER_CONFIG } from "./configFile.js";
 import { OUTCOMES, type Reporter } from "./events.js";
-import { HEALTH_SERVICE, checkFronts } from "./healthCheck.js";
-import { Journal } from "./journal.js";
 import { HumanReporter, JsonReporter } from "./output.js";
-import { checkExecutable, findSourcePlatform, platformArg } from "./platforms.js";
-import { type MigrationStatus, listStatuses, planFromDocument, readStatus } from "./status.js";
-import { execute, planMigration, refuseLocked } from "./execution.js";
+import type { MigrationStatus } from "./status.js";
 import { DEFAULT_CONCURRENCY, migrateUsageProblem, parseConcurrency } from "./batch.js";
-import { formatInventory, inventoryExitCode, inventoryOf, realProbe } from "./inventory.js";
 
 interface CommonOptions {
   config: string;
@@ -43,14 +40,22 @@ function reporterFor(json: boolean | undefined): Reporter {
   return new HumanReporter(process.stdout, tty && !process.env.NO_COLOR, tty);
 }
 
-function loggerFor(config: ControllerConfig): Logger {
-  return createRootLogger("quick-migrate", process.env.QM_LOG_LEVEL ?? config.logLevel, pino.destination(2));
+/** The root logger's maker, once pino is loaded (only the commands that log load it). */
+async function loggerMaker(): Promise<(config: ControllerConfig) => Logger> {
+  const [{ pino }, { createRootLogger }] = await Promise.all([import("pino"), import("../shared/logger.js")]);
+  return (config) => createRootLogger("quick-migrate", process.env.QM_LOG_LEVEL ?? config.logLevel, pino.destination(2));
 }
 
 async function migrate(uri: string, opts: MigrateOptions): Promise<number> {
   const started = Date.now();
   const reporter = reporterFor(opts.json);
   try {
+    const [{ loadControllerConfig }, { execute, planMigration, refuseLocked }, { checkExecutable, findSourcePlatform, platformArg }, loggerFor] = await Promise.all([
+      import("./config.js"),
+      import("./execution.js"),
+      import("./platforms.js"),
+      loggerMaker(),
+    ]);
     const config = await loadControllerConfig(opts.config);
     const log = loggerFor(config);
     const site = checkSiteName(uri, "site");
@@ -84,6 +89,14 @@ async function continueMigration(kind: "resume" | "rollback", id: string, opts: 
   const reporter = reporterFor(opts.json);
   try {
     checkMigrationId(id);
+    const [{ loadControllerConfig }, { execute }, { Journal }, { planFromDocument, readStatus }, { checkExecutable }, loggerFor] = await Promise.all([
+      import("./config.js"),
+      import("./execution.js"),
+      import("./journal.js"),
+      import("./status.js"),
+      import("./platforms.js"),
+      loggerMaker(),
+    ]);
     const config = await loadControllerConfig(opts.config);
     const log = loggerFor(config);
     const { journal, document, events } = await Journal.load(config.stateDir, id);
@@ -102,6 +115,7 @@ async function continueMigration(kind: "resume" | "rollback", id: string, opts: 
 
 async function status(id: string | undefined, opts: CommonOptions): Promise<number> {
   try {
+    const [{ loadControllerConfig }, { listStatuses, readStatus }] = await Promise.all([import("./config.js"), import("./status.js")]);
     const config = await loadControllerConfig(opts.config);
     const list: MigrationStatus[] = id ? [await readStatus(config.stateDir, checkMigrationId(id))] : await listStatuses(config.stateDir);
     if (opts.json) {
@@ -125,6 +139,11 @@ async function status(id: string | undefined, opts: CommonOptions): Promise<numb
 /** `agents`: every front at once, each within its own bound; exit 0 when every agent answered, 1 when one did not, 2 for a bad config. */
 async function agents(opts: CommonOptions): Promise<number> {
   try {
+    const [{ loadControllerConfig }, { channelCredentials, deadlinesFrom }, { formatInventory, inventoryExitCode, inventoryOf, realProbe }] = await Promise.all([
+      import("./config.js"),
+      import("./agentConnection.js"),
+      import("./inventory.js"),
+    ]);
     const config = await loadControllerConfig(opts.config);
     const credentials = channelCredentials(config);
     const deadlines = deadlinesFrom(config);
@@ -173,7 +192,7 @@ program
       process.exitCode = await migrate(uri as string, opts);
       return;
     }
-    const { migrateAll } = await import("./batchRun.js");
+    const [{ migrateAll }, loggerFor] = await Promise.all([import("./batchRun.js"), loggerMaker()]);
     process.exitCode = await migrateAll({ ...opts, from: opts.from as string }, loggerFor);
   });
 
@@ -225,6 +244,7 @@ program
     throw new PluginUsageError(err.message.replace(/^error: /, ""));
   })
   .action(async (opts: CommonOptions & { warnMs: number; critMs: number }) => {
+    const { checkFronts } = await import("./healthCheck.js");
     const report = await checkFronts(opts.config, { warnMs: opts.warnMs, critMs: opts.critMs });
     process.stdout.write(render(report, opts.json === true));
     process.exitCode = report.exitCode;
@@ -236,6 +256,7 @@ try {
   const code = (err as { code?: string }).code;
   if (code === "commander.helpDisplayed" || code === "commander.version" || code === "commander.help") process.exit(0);
   if (err instanceof PluginUsageError) {
+    const { HEALTH_SERVICE } = await import("./healthCheck.js");
     const report = unknown(HEALTH_SERVICE, err.message);
     process.stdout.write(render(report, process.argv.includes("--json")));
     process.exit(report.exitCode);

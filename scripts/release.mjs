@@ -1,5 +1,6 @@
 // Makes the release tarball: quick-migrate-<version>.tar.gz, one folder quick-migrate-<version>/ with bin/,
-// dist/ (compiled afresh, without the demo, bench and test helpers), production dependencies only, deploy/
+// dist/ (compiled afresh, without the demo, bench and test helpers, and bundled into dist/bundle/, which
+// bin/ runs, from the very dependencies packed), production dependencies only, deploy/
 // and the README. deploy/install.sh installs it. Checks that the packed binaries run before packing.
 //
 //   npm run release [-- --out DIR]
@@ -60,6 +61,8 @@ try {
 
   // production dependencies only, exactly as locked; no install scripts (none is needed: all are plain JavaScript)
   run("npm", ["ci", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"], stage);
+  // the bundle bin/ runs, made from the stage's own dist/ and the dependencies just installed in it
+  run(process.execPath, [join(top, "scripts", "bundle.mjs"), "--dist", join(stage, "dist")]);
   // (what only the devDependencies need is marked dev in the lock; @types/node is not: protobufjs depends on it)
   for (const [where, entry] of Object.entries(lock.packages ?? {})) {
     if (entry.dev === true && existsSync(join(stage, where))) throw new Error(`${where}, a development dependency, was installed into the release`);

@@ -2,8 +2,12 @@
 import { readFile } from "node:fs/promises";
 import { isAbsolute } from "node:path";
 import { parse } from "yaml";
-import { z } from "zod";
+import * as z from "zod";
 import { QmError } from "./errors.js";
+
+// A config is checked once or twice per process: zod's compiled object parsers (made with new Function
+// at the first parse) cost about as much to make as they save here; without them the same checks run.
+z.config({ jitless: true });
 
 export type ProblemSink = (key: string, message: string) => void;
 

@@ -1,66 +1,83 @@
 // The catalogue of quick-migrate errors, shared by agent and controller: each stable code maps to the
 // gRPC status it travels with. An error carries its code, context fields (host, step, path) and a cause.
-import { status } from "@grpc/grpc-js";
+// No runtime import of @grpc/grpc-js: what only needs the catalogue (config, status, the journal) does
+// not pay for loading gRPC.
+import type { status } from "@grpc/grpc-js";
+
+/**
+ * The gRPC status codes the catalogue uses, by their numbers: fixed by the gRPC protocol
+ * (grpc/doc/statuscodes.md); the type below makes the compiler check each against grpc-js's `status` enum.
+ */
+export const GrpcStatus = {
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+} as const satisfies { readonly [K in keyof typeof status]?: (typeof status)[K] };
 
 /** Every error code, and the gRPC status it travels with. */
 export const ErrorCodes = {
-  INVALID_NAME: status.INVALID_ARGUMENT,
-  CONFIG_INVALID: status.INVALID_ARGUMENT,
-  USAGE: status.INVALID_ARGUMENT,
-  NOT_REGISTERED: status.FAILED_PRECONDITION,
-  PRECONDITION: status.FAILED_PRECONDITION,
-  CONFLICT: status.FAILED_PRECONDITION,
-  CROSS_DEVICE: status.FAILED_PRECONDITION,
-  NOT_EMPTY: status.FAILED_PRECONDITION,
+  INVALID_NAME: GrpcStatus.INVALID_ARGUMENT,
+  CONFIG_INVALID: GrpcStatus.INVALID_ARGUMENT,
+  USAGE: GrpcStatus.INVALID_ARGUMENT,
+  NOT_REGISTERED: GrpcStatus.FAILED_PRECONDITION,
+  PRECONDITION: GrpcStatus.FAILED_PRECONDITION,
+  CONFLICT: GrpcStatus.FAILED_PRECONDITION,
+  CROSS_DEVICE: GrpcStatus.FAILED_PRECONDITION,
+  NOT_EMPTY: GrpcStatus.FAILED_PRECONDITION,
   // preflight problems, each naming the path it is about
-  SOURCE_MISSING: status.FAILED_PRECONDITION,
-  SITE_IS_SYMLINK: status.FAILED_PRECONDITION,
-  TARGET_EXISTS: status.FAILED_PRECONDITION,
-  TARGET_PLATFORM_MISSING: status.FAILED_PRECONDITION,
-  MOUNT_POINT: status.FAILED_PRECONDITION,
-  DATA_NOT_DIRECTORY: status.FAILED_PRECONDITION,
+  SOURCE_MISSING: GrpcStatus.FAILED_PRECONDITION,
+  SITE_IS_SYMLINK: GrpcStatus.FAILED_PRECONDITION,
+  TARGET_EXISTS: GrpcStatus.FAILED_PRECONDITION,
+  TARGET_PLATFORM_MISSING: GrpcStatus.FAILED_PRECONDITION,
+  MOUNT_POINT: GrpcStatus.FAILED_PRECONDITION,
+  DATA_NOT_DIRECTORY: GrpcStatus.FAILED_PRECONDITION,
   // two hosts of one migration serve one root, or a front marked local does not serve the hostmaster's
-  ROOT_SHARED: status.FAILED_PRECONDITION,
-  ROOT_NOT_LOCAL: status.FAILED_PRECONDITION,
+  ROOT_SHARED: GrpcStatus.FAILED_PRECONDITION,
+  ROOT_NOT_LOCAL: GrpcStatus.FAILED_PRECONDITION,
   // a front still holds the data of an unfinished migration of the site, or a record it cannot read
-  UNFINISHED_MIGRATION: status.FAILED_PRECONDITION,
-  RECORD_UNREADABLE: status.FAILED_PRECONDITION,
+  UNFINISHED_MIGRATION: GrpcStatus.FAILED_PRECONDITION,
+  RECORD_UNREADABLE: GrpcStatus.FAILED_PRECONDITION,
   // the root's identity file (.quick-migrate-root-id) holds no id, or cannot be made
-  ROOT_ID_INVALID: status.FAILED_PRECONDITION,
-  ROOT_NOT_WRITABLE: status.FAILED_PRECONDITION,
+  ROOT_ID_INVALID: GrpcStatus.FAILED_PRECONDITION,
+  ROOT_NOT_WRITABLE: GrpcStatus.FAILED_PRECONDITION,
   // a front's operator put the data back with `parked restore`: the migration only goes back now;
   // or `parked restore` refused: the front is past the point of no return
-  RESTORED_ON_FRONT: status.FAILED_PRECONDITION,
-  PAST_POINT_OF_NO_RETURN: status.FAILED_PRECONDITION,
+  RESTORED_ON_FRONT: GrpcStatus.FAILED_PRECONDITION,
+  PAST_POINT_OF_NO_RETURN: GrpcStatus.FAILED_PRECONDITION,
   // a data dir that is a relative symlink whose target does not exist from the new site folder
-  DANGLING_SYMLINK: status.FAILED_PRECONDITION,
+  DANGLING_SYMLINK: GrpcStatus.FAILED_PRECONDITION,
   // the migration lists other data dirs than the agent's own config protects
-  DATA_DIRS_MISMATCH: status.FAILED_PRECONDITION,
+  DATA_DIRS_MISMATCH: GrpcStatus.FAILED_PRECONDITION,
   // an action or rsync the step sequence does not allow in the migration's state on this front;
   // or any action of a migration that ended here (finished, or rolled back)
-  OUT_OF_ORDER: status.FAILED_PRECONDITION,
-  STALE_REQUEST: status.FAILED_PRECONDITION,
-  MIGRATION_FINISHED: status.FAILED_PRECONDITION,
-  OUTSIDE_ROOT: status.PERMISSION_DENIED,
-  TUNNEL_REFUSED: status.PERMISSION_DENIED,
-  NOT_ALLOWED: status.PERMISSION_DENIED,
-  LOCKED: status.ALREADY_EXISTS,
-  UNREACHABLE: status.UNAVAILABLE,
-  BUSY: status.UNAVAILABLE,
+  OUT_OF_ORDER: GrpcStatus.FAILED_PRECONDITION,
+  STALE_REQUEST: GrpcStatus.FAILED_PRECONDITION,
+  MIGRATION_FINISHED: GrpcStatus.FAILED_PRECONDITION,
+  OUTSIDE_ROOT: GrpcStatus.PERMISSION_DENIED,
+  TUNNEL_REFUSED: GrpcStatus.PERMISSION_DENIED,
+  NOT_ALLOWED: GrpcStatus.PERMISSION_DENIED,
+  LOCKED: GrpcStatus.ALREADY_EXISTS,
+  UNREACHABLE: GrpcStatus.UNAVAILABLE,
+  BUSY: GrpcStatus.UNAVAILABLE,
   // the agent is stopping (SIGTERM): it finishes what it has, takes nothing new
-  STOPPING: status.UNAVAILABLE,
+  STOPPING: GrpcStatus.UNAVAILABLE,
   // a stream whose other end says nothing: no start frame in time, or an rsync that stopped moving bytes
-  STREAM_IDLE: status.UNAVAILABLE,
+  STREAM_IDLE: GrpcStatus.UNAVAILABLE,
   // the agent stopped waiting for one of its own operations (operationTimeout): it may still finish
-  TIMED_OUT: status.DEADLINE_EXCEEDED,
+  TIMED_OUT: GrpcStatus.DEADLINE_EXCEEDED,
   // a client already holds as many health Watch (or reflection) streams as it may
-  TOO_MANY_STREAMS: status.RESOURCE_EXHAUSTED,
-  INCOMPATIBLE: status.FAILED_PRECONDITION,
-  HOOK_FAILED: status.INTERNAL,
-  RSYNC_FAILED: status.INTERNAL,
-  IO: status.INTERNAL,
-  JOURNAL_INVALID: status.INTERNAL,
-  INTERNAL: status.INTERNAL,
+  TOO_MANY_STREAMS: GrpcStatus.RESOURCE_EXHAUSTED,
+  INCOMPATIBLE: GrpcStatus.FAILED_PRECONDITION,
+  HOOK_FAILED: GrpcStatus.INTERNAL,
+  RSYNC_FAILED: GrpcStatus.INTERNAL,
+  IO: GrpcStatus.INTERNAL,
+  JOURNAL_INVALID: GrpcStatus.INTERNAL,
+  INTERNAL: GrpcStatus.INTERNAL,
 } as const satisfies Record<string, status>;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -5,7 +5,7 @@ import { X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { type PeerCertificate, checkServerIdentity } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
-import { service as healthService } from "grpc-health-check";
+import { HealthCheckResponse, HealthService, healthCheckResponse_ServingStatusToJSON } from "./generated/grpc/health/v1/health.js";
 import type { HealthProbe } from "./monitoringPlugin.js";
 
 export type HealthStatus = "UNKNOWN" | "SERVING" | "NOT_SERVING" | "SERVICE_UNKNOWN";
@@ -21,15 +21,20 @@ export interface HealthClient extends grpc.Client {
   watch(req: { service: string }, md: grpc.Metadata, opts: Partial<grpc.CallOptions>): grpc.ClientReadableStream<{ status: HealthStatus }>;
 }
 
+/** A method of the health service whose answers carry the status by its name (SERVING…), not its number. */
+function statusByName<Req>(method: grpc.MethodDefinition<Req, HealthCheckResponse>) {
+  return { ...method, responseDeserialize: (bytes: Buffer) => ({ status: healthCheckResponse_ServingStatusToJSON(HealthCheckResponse.decode(bytes).status) }) };
+}
+
 /**
- * The health client, from the proto grpc-health-check ships (the package the agent serves it with):
- * used by both health checks, the inventory and the tests.
+ * The health client, from the code generated from the standard health proto (the agent serves it from
+ * the same): used by both health checks, the inventory and the tests. Statuses come back as names, as
+ * grpc-health-check's client gives them; unlike it, no .proto is parsed when it is loaded.
  */
-export const HealthClientCtor = grpc.makeGenericClientConstructor(healthService as unknown as grpc.ServiceDefinition, "Health") as unknown as new (
-  address: string,
-  credentials: grpc.ChannelCredentials,
-  options?: grpc.ChannelOptions,
-) => HealthClient;
+export const HealthClientCtor = grpc.makeGenericClientConstructor(
+  { check: statusByName(HealthService.check), watch: statusByName(HealthService.watch) } as unknown as grpc.ServiceDefinition,
+  "Health",
+) as unknown as new (address: string, credentials: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => HealthClient;
 
 export interface ProbeTarget {
   /** names the agent in the output, and is the name its certificate must carry */

@@ -127,6 +127,10 @@ describe("the release tarball, installed, upgraded, rolled back and uninstalled 
       "dist/agent/main.js",
       "dist/controller/main.js",
       "dist/shared/generated/quickmigrate/v1/agent.js",
+      // what bin/ runs (scripts/bundle.mjs)
+      "dist/bundle/controller.js",
+      "dist/bundle/agent.js",
+      "dist/bundle/noDebugger.js",
       "deploy/install.sh",
       "deploy/systemd/quick-migrate-agent.service",
       "deploy/tls/make-certs.sh",

@@ -1,6 +1,7 @@
 // The error catalogue is a contract between agent and controller (codes travel in gRPC metadata): pinned here.
+import { status } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
-import { ErrorCodes, QmError, describeError, fsError, isErrorCode } from "../../shared/errors.js";
+import { ErrorCodes, GrpcStatus, QmError, describeError, fsError, isErrorCode } from "../../shared/errors.js";
 
 // gRPC status numbers, written out: INVALID_ARGUMENT 3, DEADLINE_EXCEEDED 4, ALREADY_EXISTS 6,
 // PERMISSION_DENIED 7, RESOURCE_EXHAUSTED 8, FAILED_PRECONDITION 9, INTERNAL 13, UNAVAILABLE 14.
@@ -60,6 +61,10 @@ describe("ErrorCodes", () => {
     for (const [code, grpc] of CATALOGUE) {
       expect(new QmError(code as keyof typeof ErrorCodes, "x").grpcStatus).toBe(grpc);
     }
+  });
+
+  it("GrpcStatus, which spares errors.ts loading gRPC, holds grpc-js's own numbers", () => {
+    for (const [name, n] of Object.entries(GrpcStatus)) expect(status[name as keyof typeof status]).toBe(n);
   });
 
   it("QmError keeps code, context and cause", () => {
