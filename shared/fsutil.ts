@@ -45,10 +45,14 @@ export async function mkdirDurable(dir: string, mode?: number): Promise<void> {
  */
 export async function writeFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
   const dir = dirname(path);
-  await mkdirDurable(dir);
   const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`);
   try {
-    const fh = await open(tmp, "wx", mode);
+    // the folder is made (durably) only when it is missing: most writes replace a file in a folder that is there
+    const fh = await open(tmp, "wx", mode).catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code !== "ENOENT") throw err;
+      await mkdirDurable(dir);
+      return open(tmp, "wx", mode);
+    });
     try {
       await fh.writeFile(data);
       await fh.sync();
