@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
-import { runController, type Cluster, type ControllerRun } from '../lib/cluster.js';
+import { runController, startCluster, type Cluster, type ControllerRun } from '../lib/cluster.js';
 import { makePlatform } from '../lib/fixtures.js';
 import type { Ssh } from './ssh.js';
 
@@ -178,4 +178,14 @@ export async function removeTree(dir: string): Promise<void> {
 /** "50", "5k", "50k" */
 export function label(n: number): string {
   return n >= 1000 && n % 1000 === 0 ? `${n / 1000}k` : String(n);
+}
+
+/** A cluster of `fronts` web fronts (web1…webN) in `<ctx.dir>/<sub>`, with both bench platforms on every root. */
+export async function benchCluster(ctx: BenchContext, sub: string, fronts: number): Promise<Cluster> {
+  const baseDir = path.join(ctx.dir, sub);
+  fs.mkdirSync(baseDir, { recursive: true });
+  // 32 agents starting at once on 2 cores take a while
+  const c = await startCluster({ baseDir, fronts: Array.from({ length: fronts }, (_, i) => ({ name: `web${i + 1}` })), listenTimeoutMs: 120_000 });
+  makePlatforms(c);
+  return c;
 }

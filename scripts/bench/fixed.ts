@@ -2,16 +2,15 @@
 // small site on 2 fronts, with the steps that make it up.
 import path from 'node:path';
 import { execa } from 'execa';
-import { repoRoot, startCluster } from '../lib/cluster.js';
+import { repoRoot } from '../lib/cluster.js';
 import { makeSite } from '../lib/fixtures.js';
-import { type BenchContext, type SectionResult, FROM, TO, figure, makePlatforms, median, migrate, round, stepDurations, syncDisk, timed } from './common.js';
+import { type BenchContext, type SectionResult, FROM, TO, figure, benchCluster, median, migrate, round, stepDurations, syncDisk, timed } from './common.js';
 
 const S = 'fixed';
 
 export async function fixedCost(ctx: BenchContext): Promise<SectionResult> {
-  const c = await startCluster({ baseDir: ctx.dir, fronts: [{ name: 'web1' }, { name: 'web2' }], listenTimeoutMs: 60_000 });
+  const c = await benchCluster(ctx, 'cluster', 2);
   try {
-    makePlatforms(c);
     const uris = Array.from({ length: ctx.runs + 1 }, (_, i) => `fixed${i}.bench.test`);
     for (const uri of uris) {
       for (const f of c.fronts) makeSite(f.root, FROM, uri, { files: 50, privateFiles: 5, seed: f.name });

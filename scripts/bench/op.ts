@@ -7,9 +7,8 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { AgentConnection, channelCredentials, deadlinesFrom } from '../../controller/agentConnection.js';
 import { loadControllerConfig } from '../../controller/config.js';
-import { startCluster } from '../lib/cluster.js';
 import { makeSite } from '../lib/fixtures.js';
-import { type BenchContext, type SectionResult, FROM, TO, figure, makePlatforms, median, ratio, syncDisk, timed } from './common.js';
+import { type BenchContext, type SectionResult, FROM, TO, figure, benchCluster, median, ratio, syncDisk, timed } from './common.js';
 
 const S = 'op';
 const DATA_DIRS = ['files', 'private/files'];
@@ -18,13 +17,12 @@ export async function perOperation(ctx: BenchContext): Promise<SectionResult> {
   const ops = ctx.quick ? 10 : 50;
   const mvs = ctx.quick ? 5 : 20;
   const warm = 3;
-  const c = await startCluster({ baseDir: ctx.dir, fronts: [{ name: 'web1' }], listenTimeoutMs: 60_000 });
+  const c = await benchCluster(ctx, 'cluster', 1);
   const config = await loadControllerConfig(c.controllerConfig);
   const front = config.fronts[0];
   if (front === undefined) throw new Error('no front in the controller config');
   const conn = new AgentConnection(front, channelCredentials(config), deadlinesFrom(config));
   try {
-    makePlatforms(c);
     const web1 = c.fronts[0] as (typeof c.fronts)[number];
     const stamp = Date.now().toString(36);
     const ids = Array.from({ length: warm + ops }, (_, i) => ({ id: `bench-op-${stamp}-${i}`, site: `op${i}.bench.test` }));
