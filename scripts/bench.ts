@@ -153,7 +153,7 @@ async function main(): Promise<number> {
     dirty: machine.dirty,
     machine: { cores: machine.cores, cpu: machine.cpu, memoryMB: machine.memoryMB, node: machine.node, kernel: machine.kernel, platform: machine.platform },
     options: { runs, quick, only },
-    ssh: ssh ? { available: true } : { available: false, ...(sshWhyNot !== undefined ? { reason: sshWhyNot } : {}) },
+    ssh: ssh === undefined ? { used: false } : ssh === null ? { used: false, reason: sshWhyNot } : { used: true, server: 'the bench\'s own sshd on 127.0.0.1' },
     targets: { met: withTarget.filter((f) => f.pass).length, of: withTarget.length },
     figures,
     sections: results,
