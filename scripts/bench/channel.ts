@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { addSiteCode, makeSite, sitePath } from '../lib/fixtures.js';
-import { type BenchContext, type Figure, type SectionResult, FROM, benchCluster, bounce, figure, migrate, ratio, removeTree, stepDurations, syncDisk, timed } from './common.js';
+import { agentPid, procMb } from './footprint.js';
+import { type BenchContext, type Figure, type SectionResult, FROM, benchCluster, bounce, controllerMaxRssMb, figure, migrate, ratio, removeTree, stepDurations, syncDisk, timed } from './common.js';
 
 const S = 'channel';
 
@@ -31,6 +32,7 @@ export async function channel(ctx: BenchContext): Promise<SectionResult> {
     const fetch: number[] = [];
     const push: number[] = [];
     const viaSsh: number[] = [];
+    const controllerRss: number[] = [];
     for (let i = 0; i <= ctx.runs; i++) {
       ctx.signal.throwIfAborted();
       const { from, to } = bounce(i);
@@ -38,7 +40,7 @@ export async function channel(ctx: BenchContext): Promise<SectionResult> {
       await removeTree(sitePath(c.masterRoot, from, uri));
       makeSite(c.masterRoot, from, uri, { files: 0, privateFiles: 0, seed: 'stale' });
       await syncDisk();
-      const run = await migrate(c, uri, from, to, ctx.signal);
+      const run = await migrate(c, uri, from, to, ctx.signal, { QM_LOG_LEVEL: 'info' });
       const steps = stepDurations(run);
 
       const copy = path.join(ctx.dir, 'rsync-copy');
@@ -55,6 +57,7 @@ export async function channel(ctx: BenchContext): Promise<SectionResult> {
       ctx.log(`run ${i}${i === 0 ? ' (warm-up)' : ''}: fetch-site ${Math.round(steps.get('fetch-site') ?? NaN)} ms, push-site ${Math.round(steps.get('push-site') ?? NaN)} ms, rsync${ssh ? ' -e ssh' : ' (local)'} ${Math.round(ms)} ms`);
       await removeTree(copy);
       if (i === 0) continue;
+      controllerRss.push(controllerMaxRssMb(run));
       fetch.push(steps.get('fetch-site') ?? NaN);
       push.push(steps.get('push-site') ?? NaN);
       viaSsh.push(ms);
@@ -65,6 +68,9 @@ export async function channel(ctx: BenchContext): Promise<SectionResult> {
       figure(S, 'rsyncSsh', `the same folder with ${other}`, 'ms', viaSsh, ssh === null ? { note: `no sshd: ${ctx.sshUnavailable() ?? '?'}` } : {}),
       ratio(S, 'fetchOverSsh', `agent channel / ${other}`, fetch, viaSsh, ssh === null ? { note: 'not against ssh' } : { target: { op: '<=', value: 1.15 } }),
       figure(S, 'pushSite', `${mb} MB push-site, hostmaster → 1 front`, 'ms', push),
+      // nothing buffers the folder whole: both stay far below its size
+      figure(S, 'controllerRss', `controller peak RSS, migrating the ${mb} MB folder`, 'MB', controllerRss),
+      figure(S, 'agentRss', `agent peak RSS (VmHWM) after ${ctx.runs + 1} such migrations`, 'MB', [procMb(agentPid(web1), 'VmHWM')]),
     ];
     return { figures, details: { siteFolder: shape, comparedWith: other, compared: 'fetch-site step-end durationMs vs wall time of one rsync process into an empty folder; both exclude files/ and private/files/' } };
   } finally {

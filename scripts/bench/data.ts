@@ -17,6 +17,13 @@ import { type BenchContext, type Figure, type SectionResult, FROM, benchCluster,
 import type { Ssh } from './ssh.js';
 
 const S = 'data';
+const SHORT: Record<string, string> = {
+  'rsync front → hostmaster': 'in',
+  'tar czpf backup': 'tar',
+  'unpack under new platform': 'untar',
+  'rsync out to every front': 'out',
+  'remove old folders': 'rm',
+};
 const STALE_FILES = 50;
 
 interface Size {
@@ -60,11 +67,24 @@ class Classic {
 
   private async step(name: string, fn: () => Promise<void>): Promise<void> {
     const ms = await timed(fn);
-    this.steps.set(name, [...(this.steps.get(name) ?? []), ms]);
+    const key = `${this.size}: ${name}`;
+    this.steps.set(key, [...(this.steps.get(key) ?? []), ms]);
+  }
+
+  /** the size being measured, for the step breakdown */
+  private size = '';
+
+  /** The steps' median times of one size, as a note: "rsync in 1.2 s, tar …". */
+  stepNote(size: string): string {
+    return [...this.steps]
+      .filter(([k]) => k.startsWith(`${size}: `))
+      .map(([k, v]) => `${SHORT[k.slice(size.length + 2)] ?? k} ${(median(v) / 1000).toFixed(1)}`)
+      .join(', ');
   }
 
   /** One classic migration of `uri`; returns its wall time. */
-  async migrate(uri: string, from: string, to: string): Promise<number> {
+  async migrate(uri: string, from: string, to: string, size: string, counted: boolean): Promise<number> {
+    this.size = counted ? size : `warm-up ${size}`;
     const { c } = this;
     const first = c.fronts[0];
     if (first === undefined) throw new Error('no front');
@@ -129,7 +149,7 @@ export async function dataSize(ctx: BenchContext): Promise<SectionResult> {
         const run = await migrate(c, site(s, 'qm'), from, to, ctx.signal);
         if (i > 0) await stale(site(s, 'classic'), from);
         await syncDisk();
-        const ms = await classic.migrate(site(s, 'classic'), from, to);
+        const ms = await classic.migrate(site(s, 'classic'), from, to, s.key, i > 0);
         ctx.log(`${s.label}: quick-migrate ${Math.round(run.durationMs)} ms, classic ${Math.round(ms)} ms${i === 0 ? ' (warm-up)' : ''}`);
         if (i === 0) continue;
         qm.set(s.key, [...(qm.get(s.key) ?? []), run.durationMs]);
@@ -143,7 +163,7 @@ export async function dataSize(ctx: BenchContext): Promise<SectionResult> {
       const o = old.get(s.key) ?? [];
       figures.push(
         figure(S, `qm.${s.key}`, `${s.label}: quick-migrate migrate, 2 fronts`, 'ms', q),
-        figure(S, `classic.${s.key}`, `${s.label}: classic path (${transport})`, 'ms', o),
+        figure(S, `classic.${s.key}`, `${s.label}: classic path (${transport})`, 'ms', o, { note: `steps (s): ${classic.stepNote(s.key)}` }),
         ratio(S, `ratio.${s.key}`, `${s.label}: classic / quick-migrate`, o, q, s.target ? { target: { op: '>=', value: 20 } } : {}),
       );
     }
@@ -157,8 +177,8 @@ export async function dataSize(ctx: BenchContext): Promise<SectionResult> {
       details: {
         transport,
         fronts: c.fronts.length,
-        classicStepMedians: Object.fromEntries([...classic.steps].map(([k, v]) => [k, round(median(v))])),
-        classicSteps: 'rsync front→hostmaster with data; tar czpf; unpack under the new platform; rsync to each front in turn; rm -rf old folders',
+        classicStepMedians: Object.fromEntries([...classic.steps].filter(([k]) => !k.startsWith('warm-up')).map(([k, v]) => [k, round(median(v))])),
+        classicSteps: 'in: rsync -a --delete front→hostmaster, data included; tar: tar czpf backup (gzip, as provision backup); untar: tar xzpf under the new platform; out: rsync -a --delete to each front in turn; rm: rm -rf the old folders (fronts over ssh, hostmaster)',
       },
     };
   } finally {

@@ -14,7 +14,7 @@ import { freePort } from './ssh.js';
 const S = 'footprint';
 
 /** A field of /proc/<pid>/status in MB (VmRSS, VmHWM). */
-function procMb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+export function procMb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (!m) throw new Error(`/proc/${pid}/status has no ${field}`);
   return Number(m[1]) / 1024;
@@ -59,7 +59,7 @@ function safeRead(file: string): string {
   }
 }
 
-function agentPid(f: ClusterFront): number {
+export function agentPid(f: ClusterFront): number {
   const pid = f.process?.pid;
   if (pid === undefined) throw new Error(`agent ${f.name} is not running`);
   return nodePid(pid);
