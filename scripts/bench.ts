@@ -119,6 +119,10 @@ async function main(): Promise<number> {
         results[name] = { ...r, seconds: Math.round((performance.now() - t) / 100) / 10 };
         if (r.skipped !== undefined) console.log(`${name}: skipped (${r.skipped})`);
         else printTable(r.figures);
+        if (r.failures !== undefined) {
+          failed = true;
+          for (const f of r.failures) console.error(`${name} FAILED: ${f}`);
+        }
       } catch (err) {
         if (abort.signal.aborted) break;
         failed = true;
@@ -142,6 +146,7 @@ async function main(): Promise<number> {
   for (const [name, r] of Object.entries(results)) {
     if (r.skipped !== undefined) console.log(`${name}: skipped (${r.skipped})`);
     if (r.error !== undefined) console.log(`${name}: FAILED (${r.error.split('\n')[0]})`);
+    for (const f of r.failures ?? []) console.log(`${name}: FAILED (${f})`);
   }
   const withTarget = figures.filter((f) => f.target !== undefined);
   console.log(`targets met: ${withTarget.filter((f) => f.pass).length} of ${withTarget.length}`);

@@ -28,6 +28,22 @@ function siteTimes(events: readonly ControllerEvent[]): SiteTime[] {
   });
 }
 
+/** The messages of the failed sites' result events, for the log. */
+function lastErrors(stdout: string): string {
+  return stdout
+    .split('\n')
+    .filter((l) => l.includes('"event":"result"') && !l.includes('"outcome":"migrated"'))
+    .map((l) => {
+      try {
+        const e = JSON.parse(l) as { site?: string; outcome?: string; message?: string };
+        return `  ${e.site}: ${e.outcome}: ${String(e.message).slice(0, 300)}`;
+      } catch {
+        return '';
+      }
+    })
+    .join('\n');
+}
+
 export async function manySites(ctx: BenchContext): Promise<SectionResult> {
   const nSites = ctx.quick ? 6 : 100;
   const nFronts = ctx.quick ? 2 : 4;
@@ -55,8 +71,9 @@ export async function manySites(ctx: BenchContext): Promise<SectionResult> {
 
     const total = new Map<number, number[]>();
     const perSite = new Map<number, number[]>();
+    const failures: string[] = [];
     let batch = 0;
-    for (let r = 0; r < ctx.runs; r++) {
+    for (let r = 0; r < ctx.runs && failures.length === 0; r++) {
       for (const conc of levels) {
         ctx.signal.throwIfAborted();
         const { from, to } = bounce(batch++);
@@ -70,7 +87,11 @@ export async function manySites(ctx: BenchContext): Promise<SectionResult> {
         const times = siteTimes(run.events);
         const failed = times.filter((t) => t.outcome !== 'migrated');
         if (run.exitCode !== 0 || times.length !== nSites || failed.length > 0) {
-          throw new MigrationFailed(`migrate --all --concurrency ${conc}: exit ${run.exitCode}, ${times.length} site result(s), ${failed.length} not migrated (${failed.slice(0, 3).map((f) => `${f.site}: ${f.outcome}`).join(', ')})\n${run.stderr.slice(-2000)}`);
+          // a site left behind would fail every later batch: report what was measured, and this
+          const why = `migrate --all --concurrency ${conc}: exit ${run.exitCode}, ${times.length} site result(s), ${failed.length} not migrated (${failed.slice(0, 5).map((f) => `${f.site}: ${f.outcome}`).join(', ')})`;
+          ctx.log(`${why}\n${lastErrors(run.stdout)}`);
+          failures.push(why);
+          break;
         }
         const ms = times.map((t) => t.durationMs);
         ctx.log(`${nSites} sites x ${nFronts} fronts, concurrency ${conc}: ${(run.durationMs / 1000).toFixed(1)} s; per site median ${Math.round(median(ms))} ms, max ${Math.round(Math.max(...ms))} ms`);
@@ -80,6 +101,7 @@ export async function manySites(ctx: BenchContext): Promise<SectionResult> {
     }
     const figures: Figure[] = [];
     for (const conc of levels) {
+      if (!total.has(conc)) continue;
       const target = !ctx.quick && conc === 8 ? { target: { op: '<' as const, value: 45_000 } } : {};
       figures.push(
         figure(S, `batch.${conc}`, `${nSites} sites x ${nFronts} fronts, --concurrency ${conc}: whole batch`, 'ms', total.get(conc) ?? [], target),
@@ -88,7 +110,7 @@ export async function manySites(ctx: BenchContext): Promise<SectionResult> {
         }),
       );
     }
-    return { figures, details: { sites: nSites, fronts: nFronts, concurrency: levels } };
+    return { figures, ...(failures.length > 0 ? { failures } : {}), details: { sites: nSites, fronts: nFronts, concurrency: levels } };
   } finally {
     await c.stop();
   }

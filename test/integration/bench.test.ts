@@ -33,10 +33,10 @@ afterAll(() => {
 
 describe("npm run bench", () => {
   it("--quick writes the figures of the chosen sections as JSON and prints them as a table", async () => {
-    const r = await execa(process.execPath, [BENCH, "--quick", "--only", "fixed,op,footprint,channel", "--results-dir", results], {
+    const r = await execa(process.execPath, [BENCH, "--quick", "--only", "fixed,op,footprint,channel,sites", "--results-dir", results], {
       reject: false,
       stdin: "ignore",
-      timeout: 110_000,
+      timeout: 115_000,
     });
     expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
     const files = fs.readdirSync(results).filter((f) => f.endsWith(".json"));
@@ -57,8 +57,8 @@ describe("npm run bench", () => {
     expect(report.machine.cores).toBeGreaterThanOrEqual(1);
     expect(report.machine.memoryMB).toBeGreaterThan(100);
     expect(report.machine.node).toBe(process.version);
-    expect(report.options).toMatchObject({ runs: 1, quick: true, only: ["fixed", "op", "footprint", "channel"] });
-    expect(Object.keys(report.sections).sort()).toEqual(["channel", "fixed", "footprint", "op"]);
+    expect(report.options).toMatchObject({ runs: 1, quick: true, only: ["fixed", "op", "footprint", "channel", "sites"] });
+    expect(Object.keys(report.sections).sort()).toEqual(["channel", "fixed", "footprint", "op", "sites"]);
     for (const s of Object.values(report.sections)) expect(s.error).toBeUndefined();
 
     const keys = report.figures.map((f) => f.key);
@@ -79,6 +79,16 @@ describe("npm run bench", () => {
       "channel.pushSite",
     ]) {
       expect(keys, key).toContain(key);
+    }
+
+    // migrate --all: 6 sites x 2 fronts at concurrency 1 and 4 (or skipped by a controller without it)
+    const sites = report.sections.sites as { figures: Figure[]; skipped?: string };
+    if (sites.skipped === undefined) {
+      expect(keys).toEqual(expect.arrayContaining(["sites.batch.1", "sites.site.1", "sites.batch.4", "sites.site.4"]));
+      expect(report.figures.find((f) => f.key === "sites.site.4")?.samples).toHaveLength(6);
+    } else {
+      expect(sites.skipped).toBe("migrate --all not available");
+      expect(r.stdout).toContain("sites: skipped (migrate --all not available)");
     }
 
     const byKey = new Map(report.figures.map((f) => [f.key, f]));
