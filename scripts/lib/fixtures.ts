@@ -2,7 +2,7 @@
 // Sync fs calls on purpose: 50,000 small files must take seconds, and no process is spawned per file.
 import fs from 'node:fs';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 
 /** Data files are spread over subfolders of this many files each, as Drupal's styles/ and dated folders are. */
 export const FILES_PER_FOLDER = 500;
@@ -18,6 +18,8 @@ export interface SiteOptions {
   readonly privateFilesSymlinkTo?: string;
   /** Varies the data files' contents and modes (default: the uri). Code and settings do not depend on it. */
   readonly seed?: string;
+  /** Every data file this many bytes (random, incompressible) instead of 0–1.5 KB of seeded bytes: a size, not a count, that matters. */
+  readonly fileBytes?: number;
 }
 
 export interface SiteInfo {
@@ -81,14 +83,14 @@ export function makeSite(root: string, platform: string, uri: string, opts: Site
 
   const filesDir = path.join(siteDir, 'files');
   const filesData = placeData(filesDir, opts.filesSymlinkTo);
-  fillData(filesData, opts.files ?? 10, `${seed}:files`, true);
+  fillData(filesData, opts.files ?? 10, `${seed}:files`, true, opts.fileBytes);
 
   mkdir(path.join(siteDir, 'private'), 0o2770);
   mkdir(path.join(siteDir, 'private', 'temp'), 0o2770);
   mkdir(path.join(siteDir, 'private', 'config'), 0o2770);
   const privateFilesDir = path.join(siteDir, 'private', 'files');
   const privateFilesData = placeData(privateFilesDir, opts.privateFilesSymlinkTo);
-  fillData(privateFilesData, opts.privateFiles ?? 5, `${seed}:private`, false);
+  fillData(privateFilesData, opts.privateFiles ?? 5, `${seed}:private`, false, opts.fileBytes);
 
   return { siteDir, filesDir, filesData, privateFilesDir, privateFilesData };
 }
@@ -109,7 +111,7 @@ function placeData(dir: string, target: string | undefined): string {
 const EXTENSIONS = ['jpg', 'png', 'pdf', 'txt', 'css', 'js'] as const;
 
 /** Fills `dir` (which exists) with `count` deterministic files in subfolders of FILES_PER_FOLDER. */
-function fillData(dir: string, count: number, seed: string, publicDir: boolean): void {
+function fillData(dir: string, count: number, seed: string, publicDir: boolean, fileBytes?: number): void {
   if (!Number.isInteger(count) || count < 0) throw new Error(`bad file count: ${count}`);
   if (count === 0) return;
   // Drupal writes a read-only .htaccess into every files directory.
@@ -123,10 +125,34 @@ function fillData(dir: string, count: number, seed: string, publicDir: boolean):
     }
     const rng = mulberry32((seedWord ^ Math.imul(i + 1, 0x9e3779b1)) >>> 0);
     const ext = EXTENSIONS[i % EXTENSIONS.length] ?? 'bin';
-    write(path.join(folder, `f${String(i).padStart(5, '0')}.${ext}`), fileContent(seed, i, rng), fileMode(rng));
+    const content = fileBytes === undefined ? fileContent(seed, i, rng) : randomBytes(fileBytes);
+    write(path.join(folder, `f${String(i).padStart(5, '0')}.${ext}`), content, fileMode(rng));
   }
   // A relative link to a sibling, as image styles and some modules create.
   fs.symlinkSync(`d000/f00000.${EXTENSIONS[0]}`, path.join(dir, 'latest'));
+}
+
+/**
+ * Adds site code to an existing site folder (not to its data dirs): `bigFiles` files of `bigBytes` in
+ * `libraries/big/` and `smallFiles` files of `smallBytes` in `libraries/small/dNNN/`, random bytes (as
+ * incompressible as the images and archives a site's code carries). For a site folder of a given size.
+ */
+export function addSiteCode(siteDir: string, opts: { bigFiles: number; bigBytes: number; smallFiles: number; smallBytes: number }): void {
+  const big = path.join(siteDir, 'libraries', 'big');
+  mkdir(big, 0o755);
+  const chunk = 1024 * 1024;
+  for (let i = 0; i < opts.bigFiles; i++) {
+    const file = path.join(big, `blob${i}.bin`);
+    const fd = fs.openSync(file, 'w', 0o644);
+    for (let left = opts.bigBytes; left > 0; left -= chunk) fs.writeSync(fd, randomBytes(Math.min(chunk, left)));
+    fs.closeSync(fd);
+  }
+  const small = path.join(siteDir, 'libraries', 'small');
+  for (let i = 0; i < opts.smallFiles; i++) {
+    const folder = path.join(small, `d${String(Math.floor(i / FILES_PER_FOLDER)).padStart(3, '0')}`);
+    if (i % FILES_PER_FOLDER === 0) mkdir(folder, 0o755);
+    write(path.join(folder, `s${String(i).padStart(5, '0')}.js`), randomBytes(opts.smallBytes), 0o644);
+  }
 }
 
 function fileContent(seed: string, i: number, rng: () => number): Buffer {
