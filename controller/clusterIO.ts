@@ -2,8 +2,7 @@
 // front's agent and the rsync tunnel, behind the StepIO that the step table is written against. Every
 // part of a step that the undo needs to know about is journaled (intent) before it happens.
 import { existsSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { QmError, isErrorCode } from "../shared/errors.js";
 import { type MigrationSpec, newSiteRel, oldSiteRel, sitesOf } from "../shared/migration.js";
 import { readRootId } from "../shared/rootId.js";
@@ -227,10 +226,10 @@ export class ClusterIO {
       intent: (part) => this.rec.intent(step, plan.master, part, undo),
       began: (part) => replay(this.rec.events).ran.has(`${step}/${part}`),
       rsync: async (host, direction, remoteRel, localRel, copyDestRel) => {
-        const localPath = await master.resolve(localRel);
         // rsync makes only the last folder of its destination: the staging folder's parent, this
         // migration's park folder, exists only if master-park-data had something to park
-        if (direction === "fetch") await mkdir(dirname(localPath), { recursive: true, mode: 0o700 });
+        if (direction === "fetch") await master.makeParkFolder(m.id);
+        const localPath = await master.resolve(localRel);
         const local = `${localPath}/`;
         // the front's agent serves the folder of (migration, step) itself: remoteRel, as registered there
         const remote = rsyncRemote(host);

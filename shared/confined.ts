@@ -10,6 +10,16 @@ import { lstatOrNull } from "./fsutil.js";
 
 declare const brand: unique symbol;
 
+/**
+ * How often a path is looked at again when a folder on it is removed while it is being resolved or
+ * opened: the park area's empty folders are removed by one migration while another makes its own
+ * folder in them, and each look is a few system calls, so a second look almost always finds it stable.
+ */
+const VANISHED_ATTEMPTS = 5;
+
+/** A folder on the way was removed while it was being opened (ENOENT): openDir looks again. */
+class Vanished extends Error {}
+
 /** An absolute path whose folder was checked to resolve inside the root. Usable wherever a string is. */
 export type ConfinedPath = string & { readonly [brand]: "ConfinedPath" };
 
@@ -28,8 +38,12 @@ export class Root {
     const abs = join(this.path, rel);
     this.real ??= await realpath(this.path);
     let probe = dirname(abs);
-    while (!(await lstatOrNull(probe))) probe = dirname(probe);
-    const real = await realpath(probe);
+    let real: string | undefined;
+    for (let attempt = 1; real === undefined; attempt++) {
+      while (!(await lstatOrNull(probe))) probe = dirname(probe);
+      // removed meanwhile (another migration's empty park folder, say): its nearest existing ancestor is looked for again
+      real = await realpath(probe).catch((err: NodeJS.ErrnoException) => (err.code === "ENOENT" && attempt < VANISHED_ATTEMPTS ? undefined : Promise.reject(err)));
+    }
     if (real !== this.real && !real.startsWith(this.real + sep)) {
       throw new QmError("OUTSIDE_ROOT", `${rel} resolves outside the root (through ${probe})`, { path: rel });
     }
@@ -58,6 +72,18 @@ export class Root {
    * PRECONDITION when it is missing and not to be made. Linux only (/proc).
    */
   async openDir(rel: string, opts: { create?: boolean; mode?: number; purpose: string }): Promise<OpenDir> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.openDirOnce(rel, opts);
+      } catch (err) {
+        // a folder on the way was removed while it was opened: everything is looked at again from the root
+        if (!(err instanceof Vanished)) throw err;
+        if (attempt >= VANISHED_ATTEMPTS) throw new QmError("OUTSIDE_ROOT", `refusing ${opts.purpose} on ${rel}: it changed while it was checked`, { path: rel });
+      }
+    }
+  }
+
+  private async openDirOnce(rel: string, opts: { create?: boolean; mode?: number; purpose: string }): Promise<OpenDir> {
     const refuse = (why: string) => new QmError("OUTSIDE_ROOT", `refusing ${opts.purpose} on ${rel}: ${why}`, { path: rel });
     const parts = rel.split("/").filter((p) => p !== "" && p !== ".");
     if (parts.includes("..")) throw refuse("it is not a plain relative path");
@@ -75,19 +101,23 @@ export class Root {
     }
     if (!this.inside(real)) throw refuse(`it resolves outside the root (through ${parts.slice(0, existing).join("/")})`);
     let dir = await open(real, DIRECTORY_NOFOLLOW).catch((err: NodeJS.ErrnoException) =>
-      Promise.reject(err.code === "ENOENT" || err.code === "ELOOP" || err.code === "ENOTDIR" ? refuse("it changed while it was checked") : err),
+      Promise.reject(err.code === "ENOENT" ? new Vanished() : err.code === "ELOOP" || err.code === "ENOTDIR" ? refuse("it changed while it was checked") : err),
     );
     try {
-      if ((await readlink(`/proc/self/fd/${dir.fd}`)) !== real) throw refuse("it changed while it was checked");
+      const held = await readlink(`/proc/self/fd/${dir.fd}`);
+      // removed since it was opened (it was empty): looked at again, not refused
+      if (held === `${real} (deleted)`) throw new Vanished();
+      if (held !== real) throw refuse("it changed while it was checked");
       for (const name of parts.slice(existing)) {
         if (!opts.create) throw new QmError("PRECONDITION", `refusing ${opts.purpose} on ${rel}: ${parts.slice(0, existing + 1).join("/")} does not exist`, { path: rel });
         const at = `/proc/self/fd/${dir.fd}/${name}`;
+        // ENOENT: the folder held open was removed (it was empty), or what was just made in it was
         const made = await mkdir(at, opts.mode === undefined ? {} : { mode: opts.mode }).then(
           () => true,
-          (err: NodeJS.ErrnoException) => (err.code === "EEXIST" ? false : Promise.reject(err)),
+          (err: NodeJS.ErrnoException) => (err.code === "EEXIST" ? false : Promise.reject(err.code === "ENOENT" ? new Vanished() : err)),
         );
         const next = await open(at, DIRECTORY_NOFOLLOW).catch((err: NodeJS.ErrnoException) =>
-          Promise.reject(err.code === "ELOOP" || err.code === "ENOTDIR" ? refuse(`${name} in it is not a real directory`) : err),
+          Promise.reject(err.code === "ENOENT" ? new Vanished() : err.code === "ELOOP" || err.code === "ENOTDIR" ? refuse(`${name} in it is not a real directory`) : err),
         );
         // the new name is on disk before anything is moved into it
         if (made) await dir.sync().catch(() => undefined);

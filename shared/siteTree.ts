@@ -249,7 +249,7 @@ export class SiteTree {
       if (prepared) return;
       prepared = true;
       if (to === "park") {
-        await (await this.root.openDir(parkRel(m.id), { create: true, mode: 0o700, purpose: "park" })).close();
+        await this.makeParkFolder(m.id);
         return;
       }
       // data goes only into a site folder that is already there; never create one around it
@@ -383,7 +383,16 @@ export class SiteTree {
     }
   }
 
-  /** Drops this migration's park folder, and the park area itself, when they are empty. */
+  /** This migration's park folder (mode 0700), made with the park area when they are missing. */
+  async makeParkFolder(migrationId: string): Promise<void> {
+    await (await this.root.openDir(parkRel(migrationId), { create: true, mode: 0o700, purpose: "park" })).close();
+  }
+
+  /**
+   * Drops this migration's park folder, and the park area itself, when they are empty. Another
+   * migration making its folder there meanwhile finds the park area gone and makes it again
+   * (Root.openDir looks again).
+   */
   async removeEmptyParkFolders(migrationId: string): Promise<void> {
     for (const rel of [parkRel(migrationId), PARK_FOLDER]) {
       if (!(await this.stat(rel))) continue;

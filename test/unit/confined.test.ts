@@ -1,5 +1,6 @@
 // Confinement to the root on real directories and real symlinks: what resolves, what is refused, and
 // what counts as a placeholder or a real directory.
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -240,6 +241,28 @@ describe("Root.openDir and OpenDir", () => {
       expect(err.message).toMatch(/^remove: p1\/sites\/a\.com: .*a\.com.*No such file or directory/);
     } finally {
       await dir.close();
+    }
+  });
+});
+
+describe("a folder removed while a path through it is opened", () => {
+  it("openDir with create and resolve look again, while another process removes the park folder when it is empty", async () => {
+    const park = r(".quick-migrate-park");
+    // as the migrations another process on the root finishes do, fifty times a second
+    const racer = spawn("python3", ["-c", `import os, time\nwhile True:\n    time.sleep(0.02)\n    try: os.rmdir(${JSON.stringify(park)})\n    except OSError: pass`], { stdio: "ignore" });
+    try {
+      let made = 0;
+      for (let i = 0; i < 400; i++) {
+        const dir = await root.openDir(`.quick-migrate-park/m${i}/sub`, { create: true, purpose: "test" });
+        expect(await root.resolve(`.quick-migrate-park/m${i}/sub/files`)).toBe(r(`.quick-migrate-park/m${i}/sub/files`));
+        await dir.close();
+        fs.rmdirSync(r(`.quick-migrate-park/m${i}/sub`));
+        fs.rmdirSync(r(`.quick-migrate-park/m${i}`));
+        made++;
+      }
+      expect(made).toBe(400);
+    } finally {
+      racer.kill();
     }
   });
 });
