@@ -3,9 +3,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
-import { runController, startCluster, type Cluster, type ControllerRun } from '../lib/cluster.js';
+import { repoRoot, runController, startCluster, type Cluster, type ControllerRun } from '../lib/cluster.js';
 import { makePlatform } from '../lib/fixtures.js';
 import type { Ssh } from './ssh.js';
+
+/** What an operator runs, and systemd: the bin/ wrappers (the bundled code; the agent with its V8 flag), not dist/ */
+export const CONTROLLER_BIN = path.join(repoRoot(), 'bin', 'quick-migrate');
+export const AGENT_BIN = path.join(repoRoot(), 'bin', 'quick-migrate-agent');
 
 export const FROM = 'bench-a';
 export const TO = 'bench-b';
@@ -124,7 +128,7 @@ export class MigrationFailed extends Error {}
 
 /** `quick-migrate migrate <uri> --from --to --json`; throws MigrationFailed unless it migrated. */
 export async function migrate(c: Cluster, uri: string, from: string, to: string, signal: AbortSignal, env?: Record<string, string>): Promise<ControllerRun> {
-  const run = await runController(c.controllerConfig, ['migrate', uri, '--from', from, '--to', to, '--json'], { signal, timeoutMs: 600_000, ...(env ? { env } : {}) });
+  const run = await runController(c.controllerConfig, ['migrate', uri, '--from', from, '--to', to, '--json'], { controllerBin: CONTROLLER_BIN, signal, timeoutMs: 600_000, ...(env ? { env } : {}) });
   const result = run.events.at(-1);
   if (run.exitCode !== 0 || result?.event !== 'result' || result.outcome !== 'migrated') {
     throw new MigrationFailed(`migrate ${uri} ${from} -> ${to}: exit ${run.exitCode}${run.timedOut ? ' (timed out)' : ''}; last event: ${JSON.stringify(result)}\n${run.stderr.slice(-3000)}`);
@@ -187,7 +191,7 @@ export async function benchCluster(ctx: BenchContext, sub: string, fronts: numbe
   const baseDir = path.join(ctx.dir, sub);
   fs.mkdirSync(baseDir, { recursive: true });
   // 32 agents starting at once on 2 cores take a while
-  const c = await startCluster({ baseDir, fronts: Array.from({ length: fronts }, (_, i) => ({ name: `web${i + 1}` })), listenTimeoutMs: 120_000 });
+  const c = await startCluster({ baseDir, agentBin: AGENT_BIN, fronts: Array.from({ length: fronts }, (_, i) => ({ name: `web${i + 1}` })), listenTimeoutMs: 120_000 });
   makePlatforms(c);
   return c;
 }

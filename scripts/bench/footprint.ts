@@ -6,9 +6,9 @@ import path from 'node:path';
 import { execa } from 'execa';
 import YAML from 'yaml';
 import { probeHealth } from '../../shared/healthProbe.js';
-import { repoRoot, type ClusterFront } from '../lib/cluster.js';
+import type { ClusterFront } from '../lib/cluster.js';
 import { makeSite } from '../lib/fixtures.js';
-import { type BenchContext, type SectionResult, FROM, TO, benchCluster, controllerMaxRssMb, figure, migrate, syncDisk } from './common.js';
+import { type BenchContext, type SectionResult, AGENT_BIN, FROM, TO, benchCluster, controllerMaxRssMb, figure, migrate, syncDisk } from './common.js';
 import { freePort } from './ssh.js';
 
 const S = 'footprint';
@@ -77,7 +77,7 @@ async function startToServing(f: ClusterFront, dir: string): Promise<number> {
   fs.chmodSync(file, 0o644);
   const address = `127.0.0.1:${port}`;
   const started = performance.now();
-  const child = execa(process.execPath, [path.join(repoRoot(), 'dist', 'agent', 'main.js'), '--config', file], {
+  const child = execa(AGENT_BIN, ['--config', file], {
     reject: false,
     stdin: 'ignore',
     stdout: 'ignore',

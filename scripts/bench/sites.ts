@@ -5,12 +5,10 @@
 import fs from 'node:fs';
 import { runController, type ControllerEvent } from '../lib/cluster.js';
 import { makeSite, sitePath } from '../lib/fixtures.js';
-import { type BenchContext, type Figure, type SectionResult, FROM, MigrationFailed, TO, benchCluster, bounce, figure, median, round, syncDisk } from './common.js';
+import { type BenchContext, type Figure, type SectionResult, CONTROLLER_BIN, FROM, MigrationFailed, TO, benchCluster, bounce, figure, median, round, syncDisk } from './common.js';
 
 const S = 'sites';
 export const SKIPPED = 'migrate --all not available';
-/** Another build's controller for this section (e.g. a branch where --all is being built): QM_BENCH_SITES_CONTROLLER=<…/dist/controller/main.js>. */
-const CONTROLLER = process.env.QM_BENCH_SITES_CONTROLLER;
 
 interface SiteTime {
   site: string;
@@ -59,7 +57,7 @@ export async function manySites(ctx: BenchContext): Promise<SectionResult> {
       }
     };
     // does this controller have --all? (asked before the sites are built; a dry run changes nothing)
-    const probe = await runController(c.controllerConfig, ['migrate', '--all', '--from', FROM, '--to', TO, '--concurrency', '1', '--dry-run', '--json'], { signal: ctx.signal, ...(CONTROLLER ? { controllerBin: CONTROLLER } : {}) });
+    const probe = await runController(c.controllerConfig, ['migrate', '--all', '--from', FROM, '--to', TO, '--concurrency', '1', '--dry-run', '--json'], { signal: ctx.signal, controllerBin: CONTROLLER_BIN });
     if (probe.exitCode === 2 && /unknown option|missing required argument|too many arguments/i.test(probe.stderr)) {
       return { figures: [], skipped: SKIPPED, details: { stderr: probe.stderr.trim().slice(0, 300) } };
     }
@@ -82,7 +80,7 @@ export async function manySites(ctx: BenchContext): Promise<SectionResult> {
         const run = await runController(c.controllerConfig, ['migrate', '--all', '--from', from, '--to', to, '--concurrency', String(conc), '--json'], {
           signal: ctx.signal,
           timeoutMs: 3_600_000,
-          ...(CONTROLLER ? { controllerBin: CONTROLLER } : {}),
+          controllerBin: CONTROLLER_BIN,
         });
         const times = siteTimes(run.events);
         const failed = times.filter((t) => t.outcome !== 'migrated');
