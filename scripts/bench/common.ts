@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { repoRoot, runController, startCluster, type Cluster, type ControllerRun } from '../lib/cluster.js';
-import { makePlatform } from '../lib/fixtures.js';
+import { makePlatform, makeSite } from '../lib/fixtures.js';
 import type { Ssh } from './ssh.js';
 
 /** What an operator runs, and systemd: the bin/ wrappers (the bundled code; the agent with its V8 flag), not dist/ */
@@ -122,6 +122,19 @@ export async function sh(file: string, args: readonly string[], opts: { signal?:
 /** Flushes the page cache's dirty pages, so that building a site never overlaps a timed run. */
 export async function syncDisk(): Promise<void> {
   await execa('sync');
+}
+
+/**
+ * Sites `uris` of the source platform on every front (`files` and `privateFiles` in their data dirs) and
+ * their 50-file stale copies on the hostmaster, handed to the agents' user and written back to disk.
+ */
+export async function buildSites(c: Cluster, uris: readonly string[], data: { files: number; privateFiles: number }): Promise<void> {
+  for (const uri of uris) {
+    for (const f of c.fronts) makeSite(f.root, FROM, uri, { ...data, seed: f.name });
+    makeSite(c.masterRoot, FROM, uri, { files: 50, privateFiles: 0, seed: 'stale' });
+  }
+  c.handOver();
+  await syncDisk();
 }
 
 export class MigrationFailed extends Error {}

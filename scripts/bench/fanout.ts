@@ -1,7 +1,6 @@
 // Fan-out: one front step (fronts-park-data, as the controller's step-end event times it: every agent
 // asked, every acknowledgement in) and one whole migration, on 1, 4, 16 and 32 fronts.
-import { makeSite } from '../lib/fixtures.js';
-import { type BenchContext, type Figure, type SectionResult, FROM, TO, benchCluster, controllerMaxRssMb, figure, migrate, round, stepDurations, syncDisk, median } from './common.js';
+import { type BenchContext, type Figure, type SectionResult, FROM, TO, benchCluster, buildSites, controllerMaxRssMb, figure, migrate, round, stepDurations, median } from './common.js';
 
 const S = 'fanout';
 const PARK = 'fronts-park-data';
@@ -18,12 +17,7 @@ export async function fanOut(ctx: BenchContext): Promise<SectionResult> {
     ctx.log(`${n} agent(s) listening after ${Math.round(performance.now() - t)} ms`);
     try {
       const uris = Array.from({ length: ctx.runs + 1 }, (_, i) => `fan${n}-${i}.bench.test`);
-      for (const uri of uris) {
-        for (const f of c.fronts) makeSite(f.root, FROM, uri, { files: 50, privateFiles: 5, seed: f.name });
-        makeSite(c.masterRoot, FROM, uri, { files: 50, privateFiles: 0, seed: 'stale' });
-      }
-      c.handOver();
-      await syncDisk();
+      await buildSites(c, uris, { files: 50, privateFiles: 5 });
       const park: number[] = [];
       const push: number[] = [];
       const whole: number[] = [];

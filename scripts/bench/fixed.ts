@@ -3,8 +3,7 @@
 import path from 'node:path';
 import { execa } from 'execa';
 import { repoRoot } from '../lib/cluster.js';
-import { makeSite } from '../lib/fixtures.js';
-import { type BenchContext, type SectionResult, FROM, TO, figure, benchCluster, median, migrate, round, stepDurations, syncDisk, timed } from './common.js';
+import { type BenchContext, type SectionResult, FROM, TO, figure, benchCluster, buildSites, median, migrate, round, stepDurations, timed } from './common.js';
 
 const S = 'fixed';
 
@@ -12,12 +11,7 @@ export async function fixedCost(ctx: BenchContext): Promise<SectionResult> {
   const c = await benchCluster(ctx, 'cluster', 2);
   try {
     const uris = Array.from({ length: ctx.runs + 1 }, (_, i) => `fixed${i}.bench.test`);
-    for (const uri of uris) {
-      for (const f of c.fronts) makeSite(f.root, FROM, uri, { files: 50, privateFiles: 5, seed: f.name });
-      makeSite(c.masterRoot, FROM, uri, { files: 50, privateFiles: 0, seed: 'stale' });
-    }
-    c.handOver();
-    await syncDisk();
+    await buildSites(c, uris, { files: 50, privateFiles: 5 });
 
     const whole: number[] = [];
     const steps = new Map<string, number[]>();

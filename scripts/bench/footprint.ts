@@ -7,8 +7,7 @@ import { execa } from 'execa';
 import YAML from 'yaml';
 import { probeHealth } from '../../shared/healthProbe.js';
 import type { ClusterFront } from '../lib/cluster.js';
-import { makeSite } from '../lib/fixtures.js';
-import { type BenchContext, type SectionResult, AGENT_BIN, FROM, TO, benchCluster, controllerMaxRssMb, figure, migrate, syncDisk } from './common.js';
+import { type BenchContext, type SectionResult, AGENT_BIN, FROM, TO, benchCluster, buildSites, controllerMaxRssMb, figure, migrate } from './common.js';
 import { freePort } from './ssh.js';
 
 const S = 'footprint';
@@ -109,12 +108,7 @@ export async function footprint(ctx: BenchContext): Promise<SectionResult> {
     ctx.log(`${n} agents idle: VmRSS ${Math.min(...idle).toFixed(1)}..${Math.max(...idle).toFixed(1)} MB`);
 
     const uris = Array.from({ length: ctx.runs }, (_, i) => `foot${i}.bench.test`);
-    for (const uri of uris) {
-      for (const f of c.fronts) makeSite(f.root, FROM, uri, { files: 500, privateFiles: 20, seed: f.name });
-      makeSite(c.masterRoot, FROM, uri, { files: 50, privateFiles: 0, seed: 'stale' });
-    }
-    c.handOver();
-    await syncDisk();
+    await buildSites(c, uris, { files: 500, privateFiles: 20 });
     const controllerRss: number[] = [];
     for (const uri of uris) {
       ctx.signal.throwIfAborted();
