@@ -117,8 +117,7 @@ async function main(): Promise<number> {
       try {
         const r = await run(ctx);
         results[name] = { ...r, seconds: Math.round((performance.now() - t) / 100) / 10 };
-        if (r.skipped !== undefined) console.log(`${name}: skipped (${r.skipped})`);
-        else printTable(r.figures);
+        printTable(r.figures);
         if (r.failures !== undefined) {
           failed = true;
           for (const f of r.failures) console.error(`${name} FAILED: ${f}`);
@@ -144,7 +143,6 @@ async function main(): Promise<number> {
   console.log(`\n== quick-migrate bench: every figure the median of ${runs} run(s) unless said; ${machine.cores} cores, ${machine.memoryMB} MB, node ${machine.node}, commit ${machine.commit.slice(0, 12)}`);
   printTable(figures);
   for (const [name, r] of Object.entries(results)) {
-    if (r.skipped !== undefined) console.log(`${name}: skipped (${r.skipped})`);
     if (r.error !== undefined) console.log(`${name}: FAILED (${r.error.split('\n')[0]})`);
     for (const f of r.failures ?? []) console.log(`${name}: FAILED (${f})`);
   }

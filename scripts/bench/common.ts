@@ -38,8 +38,6 @@ export interface Figure {
 
 export interface SectionResult {
   readonly figures: Figure[];
-  /** why the section did not run (then `figures` is empty) */
-  readonly skipped?: string;
   /** what went wrong while the figures that are there were measured (the section then counts as failed) */
   readonly failures?: string[];
   /** anything else worth keeping in the JSON (per-step medians, the classic path's transport…) */

@@ -8,7 +8,6 @@ import { makeSite, sitePath } from '../lib/fixtures.js';
 import { type BenchContext, type Figure, type SectionResult, CONTROLLER_BIN, FROM, MigrationFailed, TO, benchCluster, bounce, figure, median, round, syncDisk } from './common.js';
 
 const S = 'sites';
-export const SKIPPED = 'migrate --all not available';
 
 interface SiteTime {
   site: string;
@@ -56,12 +55,6 @@ export async function manySites(ctx: BenchContext): Promise<SectionResult> {
         makeSite(c.masterRoot, platform, uri, { files: 10, privateFiles: 0, seed: 'stale' });
       }
     };
-    // does this controller have --all? (asked before the sites are built; a dry run changes nothing)
-    const probe = await runController(c.controllerConfig, ['migrate', '--all', '--from', FROM, '--to', TO, '--concurrency', '1', '--dry-run', '--json'], { signal: ctx.signal, controllerBin: CONTROLLER_BIN });
-    if (probe.exitCode === 2 && /unknown option|missing required argument|too many arguments/i.test(probe.stderr)) {
-      return { figures: [], skipped: SKIPPED, details: { stderr: probe.stderr.trim().slice(0, 300) } };
-    }
-
     for (const uri of uris) for (const f of c.fronts) makeSite(f.root, FROM, uri, { files: 50, privateFiles: 5, seed: f.name });
     stale(FROM);
     c.handOver();

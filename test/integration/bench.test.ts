@@ -48,7 +48,7 @@ describe("npm run bench", () => {
       machine: { cores: number; memoryMB: number; node: string; cpu: string };
       options: { runs: number; quick: boolean; only: string[] };
       figures: Figure[];
-      sections: Record<string, { figures: Figure[]; error?: string; skipped?: string }>;
+      sections: Record<string, { figures: Figure[]; error?: string }>;
       targets: { met: number; of: number };
     };
 
@@ -81,15 +81,9 @@ describe("npm run bench", () => {
       expect(keys, key).toContain(key);
     }
 
-    // migrate --all: 6 sites x 2 fronts at concurrency 1 and 4 (or skipped by a controller without it)
-    const sites = report.sections.sites as { figures: Figure[]; skipped?: string };
-    if (sites.skipped === undefined) {
-      expect(keys).toEqual(expect.arrayContaining(["sites.batch.1", "sites.site.1", "sites.batch.4", "sites.site.4"]));
-      expect(report.figures.find((f) => f.key === "sites.site.4")?.samples).toHaveLength(6);
-    } else {
-      expect(sites.skipped).toBe("migrate --all not available");
-      expect(r.stdout).toContain("sites: skipped (migrate --all not available)");
-    }
+    // migrate --all: 6 sites x 2 fronts at concurrency 1 and 4
+    expect(keys).toEqual(expect.arrayContaining(["sites.batch.1", "sites.site.1", "sites.batch.4", "sites.site.4"]));
+    expect(report.figures.find((f) => f.key === "sites.site.4")?.samples).toHaveLength(6);
 
     const byKey = new Map(report.figures.map((f) => [f.key, f]));
     const measured = report.figures.filter((f) => f.samples.length > 0 || f.unit === "x");
