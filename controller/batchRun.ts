@@ -5,6 +5,7 @@
 import type { Dirent } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
+import pLimit from "p-limit";
 import { QmError, describeError, errorCode } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import {
@@ -120,22 +121,25 @@ export async function migrateAll(opts: BatchOptions, loggerFor: (config: Control
     }
   };
 
-  const queue = [...sites];
   const results = new Map<string, SiteResult>();
-  const worker = async (): Promise<void> => {
-    for (let site = queue.shift(); site !== undefined && interrupted === undefined; site = queue.shift()) {
-      const r = await migrateSite(site);
-      results.set(site, r);
-      output.siteEnded(r);
-    }
-  };
+  // at most --concurrency sites at a time, in the order listed; once a signal came, none starts
+  const limit = pLimit(Math.max(1, opts.concurrency ?? DEFAULT_CONCURRENCY));
   try {
-    await Promise.all(Array.from({ length: Math.min(opts.concurrency ?? DEFAULT_CONCURRENCY, sites.length) }, worker));
+    await Promise.all(
+      sites.map((site) =>
+        limit(async () => {
+          if (interrupted !== undefined) return;
+          const r = await migrateSite(site);
+          results.set(site, r);
+          output.siteEnded(r);
+        }),
+      ),
+    );
   } finally {
     off();
     channels.close();
   }
-  // a worker that saw the signal put back nothing: every site without a result was not started
+  // every site without a result was not started
   for (const site of sites) {
     if (results.has(site)) continue;
     const r: SiteResult = { site, outcome: NOT_STARTED, migrationId: null, exitCode: siteExitCode(NOT_STARTED), durationMs: 0, message: `not started: the batch was interrupted by ${interrupted ?? "a signal"}` };
