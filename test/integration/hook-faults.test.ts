@@ -4,6 +4,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { type ControllerRun, fakeDrushHooks, runController } from "../../scripts/lib/cluster.js";
+import { auditLines } from "../helpers/auditLog.js";
+import { eventually } from "../helpers/eventually.js";
 import { type Scenario, expectDataExactlyOnce, expectMigrated, expectUnchanged, setupScenario } from "../helpers/scenario.js";
 
 let scenario: Scenario | undefined;
@@ -89,6 +91,10 @@ describe("the controller killed during its own rollback", () => {
     it(`after updatedb failed, killed while undoing fronts-park-data (web1 done), then ${recovery}`, async () => {
       const { s, id, run } = await failingRun({ QM_FAKE_DRUSH_FAIL: "updatedb", QM_FAULT: "kill-after-ack:undo:fronts-park-data:web1" });
       expect(run.exitCode, run.stdout + run.stderr).toBe(-1);
+      // web2's undo went out with web1's: its agent finishes it after the controller is gone, and its
+      // trees are read once it has (a request that never reached it leaves no line: then nothing moves)
+      const web2Log = s.cluster.front("web2").logFile;
+      await eventually("web2's unpark-data to end", () => auditLines(web2Log).some((l) => l.migrationId === id && l.action === "unpark-data"), (done) => done, 5000).catch(() => undefined);
       await expectDataExactlyOnce(s, id);
       const status = await runController(s.cluster.controllerConfig, ["status", id]);
       expect(status.stdout).toContain(`${id}  interrupted`);
