@@ -38,7 +38,9 @@ describe("GroupCommitFile: each line whole or not at all", () => {
   ])("cuts %s off before appending", async (_what, before, kept) => {
     const file = path.join(tmp, "events.jsonl");
     fs.writeFileSync(file, before);
-    await new GroupCommitFile(file).append('{"c":3}');
+    const log = new GroupCommitFile(file);
+    await log.append('{"c":3}');
+    await log.close();
     expect(fs.readFileSync(file, "utf8")).toBe(`${kept}{"c":3}\n`);
   });
 
@@ -46,10 +48,12 @@ describe("GroupCommitFile: each line whole or not at all", () => {
     const state = path.join(tmp, "state");
     const journal = await Journal.create(state, "20240101T000000Z-abcdef", { plan: {} });
     await journal.append({ event: "step-start", step: "lock" });
+    await journal.close();
     fs.appendFileSync(path.join(journal.dir, "events.jsonl"), '{"time":"x","event":"ack","step":"lo');
     const first = await Journal.load(state, "20240101T000000Z-abcdef");
     expect(first.events.map((e) => e.event)).toEqual(["step-start"]);
     await first.journal.append({ event: "step-end", step: "lock" });
+    await first.journal.close();
     const second = await Journal.load(state, "20240101T000000Z-abcdef");
     expect(second.events.map((e) => e.event)).toEqual(["step-start", "step-end"]);
   });
@@ -77,6 +81,7 @@ describe("GroupCommitFile: each line whole or not at all", () => {
     // space freed: the next append works and the journal parses
     fs.rmSync(path.join(dir, "filler"));
     await journal.append({ event: "step-end", step: "lock" });
+    await journal.close();
     expect((await Journal.load(state, "20240101T000000Z-abcdef")).events.map((e) => e.event)).toEqual(["step-start", "step-end"]);
   });
 });
@@ -86,6 +91,7 @@ describe("GroupCommitFile", () => {
     const file = path.join(tmp, "events.jsonl");
     const log = new GroupCommitFile(file);
     await Promise.all(Array.from({ length: 200 }, (_, i) => log.append(JSON.stringify({ i }))));
+    await log.close();
     const lines = fs.readFileSync(file, "utf8").split("\n");
     expect(lines.pop()).toBe("");
     expect(lines.map((l) => (JSON.parse(l) as { i: number }).i)).toEqual(Array.from({ length: 200 }, (_, i) => i));
@@ -96,6 +102,7 @@ describe("GroupCommitFile", () => {
     const log = new GroupCommitFile(file);
     const seen: string[] = [];
     await Promise.all(["a", "b", "c"].map((l) => log.append(l).then(() => seen.push(fs.readFileSync(file, "utf8")))));
+    await log.close();
     for (const [i, content] of seen.entries()) expect(content.split("\n").slice(0, i + 1)).toEqual(["a", "b", "c"].slice(0, i + 1));
   });
 
@@ -121,6 +128,7 @@ describe("GroupCommitFile", () => {
     expect((results[0] as PromiseRejectedResult).reason).toMatchObject({ code: "ENOENT" });
     fs.mkdirSync(path.dirname(file));
     await log.append("c");
+    await log.close();
     expect(fs.readFileSync(file, "utf8")).toBe("c\n");
   });
 });
