@@ -156,6 +156,15 @@ async function agents(opts: CommonOptions): Promise<number> {
   }
 }
 
+// Output is for whoever reads it, not something a migration depends on: a reader that went away (a
+// hostmaster task that was ended, `| head`) must not stop the controller in the middle of a step. What
+// is not printed is in the journal (`quick-migrate status <id>`).
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code !== "EPIPE") throw err;
+  });
+}
+
 const program = new Command("quick-migrate")
   .description("quick-migrate: migrate an Aegir site to another platform by renaming its data dirs in place on every web front")
   .version(PACKAGE_VERSION)

@@ -3,7 +3,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { fakeDrushHooks, runController } from "../../scripts/lib/cluster.js";
+import { execa } from "execa";
+import { fakeDrushHooks, repoRoot, runController } from "../../scripts/lib/cluster.js";
 import { type Scenario, expectMigrated, expectUnchanged, rescan, setupScenario, siteDir } from "../helpers/scenario.js";
 
 const STEPS = [
@@ -83,6 +84,18 @@ describe("quick-migrate migrate", () => {
       ["apply", "restore-data", s.site, "ok", "(plaintext)"],
       ["apply", "remove-old-site", s.site, "ok", "(plaintext)"],
     ]);
+  });
+
+  it("a reader of its output that goes away (a closed pipe) does not stop the migration: it finishes, exit 0", async () => {
+    const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }, { name: "web2" }] }));
+    const controller = [process.execPath, path.join(repoRoot(), "dist", "controller", "main.js"), "migrate", s.site, "--to", s.to, "--json", "--config", s.cluster.controllerConfig];
+    // `head` reads one byte and exits: every later write to stdout (and the logs on stderr) meets EPIPE
+    const quoted = controller.map((a) => `'${a}'`).join(" ");
+    const r = await execa("bash", ["-c", `${quoted} 2>&1 | head -c 1 >/dev/null; echo "$\{PIPESTATUS[0]}"`], { env: { QM_LOG_LEVEL: "debug" }, reject: false });
+    expect(r.stdout.trim(), r.stderr).toBe("0");
+    await expectMigrated(s);
+    const status = await runController(s.cluster.controllerConfig, ["status", "--json"]);
+    expect(JSON.parse(status.stdout)).toMatchObject([{ state: "migrated" }]);
   });
 
   it("migrates across three fronts and renames the site with --new-uri", async () => {
