@@ -141,7 +141,7 @@ export class Cancellation {
 
   /** Returns whether this signal cancelled the undo work too. */
   interrupt(signal: string): boolean {
-    const reason = new QmError("INTERNAL", `interrupted by ${signal}`);
+    const reason = new QmError("CANCELLED", `interrupted by ${signal}`);
     const undoToo = this.rollbackMode || this.forwardCtl.signal.aborted;
     if (undoToo) this.undoCtl.abort(reason);
     this.forwardCtl.abort(reason);

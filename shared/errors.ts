@@ -9,6 +9,7 @@ import type { status } from "@grpc/grpc-js";
  * (grpc/doc/statuscodes.md); the type below makes the compiler check each against grpc-js's `status` enum.
  */
 export const GrpcStatus = {
+  CANCELLED: 1,
   INVALID_ARGUMENT: 3,
   DEADLINE_EXCEEDED: 4,
   ALREADY_EXISTS: 6,
@@ -77,6 +78,9 @@ export const ErrorCodes = {
   RSYNC_FAILED: GrpcStatus.INTERNAL,
   IO: GrpcStatus.INTERNAL,
   JOURNAL_INVALID: GrpcStatus.INTERNAL,
+  // the operator stopped the run (SIGINT, SIGTERM): not a failure of any host
+  CANCELLED: GrpcStatus.CANCELLED,
+  // a bug: anything that is not one of the codes above
   INTERNAL: GrpcStatus.INTERNAL,
 } as const satisfies Record<string, status>;
 

@@ -3,7 +3,7 @@ import { status } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
 import { ErrorCodes, GrpcStatus, QmError, describeError, fsError, isErrorCode } from "../../shared/errors.js";
 
-// gRPC status numbers, written out: INVALID_ARGUMENT 3, DEADLINE_EXCEEDED 4, ALREADY_EXISTS 6,
+// gRPC status numbers, written out: CANCELLED 1, INVALID_ARGUMENT 3, DEADLINE_EXCEEDED 4, ALREADY_EXISTS 6,
 // PERMISSION_DENIED 7, RESOURCE_EXHAUSTED 8, FAILED_PRECONDITION 9, INTERNAL 13, UNAVAILABLE 14.
 // Changing the catalogue means changing this table.
 const CATALOGUE: [string, number][] = [
@@ -49,6 +49,7 @@ const CATALOGUE: [string, number][] = [
   ["RSYNC_FAILED", 13],
   ["IO", 13],
   ["JOURNAL_INVALID", 13],
+  ["CANCELLED", 1],
   ["INTERNAL", 13],
 ];
 
