@@ -5,6 +5,7 @@
 import { Writable } from "node:stream";
 import { type BatchOutcome, BatchProgress, type SiteResult, formatTable } from "./batch.js";
 import type { Reporter, RunEvent } from "./events.js";
+import type { Notices } from "./logSink.js";
 import { HumanReporter } from "./output.js";
 
 export type BatchEvent =
@@ -69,7 +70,7 @@ class Buffered extends Writable {
   }
 }
 
-export class HumanBatchOutput implements BatchOutput {
+export class HumanBatchOutput implements BatchOutput, Notices {
   private progress: BatchProgress | undefined;
   private dryRun = false;
   private readonly blocks = new Map<string, Buffered>();
@@ -135,10 +136,17 @@ export class HumanBatchOutput implements BatchOutput {
     }
   }
 
+  /** A warning or error of the controller's log that the events do not show (see logSink.ts). */
+  notice(level: "warn" | "error", text: string): void {
+    this.line(`  ${this.paint(level === "error" ? 31 : 33, "!")} ${text}`);
+    this.redraw();
+  }
+
   siteReporter(site: string): Reporter {
     const block = new Buffered();
     this.blocks.set(site, block);
-    const human = new HumanReporter(block, this.color, false);
+    // printed in one piece when the site ends, so no live line; its log is where the batch's goes
+    const human = new HumanReporter(block, this.color, false, this.tty);
     return {
       event: (e) => {
         human.event(e);

@@ -7,7 +7,6 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import pLimit from "p-limit";
 import { QmError, describeError, errorCode } from "../shared/errors.js";
-import type { Logger } from "../shared/logger.js";
 import {
   DEFAULT_CONCURRENCY,
   NOT_STARTED,
@@ -23,6 +22,7 @@ import { type BatchOutput, HumanBatchOutput, JsonBatchOutput } from "./batchOutp
 import { type ControllerConfig, loadControllerConfig } from "./config.js";
 import { OUTCOMES } from "./events.js";
 import { AgentChannels, Cancellation, onSignals, planMigration, refuseLocked } from "./execution.js";
+import type { ControllerLog } from "./logSink.js";
 import { checkExecutable, platformArg } from "./platforms.js";
 
 export interface BatchOptions {
@@ -55,7 +55,8 @@ async function sitesFolder(root: string, from: string): Promise<SitesEntry[]> {
   return entries.map((e) => ({ name: e.name, kind: e.isDirectory() ? "dir" : e.isSymbolicLink() ? "symlink" : e.isFile() ? "file" : "other" }));
 }
 
-export async function migrateAll(opts: BatchOptions, loggerFor: (config: ControllerConfig) => Logger): Promise<number> {
+/** `openLog`: the batch's log, for its config and its output (on a terminal the log goes to the journals, see logSink.ts). */
+export async function migrateAll(opts: BatchOptions, openLog: (config: ControllerConfig, output: BatchOutput) => ControllerLog): Promise<number> {
   const started = Date.now();
   const output = outputFor(opts.json);
   let config: ControllerConfig;
@@ -82,82 +83,87 @@ export async function migrateAll(opts: BatchOptions, loggerFor: (config: Control
     return OUTCOMES.refused;
   }
 
-  const log = loggerFor(config);
-  const channels = new AgentChannels(config, log);
-  const running = new Map<string, Cancellation>();
-  let interrupted: string | undefined;
-  const off = onSignals((signal) => {
-    interrupted ??= signal;
-    log.warn({ signal, running: [...running.keys()] }, "interrupted: no new site starts; cancelling the running ones (each rolls back; a second signal cancels the rollbacks)");
-    for (const c of running.values()) c.interrupt(signal);
-  });
-
-  /** One site's migration, exactly as `migrate <site>` runs it; never throws. */
-  const migrateSite = async (site: string): Promise<SiteResult> => {
-    const t0 = Date.now();
-    const cancel = new Cancellation();
-    running.set(site, cancel);
-    output.siteStarted(site);
-    const reporter = output.siteReporter(site);
-    let migrationId: string | null = null;
-    let ran = false;
-    try {
-      await refuseLocked(config.stateDir, [site]);
-      const plan = planMigration(config, { site, newSite: site, from, to, fetchFrom: opts.fetchFrom, keepMasterData: opts.keepMasterData ?? false });
-      migrationId = plan.migration.id;
-      ran = true;
-      const r = await channels.run(plan, { kind: "migrate", dryRun: opts.dryRun ?? false }, reporter, cancel);
-      return { site, outcome: r.outcome, migrationId, exitCode: r.exitCode, durationMs: Date.now() - t0, message: r.message };
-    } catch (err) {
-      // before its run: refused (or locked) as `migrate` refuses; from its run, not expected (the runner
-      // reports every failure itself), and then it may have changed something
-      const outcome = !ran ? (err instanceof QmError && err.code === "LOCKED" ? "locked" : "refused") : "needs-attention";
-      const message = ran ? `${describeError(err)}; see \`quick-migrate status ${migrationId}\`` : err instanceof QmError ? err.message : describeError(err);
-      const durationMs = Date.now() - t0;
-      reporter.event({ event: "result", migrationId, outcome, exitCode: OUTCOMES[outcome], message, code: errorCode(err), durationMs });
-      return { site, outcome, migrationId, exitCode: OUTCOMES[outcome], durationMs, message };
-    } finally {
-      running.delete(site);
-    }
-  };
-
-  const results = new Map<string, SiteResult>();
-  // at most --concurrency sites at a time, in the order listed; once a signal came, none starts
-  const limit = pLimit(Math.max(1, opts.concurrency ?? DEFAULT_CONCURRENCY));
+  const logged = openLog(config, output);
   try {
-    await Promise.all(
-      sites.map((site) =>
-        limit(async () => {
-          if (interrupted !== undefined) return;
-          const r = await migrateSite(site);
-          results.set(site, r);
-          output.siteEnded(r);
-        }),
-      ),
-    );
+    const { log } = logged;
+    const channels = new AgentChannels(config, log);
+    const running = new Map<string, Cancellation>();
+    let interrupted: string | undefined;
+    const off = onSignals((signal) => {
+      interrupted ??= signal;
+      log.warn({ signal, running: [...running.keys()] }, "interrupted: no new site starts; cancelling the running ones (each rolls back; a second signal cancels the rollbacks)");
+      for (const c of running.values()) c.interrupt(signal);
+    });
+
+    /** One site's migration, exactly as `migrate <site>` runs it; never throws. */
+    const migrateSite = async (site: string): Promise<SiteResult> => {
+      const t0 = Date.now();
+      const cancel = new Cancellation();
+      running.set(site, cancel);
+      output.siteStarted(site);
+      const reporter = output.siteReporter(site);
+      let migrationId: string | null = null;
+      let ran = false;
+      try {
+        await refuseLocked(config.stateDir, [site]);
+        const plan = planMigration(config, { site, newSite: site, from, to, fetchFrom: opts.fetchFrom, keepMasterData: opts.keepMasterData ?? false });
+        migrationId = plan.migration.id;
+        ran = true;
+        const r = await channels.run(plan, { kind: "migrate", dryRun: opts.dryRun ?? false }, reporter, cancel);
+        return { site, outcome: r.outcome, migrationId, exitCode: r.exitCode, durationMs: Date.now() - t0, message: r.message };
+      } catch (err) {
+        // before its run: refused (or locked) as `migrate` refuses; from its run, not expected (the runner
+        // reports every failure itself), and then it may have changed something
+        const outcome = !ran ? (err instanceof QmError && err.code === "LOCKED" ? "locked" : "refused") : "needs-attention";
+        const message = ran ? `${describeError(err)}; see \`quick-migrate status ${migrationId}\`` : err instanceof QmError ? err.message : describeError(err);
+        const durationMs = Date.now() - t0;
+        reporter.event({ event: "result", migrationId, outcome, exitCode: OUTCOMES[outcome], message, code: errorCode(err), durationMs });
+        return { site, outcome, migrationId, exitCode: OUTCOMES[outcome], durationMs, message };
+      } finally {
+        running.delete(site);
+      }
+    };
+
+    const results = new Map<string, SiteResult>();
+    // at most --concurrency sites at a time, in the order listed; once a signal came, none starts
+    const limit = pLimit(Math.max(1, opts.concurrency ?? DEFAULT_CONCURRENCY));
+    try {
+      await Promise.all(
+        sites.map((site) =>
+          limit(async () => {
+            if (interrupted !== undefined) return;
+            const r = await migrateSite(site);
+            results.set(site, r);
+            output.siteEnded(r);
+          }),
+        ),
+      );
+    } finally {
+      off();
+      channels.close();
+    }
+    // every site without a result was not started
+    for (const site of sites) {
+      if (results.has(site)) continue;
+      const r: SiteResult = { site, outcome: NOT_STARTED, migrationId: null, exitCode: siteExitCode(NOT_STARTED), durationMs: 0, message: `not started: the batch was interrupted by ${interrupted ?? "a signal"}` };
+      results.set(site, r);
+      output.event({ event: "result", site, migrationId: null, outcome: NOT_STARTED, exitCode: r.exitCode, message: r.message, durationMs: 0 });
+      output.siteEnded(r);
+    }
+    const list = sites.map((s) => results.get(s) as SiteResult);
+    const exitCode = batchExitCode(list);
+    output.event({
+      event: "batch-result",
+      site: null,
+      outcome: batchOutcome(list, { dryRun: opts.dryRun ?? false, interrupted: interrupted !== undefined }),
+      exitCode,
+      message: batchMessage(list, { from, to, ...(interrupted ? { interrupted } : {}) }),
+      durationMs: Date.now() - started,
+      sites: list,
+    });
+    log.info({ sites: list.length, exitCode, maxRssKb: process.resourceUsage().maxRSS }, "batch finished");
+    return exitCode;
   } finally {
-    off();
-    channels.close();
+    logged.close();
   }
-  // every site without a result was not started
-  for (const site of sites) {
-    if (results.has(site)) continue;
-    const r: SiteResult = { site, outcome: NOT_STARTED, migrationId: null, exitCode: siteExitCode(NOT_STARTED), durationMs: 0, message: `not started: the batch was interrupted by ${interrupted ?? "a signal"}` };
-    results.set(site, r);
-    output.event({ event: "result", site, migrationId: null, outcome: NOT_STARTED, exitCode: r.exitCode, message: r.message, durationMs: 0 });
-    output.siteEnded(r);
-  }
-  const list = sites.map((s) => results.get(s) as SiteResult);
-  const exitCode = batchExitCode(list);
-  output.event({
-    event: "batch-result",
-    site: null,
-    outcome: batchOutcome(list, { dryRun: opts.dryRun ?? false, interrupted: interrupted !== undefined }),
-    exitCode,
-    message: batchMessage(list, { from, to, ...(interrupted ? { interrupted } : {}) }),
-    durationMs: Date.now() - started,
-    sites: list,
-  });
-  log.info({ sites: list.length, exitCode, maxRssKb: process.resourceUsage().maxRSS }, "batch finished");
-  return exitCode;
 }

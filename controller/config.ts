@@ -4,10 +4,11 @@ import * as z from "zod";
 import { absPath, checkTransport, hostPort, isLoopback, loadYamlConfig, logLevel, tlsFiles } from "../shared/config.js";
 import { QmError } from "../shared/errors.js";
 import { DEFAULT_DATA_DIRS, MAX_DATA_DIRS, checkDataDirSet } from "../shared/names.js";
+import { MASTER } from "./events.js";
 import { HOOK_NAMES, PLACEHOLDERS } from "./hookNames.js";
 
 export { DEFAULT_CONTROLLER_CONFIG } from "./configFile.js";
-export const MASTER = "hostmaster";
+export { MASTER };
 
 const hookArgv = z.array(z.string()).min(1, "must name a command");
 

@@ -3,6 +3,9 @@
 import type { ErrorCode } from "../shared/errors.js";
 import type { Move } from "./steps.js";
 
+/** The hostmaster's name as a host of every step, in events, journals and acknowledgements. */
+export const MASTER = "hostmaster";
+
 export const OUTCOMES = {
   migrated: 0,
   "dry-run": 0,

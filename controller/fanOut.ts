@@ -79,7 +79,7 @@ export class FanOut {
             const e = asError(err);
             tally.fail(host, e);
             live?.answered(host, false);
-            this.log.warn({ migrationId: id, step, host, undo, err: e }, "host failed step");
+            this.log.warn({ step, host, undo, err: e, shownBy: "ack" }, "host failed step");
             await journal(rec.emit({ event: "ack", migrationId: id, step, host, ok: false, detail: describeError(e), code: errorCode(e), ...u }));
           }
         }),

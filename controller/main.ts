@@ -6,13 +6,13 @@ import { Command, InvalidArgumentError, Option } from "commander";
 // action (gRPC, execa, zod and the like cost tens of milliseconds each), so that `status` pays for none
 // of what `migrate` needs. Types cost nothing at run time.
 import { QmError, describeError, errorCode } from "../shared/errors.js";
-import type { Logger } from "../shared/logger.js";
 import { checkMigrationId, checkSiteName } from "../shared/names.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
 import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoringPlugin.js";
 import type { ControllerConfig } from "./config.js";
 import { DEFAULT_CONTROLLER_CONFIG } from "./configFile.js";
 import { OUTCOMES, type Reporter } from "./events.js";
+import type { ControllerLog, Notices, OpenLog } from "./logSink.js";
 import { HumanReporter, JsonReporter } from "./output.js";
 import type { MigrationStatus } from "./status.js";
 import { DEFAULT_CONCURRENCY, migrateUsageProblem, parseConcurrency } from "./batch.js";
@@ -33,31 +33,48 @@ interface MigrateOptions extends CommonOptions {
   dryRun?: boolean;
 }
 
-function reporterFor(json: boolean | undefined): Reporter {
+/** JSON lines (--json), or human lines: with colours and a live line on a terminal. */
+function reporterFor(json: boolean | undefined): JsonReporter | HumanReporter {
   if (json) return new JsonReporter(process.stdout);
   // NO_COLOR (no-color.org) turns the colours off, not the live progress line
   const tty = process.stdout.isTTY === true;
   return new HumanReporter(process.stdout, tty && !process.env.NO_COLOR, tty);
 }
 
-/** The root logger's maker, once pino is loaded (only the commands that log load it). */
-async function loggerMaker(): Promise<(config: ControllerConfig) => Logger> {
-  const [{ pino }, { createRootLogger }] = await Promise.all([import("pino"), import("../shared/logger.js")]);
-  return (config) => createRootLogger("quick-migrate", process.env.QM_LOG_LEVEL ?? config.logLevel, pino.destination(2));
+/** A person watches: the human output is on a terminal. Then the log is not on the screen (logSink.ts). */
+function screenOf(output: object): Notices | undefined {
+  return process.stdout.isTTY === true && "notice" in output ? (output as Notices) : undefined;
+}
+
+/**
+ * Opens the controller's log, once pino is loaded (only the commands that log load it): JSON lines on
+ * stderr, or, when a person watches (`screen`), controller.log in each migration's journal folder with
+ * the warnings that matter on the screen. Closed at the command's end.
+ */
+async function logOpener(): Promise<OpenLog> {
+  const [{ pino }, { createRootLogger }, { JournalLogSink }] = await Promise.all([import("pino"), import("../shared/logger.js"), import("./logSink.js")]);
+  return (config, screen) => {
+    const level = process.env.QM_LOG_LEVEL ?? config.logLevel;
+    if (!screen) return { log: createRootLogger("quick-migrate", level, pino.destination(2)), close: () => undefined };
+    const sink = new JournalLogSink(config.stateDir, screen);
+    return { log: createRootLogger("quick-migrate", level, sink), close: () => sink.close() };
+  };
 }
 
 async function migrate(uri: string, opts: MigrateOptions): Promise<number> {
   const started = Date.now();
   const reporter = reporterFor(opts.json);
+  let logged: ControllerLog | undefined;
   try {
-    const [{ loadControllerConfig }, { execute, planMigration, refuseLocked }, { checkExecutable, findSourcePlatform, platformArg }, loggerFor] = await Promise.all([
+    const [{ loadControllerConfig }, { execute, planMigration, refuseLocked }, { checkExecutable, findSourcePlatform, platformArg }, openLog] = await Promise.all([
       import("./config.js"),
       import("./execution.js"),
       import("./platforms.js"),
-      loggerMaker(),
+      logOpener(),
     ]);
     const config = await loadControllerConfig(opts.config);
-    const log = loggerFor(config);
+    logged = openLog(config, screenOf(reporter));
+    const log = logged.log;
     const site = checkSiteName(uri, "site");
     const newSite = checkSiteName(opts.newUri ?? uri, "new site");
     // first: an unfinished migration of this site may have moved it already, so nothing else would make sense
@@ -72,6 +89,8 @@ async function migrate(uri: string, opts: MigrateOptions): Promise<number> {
     return await execute(config, log, plan, { kind: "migrate", dryRun: opts.dryRun ?? false }, reporter);
   } catch (err) {
     return refused(reporter, err, started);
+  } finally {
+    logged?.close();
   }
 }
 
@@ -87,18 +106,20 @@ function refused(reporter: Reporter, err: unknown, started: number, migrationId:
 async function continueMigration(kind: "resume" | "rollback", id: string, opts: CommonOptions): Promise<number> {
   const started = Date.now();
   const reporter = reporterFor(opts.json);
+  let logged: ControllerLog | undefined;
   try {
     checkMigrationId(id);
-    const [{ loadControllerConfig }, { execute }, { Journal }, { planFromDocument, readStatus }, { checkExecutable }, loggerFor] = await Promise.all([
+    const [{ loadControllerConfig }, { execute }, { Journal }, { planFromDocument, readStatus }, { checkExecutable }, openLog] = await Promise.all([
       import("./config.js"),
       import("./execution.js"),
       import("./journal.js"),
       import("./status.js"),
       import("./platforms.js"),
-      loggerMaker(),
+      logOpener(),
     ]);
     const config = await loadControllerConfig(opts.config);
-    const log = loggerFor(config);
+    logged = openLog(config, screenOf(reporter));
+    const log = logged.log;
     const { journal, document, events } = await Journal.load(config.stateDir, id);
     const { plan } = planFromDocument(document, journal.dir);
     const status = await readStatus(config.stateDir, id);
@@ -110,6 +131,8 @@ async function continueMigration(kind: "resume" | "rollback", id: string, opts: 
     return await execute(config, log, plan, { kind, journal, events }, reporter);
   } catch (err) {
     return refused(reporter, err, started, err instanceof QmError && err.code === "LOCKED" ? id : null);
+  } finally {
+    logged?.close();
   }
 }
 
@@ -201,8 +224,8 @@ program
       process.exitCode = await migrate(uri as string, opts);
       return;
     }
-    const [{ migrateAll }, loggerFor] = await Promise.all([import("./batchRun.js"), loggerMaker()]);
-    process.exitCode = await migrateAll({ ...opts, from: opts.from as string }, loggerFor);
+    const [{ migrateAll }, openLog] = await Promise.all([import("./batchRun.js"), logOpener()]);
+    process.exitCode = await migrateAll({ ...opts, from: opts.from as string }, (config, output) => openLog(config, screenOf(output)));
   });
 
 program

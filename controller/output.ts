@@ -2,7 +2,8 @@
 // (a TTY, or a log when not on one): the plan, each step with a tick or cross per host, a summary. On
 // a TTY the step in flight also has a live line, rewritten in place and cleared before its end's line.
 import type { Writable } from "node:stream";
-import type { ProgressEvent, Reporter, RunEvent } from "./events.js";
+import { MASTER, type ProgressEvent, type Reporter, type RunEvent } from "./events.js";
+import { LOG_FILE, type Notices } from "./logSink.js";
 
 export class JsonReporter implements Reporter {
   constructor(private readonly out: Writable) {}
@@ -18,8 +19,15 @@ const RUNNING = "…";
 /** back to the start of the line, and erase it */
 const ERASE = "\r\x1b[K";
 
-export class HumanReporter implements Reporter {
-  private acks: Array<{ host: string; ok: boolean; detail: string }> = [];
+/** what a failed acknowledgement's code says about whose fault it is */
+const INTERNAL = "internal error (a bug in quick-migrate)";
+
+type Ack = Extract<RunEvent, { event: "ack" }>;
+
+export class HumanReporter implements Reporter, Notices {
+  private acks: Ack[] = [];
+  /** hosts that failed with an internal error (a bug) in this run: the result says where its stack trace is */
+  private readonly bugs = new Set<string>();
   private hostOrder: string[] = [];
   /** a live line is on screen, to be erased before anything else is written */
   private live = false;
@@ -29,6 +37,8 @@ export class HumanReporter implements Reporter {
     private readonly color: boolean,
     /** the output is a terminal: the step in flight gets a live line (off one, progress is not shown) */
     private readonly tty = false,
+    /** the controller's log goes to controller.log in the journal folder (a person at a terminal), not stderr */
+    private readonly logInJournal = tty,
   ) {}
 
   private paint(code: number, s: string): string {
@@ -47,6 +57,11 @@ export class HumanReporter implements Reporter {
     const fitted = columns && chars.length >= columns ? chars.slice(0, columns - 1).join("") : text;
     this.out.write(`${ERASE}${fitted}`);
     this.live = true;
+  }
+
+  /** A warning or error of the controller's log that the events do not show: one line, in the table's style. */
+  notice(level: "warn" | "error", text: string): void {
+    this.line(`  ${this.paint(level === "error" ? 31 : 33, "!")} ${text}`);
   }
 
   event(e: RunEvent): void {
@@ -87,7 +102,9 @@ export class HumanReporter implements Reporter {
         const hosts = this.acks.map((a) => `${a.host} ${a.ok ? this.paint(32, TICK) : this.paint(31, CROSS)}`).join("  ");
         this.line(`  ${mark} ${label} ${hosts}  (${e.acked}/${e.expected})  ${e.durationMs} ms`);
         for (const a of this.acks) {
-          if (!a.ok) this.line(`      ${this.paint(31, `${a.host}: ${a.detail}`)}`);
+          if (a.ok) continue;
+          if (a.code === "INTERNAL") this.bugs.add(a.host);
+          this.line(`      ${this.paint(31, `${a.host}: ${a.code === "INTERNAL" ? `${INTERNAL}: ` : ""}${a.detail}`)}`);
         }
         return;
       }
@@ -99,12 +116,30 @@ export class HumanReporter implements Reporter {
       case "result": {
         this.line();
         const ok = e.exitCode === 0;
-        this.line(`${ok ? this.paint(32, TICK) : this.paint(31, CROSS)} ${e.outcome}: ${e.message}  (${(e.durationMs / 1000).toFixed(2)} s)`);
+        const bug = e.code === "INTERNAL" && this.bugs.size === 0 ? `${INTERNAL}: ` : "";
+        this.line(`${ok ? this.paint(32, TICK) : this.paint(31, CROSS)} ${e.outcome}: ${bug}${e.message}  (${(e.durationMs / 1000).toFixed(2)} s)`);
         if (e.journal) this.line(`  journal: ${e.journal}`);
+        if (bug || this.bugs.size > 0) this.line(`  ${this.paint(31, "!")} ${whereTheStackIs(e.code === "INTERNAL" ? new Set([...this.bugs, MASTER]) : this.bugs, e.journal, this.logInJournal)}`);
         return;
       }
     }
   }
+}
+
+/**
+ * An internal error is a bug, and its stack trace is what a report needs: the controller's own is in
+ * its log (controller.log in the journal folder on a terminal, the JSON lines on stderr off one), a
+ * front agent's in that agent's log.
+ */
+function whereTheStackIs(hosts: ReadonlySet<string>, journal: string | undefined, logInJournal: boolean): string {
+  const places = [...hosts].map((h) =>
+    h === MASTER
+      ? logInJournal
+        ? `${journal ? `${journal}/${LOG_FILE}` : LOG_FILE} on this hostmaster`
+        : "the controller's log lines on stderr"
+      : `the agent's log on ${h} (journalctl -u quick-migrate-agent)`,
+  );
+  return `this is a bug in quick-migrate, not a fault of your hosts: please report it with its stack trace, which is in ${places.join(" and ")}`;
 }
 
 /** `  … push-site  web1 ✔ 12.4 MB  web2 … 8.1 MB 38.1 MB/s  2.1 s`: bytes both ways, the rate while running */

@@ -217,7 +217,7 @@ export class MigrationRunner {
       const about = { migrationId: this.id, step: h.step, hook: h.hook, pgid: h.pgid, ...(h.undo ? { undo: true as const } : {}) };
       let endedBy: EndedBy | "gone" = "gone";
       if (groups.running(h)) {
-        this.deps.log.warn({ ...about }, "a hook of the interrupted run is still running: ending it");
+        this.deps.log.warn({ ...about, shownBy: "orphaned-hook" }, "a hook of the interrupted run is still running: ending it");
         try {
           endedBy = await groups.end(h);
         } catch (err) {
@@ -274,7 +274,7 @@ export class MigrationRunner {
   // ---- failure and undo -------------------------------------------------------------------------
 
   private async failed(step: StepName, cause: unknown, why: string): Promise<RunResult> {
-    this.deps.log.error({ migrationId: this.id, step, err: cause }, "step failed");
+    this.deps.log.error({ step, err: cause, shownBy: "result" }, "step failed");
     if (step === "lock" && cause instanceof QmError && cause.code === "LOCKED") {
       // nothing was done: the journal of this attempt goes, and the other migration's lock stays
       await this.rec.discard();
@@ -348,13 +348,13 @@ export class MigrationRunner {
       if (outcome === "migrated" || outcome === "rolled-back") await this.io.releaseLock();
       if (outcome === "needs-attention") await this.io.handBackLock();
     } catch (err) {
-      this.deps.log.error({ migrationId: this.id, err }, "lock not released");
+      this.deps.log.error({ err }, "lock not released");
     }
     const e = this.resultEvent(outcome, message, exitCode, cause);
     try {
       await this.rec.emit(e);
     } catch (err) {
-      this.deps.log.error({ migrationId: this.id, err }, "result not journaled");
+      this.deps.log.error({ err }, "result not journaled");
     }
     return { outcome, exitCode, message };
   }
