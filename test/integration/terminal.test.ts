@@ -146,6 +146,17 @@ describe("on a terminal", () => {
     // the batch's own line (no migration) beside the journals
     expect(logLines(path.join(s.cluster.masterState, "controller.log")).map((l) => l.msg)).toContain("batch finished");
   });
+
+  it("colours on a terminal, none with NO_COLOR", async () => {
+    const s = await setup({});
+    const coloured = await onTerminal(s, ["migrate", s.site, "--to", s.to, "--dry-run"]);
+    expect(coloured.exitCode, coloured.screen).toBe(0);
+    expect(coloured.screen).toMatch(/\x1b\[32m✔\x1b\[0m dry-run: /);
+    const plain = await onTerminal(s, ["migrate", s.site, "--to", s.to, "--dry-run"], { NO_COLOR: "1" });
+    expect(plain.exitCode, plain.screen).toBe(0);
+    expect(plain.screen).toMatch(/^✔ dry-run: /m);
+    expect(plain.screen).not.toMatch(/\x1b\[\d+m/);
+  });
 });
 
 describe("off a terminal", () => {
