@@ -94,9 +94,14 @@ async function migrate(uri: string, opts: MigrateOptions): Promise<number> {
   }
 }
 
+/** what the person is told of an error that is no QmError of the catalogue */
+const BUG = "internal error (a bug in quick-migrate; please report it)";
+
 /** Exit 4 for a held lock, exit 2 for everything else that stops a command before it starts. */
 function refused(reporter: Reporter, err: unknown, started: number, migrationId: string | null = null): number {
-  const message = err instanceof QmError ? err.message : describeError(err);
+  const message = err instanceof QmError ? err.message : `${BUG}: ${describeError(err)} (its stack trace is on stderr)`;
+  // a bug, before any journal: its stack is what a report needs, and there is no journal to keep it
+  if (!(err instanceof QmError)) process.stderr.write(`${err instanceof Error ? err.stack : String(err)}\n`);
   const outcome = err instanceof QmError && err.code === "LOCKED" ? "locked" : "refused";
   reporter.event({ event: "result", migrationId, outcome, exitCode: OUTCOMES[outcome], message, code: errorCode(err), durationMs: Date.now() - started });
   return OUTCOMES[outcome];
