@@ -10,7 +10,7 @@ import { constants } from "node:os";
 import { QmError, describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoringPlugin.js";
-import { addExamples, explainUsageErrors, oneLine, usageError, usageLine } from "../shared/cliUsage.js";
+import { EXAMPLE_MIGRATION_ID, addExamples, explainUsageErrors, oneLine, usageError, usageLine } from "../shared/cliUsage.js";
 import { checkMigrationId } from "../shared/names.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
 import type { AgentConfig } from "./config.js";
@@ -231,7 +231,7 @@ parked
     try {
       checkMigrationId(id);
     } catch (err) {
-      usageError(cmd, `${(err as Error).message}: an id as \`quick-migrate-agent parked list\` shows it, e.g. 20261126T101500Z-3f9a0c`);
+      usageError(cmd, `${(err as Error).message}: an id as \`quick-migrate-agent parked list\` shows it, e.g. ${EXAMPLE_MIGRATION_ID}`);
     }
   })
   .action(async (migrationId: string) => {

@@ -1,8 +1,6 @@
 // The examples that end `quick-migrate --help` and each command's help; the tests run every one of them
 // through the real parser (test/integration/cli-help.test.ts). Paths are the shipped defaults.
-import type { Example } from "../shared/cliUsage.js";
-
-const ID = "20261126T101500Z-3f9a0c";
+import { EXAMPLE_MIGRATION_ID as ID, type Example } from "../shared/cliUsage.js";
 
 /** Keyed by the command's name: "" is the program itself. */
 export const CONTROLLER_EXAMPLES: Readonly<Record<string, readonly Example[]>> = {

@@ -10,7 +10,7 @@ import type { Logger } from "../shared/logger.js";
 import { checkMigrationId, checkSiteName } from "../shared/names.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
 import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoringPlugin.js";
-import { addExamples, explainUsageErrors, oneLine, usageError, usageLine } from "../shared/cliUsage.js";
+import { EXAMPLE_MIGRATION_ID, addExamples, explainUsageErrors, oneLine, usageError, usageLine } from "../shared/cliUsage.js";
 import type { ControllerConfig } from "./config.js";
 import { DEFAULT_CONTROLLER_CONFIG } from "./configFile.js";
 import { OUTCOMES, type Reporter } from "./events.js";
@@ -187,7 +187,7 @@ function nameProblem(check: () => unknown): string | undefined {
 function checkIdArgument(cmd: Command): void {
   const [id] = cmd.processedArgs as [string | undefined];
   const problem = id === undefined ? undefined : nameProblem(() => checkMigrationId(id));
-  if (problem !== undefined) usageError(cmd, `${problem}: an id as \`quick-migrate status\` lists it, e.g. 20261126T101500Z-3f9a0c`);
+  if (problem !== undefined) usageError(cmd, `${problem}: an id as \`quick-migrate status\` lists it, e.g. ${EXAMPLE_MIGRATION_ID}`);
 }
 
 const configOption = () => new Option("-c, --config <file>", "controller config").default(DEFAULT_CONTROLLER_CONFIG);

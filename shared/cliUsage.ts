@@ -8,6 +8,9 @@ export interface Example {
   readonly run: string;
 }
 
+/** A migration id of the form `quick-migrate status` lists, for the examples and the usage errors. */
+export const EXAMPLE_MIGRATION_ID = "20261126T101500Z-3f9a0c";
+
 /**
  * Set in the environment, a command that parses prints what commander made of it (one JSON object on
  * stdout) and exits 0 instead of running: the tests run every example of the help through it.
