@@ -10,9 +10,12 @@ import { constants } from "node:os";
 import { QmError, describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoringPlugin.js";
+import { EXAMPLE_MIGRATION_ID, addExamples, explainUsageErrors, oneLine, usageError, usageLine } from "../shared/cliUsage.js";
+import { checkMigrationId } from "../shared/names.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
 import type { AgentConfig } from "./config.js";
 import { DEFAULT_AGENT_CONFIG } from "./configFile.js";
+import { AGENT_EXAMPLES } from "./help.js";
 import type { MetricsEndpoint } from "./metricsServer.js";
 import type { Registry } from "./registry.js";
 import type { AgentGrpcServer } from "./server.js";
@@ -222,12 +225,20 @@ parked
 parked
   .command("restore")
   .description("put every data dir of one migration back at its original path in the old site folder")
-  .argument("<migration-id>")
+  .argument("<migration-id>", "the migration whose data dirs go back (see parked list)")
+  .hook("preAction", (cmd) => {
+    const [id] = cmd.processedArgs as [string];
+    try {
+      checkMigrationId(id);
+    } catch (err) {
+      usageError(cmd, `${(err as Error).message}: an id as \`quick-migrate-agent parked list\` shows it, e.g. ${EXAMPLE_MIGRATION_ID}`);
+    }
+  })
   .action(async (migrationId: string) => {
     exitCode = await parkedRestore(globalConfig(), migrationId);
   });
 
-program
+const health = program
   .command("health")
   .description("check this front's running agent as a Nagios/Icinga plugin: one status line, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN")
   .option("--warn-ms <ms>", "WARNING when the agent answers slower than this", parseMs, 500)
@@ -237,7 +248,7 @@ program
   .configureOutput({ outputError: () => undefined })
   .exitOverride((err) => {
     if (err.code === "commander.helpDisplayed" || err.code === "commander.help") throw err;
-    throw new PluginUsageError(err.message.replace(/^error: /, ""));
+    throw new PluginUsageError(oneLine(err.message));
   })
   .action(async (opts: { warnMs: number; critMs: number; json?: boolean }) => {
     const { checkLocalAgent } = await import("./healthCheck.js");
@@ -245,6 +256,10 @@ program
     process.stdout.write(render(report, opts.json === true));
     exitCode = report.exitCode;
   });
+
+addExamples(program, AGENT_EXAMPLES);
+// a monitoring system reads health's usage errors: they are its UNKNOWN (below)
+explainUsageErrors(program, [health]);
 
 try {
   await program.parseAsync(process.argv);
@@ -256,7 +271,8 @@ try {
   if (err instanceof PluginUsageError) {
     const { AGENT_HEALTH_SERVICE } = await import("./healthCheck.js");
     const report = unknown(AGENT_HEALTH_SERVICE, err.message);
-    process.stdout.write(render(report, process.argv.includes("--json")));
+    const json = process.argv.includes("--json");
+    process.stdout.write(`${render(report, json)}${json ? "" : `${usageLine(health)}\n`}`);
     process.exit(report.exitCode);
   }
   if (typeof code === "string" && code.startsWith("commander.")) process.exit(2);

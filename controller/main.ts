@@ -9,6 +9,7 @@ import { QmError, describeError, errorCode } from "../shared/errors.js";
 import { checkMigrationId, checkSiteName } from "../shared/names.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
 import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoringPlugin.js";
+import { EXAMPLE_MIGRATION_ID, addExamples, explainUsageErrors, oneLine, usageError, usageLine } from "../shared/cliUsage.js";
 import type { ControllerConfig } from "./config.js";
 import { DEFAULT_CONTROLLER_CONFIG } from "./configFile.js";
 import { OUTCOMES, type Reporter } from "./events.js";
@@ -16,6 +17,7 @@ import type { ControllerLog, Notices, OpenLog } from "./logSink.js";
 import { HumanReporter, JsonReporter } from "./output.js";
 import type { MigrationStatus } from "./status.js";
 import { DEFAULT_CONCURRENCY, migrateUsageProblem, parseConcurrency } from "./batch.js";
+import { CONTROLLER_EXAMPLES } from "./help.js";
 
 interface CommonOptions {
   config: string;
@@ -196,8 +198,25 @@ for (const stream of [process.stdout, process.stderr]) {
 const program = new Command("quick-migrate")
   .description("quick-migrate: migrate an Aegir site to another platform by renaming its data dirs in place on every web front")
   .version(PACKAGE_VERSION)
-  .exitOverride()
-  .configureOutput({ outputError: (s, write) => write(`quick-migrate: ${s.replace(/^error: /, "")}`) });
+  .exitOverride();
+
+/** A site name or migration id that is not one, as a usage error's text; undefined when all are. */
+function nameProblem(check: () => unknown): string | undefined {
+  try {
+    check();
+    return undefined;
+  } catch (err) {
+    if (err instanceof QmError && err.code === "INVALID_NAME") return err.message;
+    throw err;
+  }
+}
+
+/** status, resume, rollback: the id, when given, is one (checked before anything is loaded or read). */
+function checkIdArgument(cmd: Command): void {
+  const [id] = cmd.processedArgs as [string | undefined];
+  const problem = id === undefined ? undefined : nameProblem(() => checkMigrationId(id));
+  if (problem !== undefined) usageError(cmd, `${problem}: an id as \`quick-migrate status\` lists it, e.g. ${EXAMPLE_MIGRATION_ID}`);
+}
 
 const configOption = () => new Option("-c, --config <file>", "controller config").default(DEFAULT_CONTROLLER_CONFIG);
 
@@ -222,9 +241,13 @@ program
   .option("--dry-run", "run preflight and print the plan per host; change nothing")
   .option("--json", "one JSON object per line on stdout")
   .exitOverride()
-  .action(async function (this: Command, uri: string | undefined, opts: MigrateOptions) {
-    const problem = migrateUsageProblem(uri, opts);
-    if (problem !== undefined) this.error(`error: ${problem}`, { exitCode: OUTCOMES.refused, code: "commander.usage" });
+  .hook("preAction", (cmd) => {
+    const [uri] = cmd.processedArgs as [string | undefined];
+    const opts = cmd.opts<MigrateOptions>();
+    const problem = migrateUsageProblem(uri, opts) ?? nameProblem(() => [uri !== undefined && checkSiteName(uri, "site"), opts.newUri !== undefined && checkSiteName(opts.newUri, "new site")]);
+    if (problem !== undefined) usageError(cmd, problem);
+  })
+  .action(async (uri: string | undefined, opts: MigrateOptions) => {
     if (!opts.all) {
       process.exitCode = await migrate(uri as string, opts);
       return;
@@ -240,6 +263,7 @@ program
   .addOption(configOption())
   .option("--json", "one JSON array on stdout")
   .exitOverride()
+  .hook("preAction", checkIdArgument)
   .action(async (id: string | undefined, opts: CommonOptions) => {
     process.exitCode = await status(id, opts);
   });
@@ -262,12 +286,13 @@ for (const kind of ["resume", "rollback"] as const) {
     .addOption(configOption())
     .option("--json", "one JSON object per line on stdout")
     .exitOverride()
+    .hook("preAction", checkIdArgument)
     .action(async (id: string, opts: CommonOptions) => {
       process.exitCode = await continueMigration(kind, id, opts);
     });
 }
 
-program
+const health = program
   .command("health")
   .description("check every front's agent as a Nagios/Icinga plugin: one status line, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN")
   .addOption(configOption())
@@ -278,7 +303,7 @@ program
   .configureOutput({ outputError: () => undefined })
   .exitOverride((err) => {
     if (err.code === "commander.helpDisplayed" || err.code === "commander.help") throw err;
-    throw new PluginUsageError(err.message.replace(/^error: /, ""));
+    throw new PluginUsageError(oneLine(err.message));
   })
   .action(async (opts: CommonOptions & { warnMs: number; critMs: number }) => {
     const { checkFronts } = await import("./healthCheck.js");
@@ -286,6 +311,10 @@ program
     process.stdout.write(render(report, opts.json === true));
     process.exitCode = report.exitCode;
   });
+
+addExamples(program, CONTROLLER_EXAMPLES);
+// a monitoring system reads health's usage errors: they are its UNKNOWN (below)
+explainUsageErrors(program, [health]);
 
 try {
   await program.parseAsync(process.argv);
@@ -295,10 +324,11 @@ try {
   if (err instanceof PluginUsageError) {
     const { HEALTH_SERVICE } = await import("./healthCheck.js");
     const report = unknown(HEALTH_SERVICE, err.message);
-    process.stdout.write(render(report, process.argv.includes("--json")));
+    const json = process.argv.includes("--json");
+    process.stdout.write(`${render(report, json)}${json ? "" : `${usageLine(health)}\n`}`);
     process.exit(report.exitCode);
   }
-  const message = describeError(err).replace(/^error: /, "");
+  const message = oneLine(describeError(err));
   if (process.argv.includes("--json")) {
     // hostmaster tasks parse stdout: a usage error ends with a result event like any refusal
     new JsonReporter(process.stdout).event({ event: "result", migrationId: null, outcome: "refused", exitCode: OUTCOMES.refused, message, code: "USAGE", durationMs: 0 });

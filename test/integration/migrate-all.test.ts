@@ -256,14 +256,15 @@ describe("quick-migrate migrate --all: usage", () => {
     ["--concurrency without --all", ["migrate", "shop.example.com", "--to", "p2", "--concurrency", "2"], /--concurrency/],
     ["neither a site nor --all", ["migrate", "--to", "p2"], /uri/],
   ];
-  it.each(cases)("%s: exit 2, one line naming the option", async (_what, args, names) => {
+  it.each(cases)("%s: exit 2, one line naming the option, then the usage line", async (_what, args, names) => {
     const run = await runController("/nonexistent/controller.yaml", args);
     expect(run.exitCode).toBe(2);
     expect(run.stdout).toBe("");
     const lines = run.stderr.trimEnd().split("\n");
-    expect(lines, run.stderr).toHaveLength(1);
-    expect(lines[0]).toMatch(/^quick-migrate: /);
+    expect(lines, run.stderr).toHaveLength(2);
+    expect(lines[0]).toMatch(/^quick-migrate migrate: /);
     expect(lines[0]).toMatch(names);
+    expect(lines[1]).toBe("usage: quick-migrate migrate [options] [uri]  (quick-migrate migrate --help for examples)");
   });
 
   it("with --json, the refusal is a result event too", async () => {
