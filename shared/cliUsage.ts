@@ -11,12 +11,6 @@ export interface Example {
 /** A migration id of the form `quick-migrate status` lists, for the examples and the usage errors. */
 export const EXAMPLE_MIGRATION_ID = "20261126T101500Z-3f9a0c";
 
-/**
- * Set in the environment, a command that parses prints what commander made of it (one JSON object on
- * stdout) and exits 0 instead of running: the tests run every example of the help through it.
- */
-export const PARSE_ONLY_ENV = "QM_PARSE_ONLY";
-
 /** The Examples section that ends a command's help. */
 export function examplesText(examples: readonly Example[]): string {
   return `\nExamples:\n${examples.map((e) => `  # ${e.does}\n  $ ${e.run}`).join("\n")}\n`;
@@ -71,19 +65,12 @@ function* commandTree(cmd: Command): Generator<Command> {
 
 /**
  * Every command of the tree but `except` prints its usage errors as `<command>: <what was wrong>` and its
- * usage line, and every command with an action answers PARSE_ONLY_ENV. Call it once all commands are
- * defined; the commands' own preAction hooks (their usage checks) run before the parse-only answer.
+ * usage line. Call it once all commands are defined.
  */
 export function explainUsageErrors(root: Command, except: readonly Command[] = []): void {
   for (const cmd of commandTree(root)) {
-    if (!except.includes(cmd)) {
-      cmd.configureOutput({ outputError: (message, write) => write(`${fullName(cmd)}: ${whatWasWrong(cmd, message)}\n${usageLine(cmd)}\n`) });
-    }
-    cmd.hook("preAction", (self, action) => {
-      if (self !== action || !process.env[PARSE_ONLY_ENV]) return;
-      process.stdout.write(`${JSON.stringify({ command: fullName(action), args: action.processedArgs, options: action.optsWithGlobals() })}\n`);
-      process.exit(0);
-    });
+    if (except.includes(cmd)) continue;
+    cmd.configureOutput({ outputError: (message, write) => write(`${fullName(cmd)}: ${whatWasWrong(cmd, message)}\n${usageLine(cmd)}\n`) });
   }
 }
 
