@@ -6,7 +6,7 @@
 // hosts, so this file does no I/O of its own.
 import { type MigrationSpec, newSiteRel, oldSiteRel, parkRel, placeRel, staleSiteRel, stagingRel } from "../shared/migration.js";
 import type { ChangeRecord, Ledger, SiteTree } from "../shared/siteTree.js";
-import { type FrontStepName, frontAction, frontStep } from "../shared/frontSteps.js";
+import { FRONT_STEP, type FrontStep } from "../shared/frontSteps.js";
 import type { FrontAction } from "../shared/wire.js";
 import type { HookName } from "./hooks.js";
 
@@ -111,17 +111,17 @@ function hookStep<const N extends string>(name: N, hook: HookName, undoHook?: Ho
 }
 
 /**
- * A step that is one agent action on every front (the hostmaster's own front included); which action,
- * forward and undo, is the shared table's (shared/frontSteps.ts), the order the agents accept them in.
+ * A step that is one agent action on every front (the hostmaster's own front included): its name, the
+ * action it sends and the one that undoes it come from its front entry (shared/frontSteps.ts), and it
+ * has an undo exactly when that entry has one.
  */
-function frontsStep<const N extends FrontStepName>(name: N, def: Pick<StepDef, "does" | "moves"> & { undoDoes?: string }): StepDef<N> {
-  const action = frontAction(name, "forward");
-  const undoAction = frontStep(name)?.undo;
+function frontsStep<const F extends FrontStep & { readonly forward: FrontAction }>(front: F, def: Pick<StepDef, "does" | "moves"> & { undoDoes?: string }): StepDef<F["step"]> {
+  const undoAction = front.undo;
   return {
-    name,
+    name: front.step,
     hosts: fronts,
     ...def,
-    run: async (io, host) => summarize(await io.apply(host, action)),
+    run: async (io, host) => summarize(await io.apply(host, front.forward)),
     ...(undoAction ? { undo: { does: () => def.undoDoes ?? "", run: async (io: StepIO, host: string) => summarize(await io.apply(host, undoAction)) } } : {}),
   };
 }
@@ -163,7 +163,7 @@ const masterParkData = step({
 });
 
 const fetchSite = step({
-  name: "fetch-site",
+  name: FRONT_STEP.fetchSite.step,
   // into a staging folder: the hostmaster's own copy stays as it was until master-move-site
   hosts: (p) => (fetches(p) ? [p.fetchFrom] : { skipped: `front ${p.fetchFrom} is the hostmaster itself` }),
   does: () => "rsync the site folder (data dirs excluded) into a staging folder on the hostmaster",
@@ -172,7 +172,7 @@ const fetchSite = step({
   ],
   run: async (io, host) => {
     const m = io.plan.migration;
-    await io.rsync(host, "fetch", oldSiteRel(m), stagingRel(m), oldSiteRel(m));
+    await io.rsync(host, FRONT_STEP.fetchSite.rsync, oldSiteRel(m), stagingRel(m), oldSiteRel(m));
     return `site folder fetched from ${host}`;
   },
   undo: {
@@ -226,18 +226,18 @@ const masterMoveSite = step({
 });
 
 const pushSite = step({
-  name: "push-site",
+  name: FRONT_STEP.pushSite.step,
   hosts: (p) => (remoteFronts(p).length > 0 ? remoteFronts(p) : { skipped: "no front other than the hostmaster" }),
   does: () => "rsync the new site folder (data dirs excluded) to every front",
   moves: (p) => remoteFronts(p).map((host): Move => ({ host, what: "copy the new site folder from the hostmaster", op: "copy", from: `${p.master}:${newSiteRel(p.migration)}/`, to: `${newSiteRel(p.migration)}/` })),
   run: async (io, host) => {
     const m = io.plan.migration;
-    await io.rsync(host, "push", newSiteRel(m), newSiteRel(m));
+    await io.rsync(host, FRONT_STEP.pushSite.rsync, newSiteRel(m), newSiteRel(m));
     return `site folder pushed to ${host}`;
   },
   undo: {
     does: () => "remove the copy this step created",
-    run: async (io, host) => summarize(await io.apply(host, frontAction("push-site", "undo"))),
+    run: async (io, host) => summarize(await io.apply(host, FRONT_STEP.pushSite.undo)),
   },
 });
 
@@ -285,7 +285,7 @@ export const STEPS = [
   hookStep("maintenance-on", "maintenanceOn", "maintenanceOff"),
   hookStep("db-dump", "dbDump"),
   masterParkData,
-  frontsStep("fronts-park-data", {
+  frontsStep(FRONT_STEP.parkData, {
     does: () => "rename each data dir into the park area",
     moves: (p) => dataMoves(p, fronts(p), "old", "park", "park"),
     undoDoes: "rename back into the old site folder",
@@ -293,13 +293,13 @@ export const STEPS = [
   fetchSite,
   masterMoveSite,
   pushSite,
-  frontsStep("fronts-restore-data", {
+  frontsStep(FRONT_STEP.restoreData, {
     does: () => "rename the parked data dirs into the new site folder (an empty placeholder directory there is removed first)",
     moves: (p) => dataMoves(p, fronts(p), "park", "new", "restore"),
     undoDoes: "rename back into the park area",
   }),
   {
-    ...frontsStep("fronts-remove-old", {
+    ...frontsStep(FRONT_STEP.removeOld, {
       does: () => "remove the old site folder (refused while it holds data) — point of no return",
       // on the hostmaster's own front the old folder was moved by master-move-site: nothing is left to remove
       moves: (p) => remoteFronts(p).map((host): Move => ({ host, what: "remove the old site folder", op: "remove", from: oldSiteRel(p.migration), to: "" })),
