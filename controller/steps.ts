@@ -2,8 +2,10 @@
 // it, what it does, which paths it creates, renames or removes on which host, how it runs on a host
 // and — right after — how it is undone, as a saga pushes each compensation next to its action. The
 // plan and --dry-run, the runner, the undo order and the journal replay all read this table; adding a
-// step means adding one entry here. The entries are written against StepIO, the runner's edge to the
-// hosts, so this file does no I/O of its own.
+// step means adding one entry here. A step that reaches the fronts is built from its front half in
+// shared/frontSteps.ts (its name, the action it sends and the one that undoes it), which the agent reads
+// too and which may not live here: the agent never loads controller code. The entries are written
+// against StepIO, the runner's edge to the hosts, so this file does no I/O of its own.
 import { type MigrationSpec, PARK_FOLDER, newSiteRel, oldSiteRel, parkRel, placeRel, staleSiteRel, stagingRel } from "../shared/migration.js";
 import type { ChangeRecord, Ledger, SiteTree } from "../shared/siteTree.js";
 import { FRONT_STEP, type FrontStep } from "../shared/frontSteps.js";
