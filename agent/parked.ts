@@ -2,9 +2,8 @@
 // not back in their old site folder, and puts one migration's back. Reads the state dir directly, so it
 // works while the service is stopped; no gRPC.
 import { join } from "node:path";
-import { isPlaceholder, isRealDirectory } from "../shared/confined.js";
+import { Root, isPlaceholder, isRealDirectory } from "../shared/confined.js";
 import { QmError, describeError } from "../shared/errors.js";
-import { lstatOrNull } from "../shared/fsutil.js";
 import { type DataPlace, type MigrationSpec, oldSiteRel, placeRel } from "../shared/migration.js";
 import { type LedgerEntry, SiteTree } from "../shared/siteTree.js";
 import { withRecordLock } from "./recordLock.js";
@@ -45,8 +44,19 @@ export interface ParkedList {
   unreadable: UnreadableRecord[];
 }
 
-function abs(root: string, m: MigrationSpec, dataDir: string, place: DataPlace): string {
-  return join(root, placeRel(m, dataDir, place));
+/** A data dir's place as text, for the listing and the report (what is done there goes through the Root). */
+function shown(root: Root, m: MigrationSpec, dataDir: string, place: DataPlace): string {
+  return root.shown(placeRel(m, dataDir, place));
+}
+
+/** Whether something is at a data dir's place; a place whose folder leads out of the root holds nothing of this migration. */
+async function present(root: Root, m: MigrationSpec, dataDir: string, place: DataPlace): Promise<boolean> {
+  try {
+    return (await root.lstat(placeRel(m, dataDir, place))) !== null;
+  } catch (err) {
+    if (err instanceof QmError && err.code === "OUTSIDE_ROOT") return false;
+    throw err;
+  }
 }
 
 /**
@@ -56,12 +66,12 @@ function abs(root: string, m: MigrationSpec, dataDir: string, place: DataPlace):
  * say), and it is reported there rather than missing.
  */
 export async function locate(root: string, m: MigrationSpec, entry: LedgerEntry): Promise<{ place: DataPlace; exists: boolean }> {
-  const atNow = await lstatOrNull(abs(root, m, entry.dataDir, entry.at));
-  if (atNow) return { place: entry.at, exists: true };
-  if (entry.moving !== undefined && entry.moving !== entry.at && (await lstatOrNull(abs(root, m, entry.dataDir, entry.moving)))) {
+  const tree = new SiteTree(root);
+  if (await present(tree.root, m, entry.dataDir, entry.at)) return { place: entry.at, exists: true };
+  if (entry.moving !== undefined && entry.moving !== entry.at && (await present(tree.root, m, entry.dataDir, entry.moving))) {
     return { place: entry.moving, exists: true };
   }
-  const found = await new SiteTree(root).whereIs(m, entry).catch(() => undefined);
+  const found = await tree.whereIs(m, entry).catch(() => undefined);
   return found ? { place: found, exists: true } : { place: entry.at, exists: false };
 }
 
@@ -85,6 +95,7 @@ export async function listParked(root: string, registry: Registry): Promise<Park
     if (!record) continue;
     out.migrations++;
     const m = record.migration;
+    const confined = new Root(root);
     // back in the old site folder, or live in the new one of a finished migration: nothing of it is parked
     const unsettled = new Set(unsettledEntries(record));
     for (const entry of orderedLedger(record)) {
@@ -99,9 +110,9 @@ export async function listParked(root: string, registry: Registry): Promise<Park
         dataDir: entry.dataDir,
         kind: entry.kind,
         ...(entry.linkTarget === undefined ? {} : { linkTarget: entry.linkTarget }),
-        originalPath: abs(root, m, entry.dataDir, "old"),
+        originalPath: shown(confined, m, entry.dataDir, "old"),
         place,
-        path: abs(root, m, entry.dataDir, place),
+        path: shown(confined, m, entry.dataDir, place),
         exists,
         ledgerAt: entry.at,
         ...(entry.moving === undefined ? {} : { moving: entry.moving }),
@@ -164,19 +175,26 @@ async function restoreLocked(root: string, registry: Registry, record: Migration
   const m = record.migration;
   const tree = new SiteTree(root);
   const ledger = registry.ledger(record);
-  const oldSitePath = join(root, oldSiteRel(m));
-  const site = await lstatOrNull(oldSitePath);
-  const siteMissing = !site ? `the old site folder ${oldSitePath} is gone` : !isRealDirectory(site) ? `the old site folder ${oldSitePath} is not a real directory` : undefined;
+  const oldSitePath = tree.root.shown(oldSiteRel(m));
+  const site = await tree.root.lstat(oldSiteRel(m)).catch((err: unknown) => (err instanceof QmError && err.code === "OUTSIDE_ROOT" ? err : Promise.reject(err)));
+  const siteMissing =
+    site instanceof QmError
+      ? `the old site folder ${oldSitePath} leads out of the root (${site.message})`
+      : !site
+        ? `the old site folder ${oldSitePath} is gone`
+        : !isRealDirectory(site)
+          ? `the old site folder ${oldSitePath} is not a real directory`
+          : undefined;
 
   const results: RestoreResult[] = [];
   for (const recorded of orderedLedger(record)) {
     const { dataDir } = recorded;
-    const originalPath = abs(root, m, dataDir, "old");
+    const originalPath = shown(tree.root, m, dataDir, "old");
     const where = await locate(root, m, recorded);
-    const path = abs(root, m, dataDir, where.place);
+    const path = shown(tree.root, m, dataDir, where.place);
     const found = { place: where.place, path };
     if (!where.exists) {
-      const looked = [recorded.at, recorded.moving].filter((p): p is DataPlace => p !== undefined).map((p) => abs(root, m, dataDir, p));
+      const looked = [recorded.at, recorded.moving].filter((p): p is DataPlace => p !== undefined).map((p) => shown(tree.root, m, dataDir, p));
       results.push({ dataDir, outcome: "missing", originalPath, reason: `not found at ${[...new Set(looked)].join(" nor at ")}` });
       continue;
     }
@@ -199,7 +217,7 @@ async function restoreLocked(root: string, registry: Registry, record: Migration
         results.push({ dataDir, outcome: "refused", originalPath, ...found, reason: siteMissing });
         continue;
       }
-      const occupant = await lstatOrNull(originalPath);
+      const occupant = await tree.root.lstat(placeRel(m, dataDir, "old"));
       if (occupant) {
         // an empty placeholder there is removed by the move; anything else stays and the restore is refused
         if (!(await isPlaceholder(await tree.resolve(placeRel(m, dataDir, "old")), occupant))) {

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ServerDuplexStream } from "@grpc/grpc-js";
 import { QmError } from "../shared/errors.js";
+import { frontStep } from "../shared/frontSteps.js";
 import type { RsyncFrame, RsyncStart } from "../shared/generated/quickmigrate/v1/agent.js";
 import type { Logger } from "../shared/logger.js";
 import { type MigrationSpec, newSiteRel, oldSiteRel } from "../shared/migration.js";
@@ -52,8 +53,10 @@ export interface RsyncServeOptions {
 
 /** What each step serves: the folder, and which way the bytes go. */
 function stepFolder(m: MigrationSpec, step: string): { rel: string; direction: RsyncDirection } | undefined {
-  if (step === "fetch-site") return { rel: oldSiteRel(m), direction: "send" };
-  if (step === "push-site") return { rel: newSiteRel(m), direction: "receive" };
+  const way = frontStep(step)?.rsync;
+  // a fetch reads the front's old site folder; a push writes the new one
+  if (way === "fetch") return { rel: oldSiteRel(m), direction: "send" };
+  if (way === "push") return { rel: newSiteRel(m), direction: "receive" };
   return undefined;
 }
 

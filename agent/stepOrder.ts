@@ -2,7 +2,7 @@
 // migration has a state here: the stages (front steps that change this front) in effect, and whether it
 // ended. An Apply or an rsync is accepted only where the step sequence allows it; a migration that
 // ended (finished, or rolled back) accepts nothing more. Pure: the agent keeps the state in its record.
-import { FRONT_STEPS, type FrontStep } from "../shared/frontSteps.js";
+import { FRONT_STEP, FRONT_STEPS, type FrontStep } from "../shared/frontSteps.js";
 import type { FrontAction } from "../shared/wire.js";
 
 /**
@@ -153,10 +153,11 @@ export function deriveState(local: boolean, operations: readonly PastOperation[]
   const away = ledger.filter((e) => e.at !== "old" || (e.moving !== undefined && e.moving !== "old"));
   if (state.stages.length === 0 && away.length > 0) {
     const intoNew = away.some((e) => e.at === "new" || e.moving === "new");
-    const restore = stages.findIndex((s) => s.step === "fronts-restore-data");
+    const restoreStep = FRONT_STEP.restoreData.step;
+    const restore = stages.findIndex((s) => s.step === restoreStep);
     state = intoNew
-      ? { stages: [...stages.slice(0, restore).map((s): StageState => ({ step: s.step, status: "done" })), { step: "fronts-restore-data", status: "begun" }] }
-      : { stages: [{ step: stages[0]?.step ?? "fronts-park-data", status: "begun" }] };
+      ? { stages: [...stages.slice(0, restore).map((s): StageState => ({ step: s.step, status: "done" })), { step: restoreStep, status: "begun" }] }
+      : { stages: [{ step: stages[0]?.step ?? FRONT_STEP.parkData.step, status: "begun" }] };
   }
   return state;
 }

@@ -4,6 +4,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { QmError, isErrorCode } from "../shared/errors.js";
+import { rsyncStep } from "../shared/frontSteps.js";
 import { type MigrationSpec, newSiteRel, oldSiteRel, sitesOf } from "../shared/migration.js";
 import { readRootId } from "../shared/rootId.js";
 import { rsyncRemote } from "../shared/rsyncArgs.js";
@@ -233,13 +234,12 @@ export class ClusterIO {
         const local = `${localPath}/`;
         // the front's agent serves the folder of (migration, step) itself: remoteRel, as registered there
         const remote = rsyncRemote(host);
-        const rsyncStep = direction === "fetch" ? "fetch-site" : "push-site";
         const progress = this.progress;
         await tunnel.run({
           front: this.front(host),
           migrationId: m.id,
           run: this.rec.run,
-          step: rsyncStep,
+          step: rsyncStep(direction),
           remoteFolder: remoteRel,
           source: direction === "fetch" ? remote : local,
           destination: direction === "fetch" ? local : remote,

@@ -131,13 +131,14 @@ async function continueMigration(kind: "resume" | "rollback", id: string, opts: 
     const { plan } = planFromDocument(document, journal.dir);
     const status = await readStatus(config.stateDir, id);
     if (status.state === "migrated" || status.state === "rolled-back") {
-      throw new QmError("USAGE", `migration ${id} is finished (${status.state}): nothing to ${kind}`, { key: id });
+      // the same refusal, and code, as the runner's when it finds the migration finished once it holds the lock
+      throw new QmError("MIGRATION_FINISHED", `migration ${id} is finished (${status.state}): nothing to ${kind}`, { key: id });
     }
     if (status.state === "running") throw new QmError("LOCKED", `migration ${id} is running: wait for it, or stop its controller first`, { key: id });
     await checkExecutable(config.rsync);
     return await execute(config, log, plan, { kind, journal, events }, reporter);
   } catch (err) {
-    return refused(reporter, err, started, err instanceof QmError && err.code === "LOCKED" ? id : null);
+    return refused(reporter, err, started, err instanceof QmError && (err.code === "LOCKED" || err.code === "MIGRATION_FINISHED") ? id : null);
   } finally {
     logged?.close();
   }

@@ -78,7 +78,7 @@ export class HumanReporter implements Reporter, Notices {
           this.line(`  ${String(i).padStart(2)} ${s.name.padEnd(20)} ${hosts}`);
           if (e.dryRun && !s.skipped) {
             this.line(`       ${this.paint(2, `does: ${s.does}`)}`);
-            for (const mv of s.moves) this.line(`       ${mv.host}: ${mv.what}: ${mv.from}${mv.to ? ` → ${mv.to}` : ""}`);
+            for (const mv of s.moves) this.line(`       ${mv.host}: ${mv.what}: ${[mv.from, mv.to].filter((x) => x !== "").join(" → ")}`);
             if (s.undo) this.line(`       ${this.paint(2, `undo: ${s.undo}`)}`);
           }
         }

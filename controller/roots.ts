@@ -21,7 +21,8 @@ export interface MasterRoot {
 
 /**
  * The problems of front `host`'s root. `fronts` are those that answered Hello, in config order. A
- * front that shares a root with another is reported once, at the later of the two, naming both.
+ * front that shares a root with another is reported once, at the later of the two, naming the earlier
+ * (the problem is reported under `host`: its messages do not name it again).
  */
 export function rootProblems(host: string, master: MasterRoot, fronts: readonly FrontRoot[]): Problem[] {
   const index = fronts.findIndex((f) => f.name === host);
@@ -41,16 +42,16 @@ export function rootProblems(host: string, master: MasterRoot, fronts: readonly 
     if (id === master.rootId) return [];
     return problem(
       "ROOT_NOT_LOCAL",
-      `${host} is marked local: true, but its agent's root is not the hostmaster's root ${master.path} (root id ${id}; the hostmaster's ${masterId}): ` +
-        `if ${host} is another machine, remove local: true from its entry in the controller config; if it is the hostmaster, set its agent's root to ${master.path}`,
+      `marked local: true, but its agent's root is not the hostmaster's root ${master.path} (root id ${id}; the hostmaster's ${masterId}): ` +
+        `if this front is another machine, remove local: true from its entry in the controller config; if it is the hostmaster, set its agent's root to ${master.path}`,
     );
   }
   if (id === master.rootId) {
     const local = fronts.find((f) => f.local);
     return problem(
       "ROOT_SHARED",
-      `${host} and the hostmaster share one root, ${master.path} (root id ${id}), but ${host} is not marked local: true: finish would delete its live data as the hostmaster's stale copy; ` +
-        (local ? `${local.name} is already the hostmaster's front: remove ${host} from fronts in the controller config.` : `mark ${host} local: true in the controller config.`) +
+      `shares one root with the hostmaster, ${master.path} (root id ${id}), but is not marked local: true: finish would delete its live data as the hostmaster's stale copy; ` +
+        (local ? `${local.name} is already the hostmaster's front: remove this front from fronts in the controller config.` : `mark it local: true in the controller config.`) +
         copied,
     );
   }
@@ -58,7 +59,7 @@ export function rootProblems(host: string, master: MasterRoot, fronts: readonly 
   if (earlier) {
     return problem(
       "ROOT_SHARED",
-      `${host} and ${earlier.name} share one root (root id ${id}: one directory, or one NFS export mounted on both): a rename on one moves the other's data; ` +
+      `shares one root with ${earlier.name} (root id ${id}: one directory, or one NFS export mounted on both): a rename on one moves the other's data; ` +
         `list only one of them under fronts in the controller config (its agent does the work for both).${copied}`,
     );
   }

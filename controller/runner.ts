@@ -122,7 +122,7 @@ export class MigrationRunner {
   private async claim(kind: "resume" | "rollback"): Promise<RunResult | undefined> {
     const pastPointOfNoReturn = (): RunResult | undefined =>
       kind === "rollback" && replay(this.rec.events).pastPointOfNoReturn
-        ? this.report("refused", `migration ${this.id} is past the point of no return (${POINT_OF_NO_RETURN}): only \`quick-migrate resume ${this.id}\` can finish it`)
+        ? this.refuse("PAST_POINT_OF_NO_RETURN", `migration ${this.id} is past the point of no return (${POINT_OF_NO_RETURN}): only \`quick-migrate resume ${this.id}\` can finish it`)
         : undefined;
     const early = pastPointOfNoReturn();
     if (early) return early;
@@ -137,7 +137,7 @@ export class MigrationRunner {
     const outcome = replay(events).result?.outcome;
     if (outcome === "migrated" || outcome === "rolled-back") {
       await this.io.releaseLock();
-      return this.report("refused", `migration ${this.id} is finished (${outcome}): nothing to ${kind}`);
+      return this.refuse("MIGRATION_FINISHED", `migration ${this.id} is finished (${outcome}): nothing to ${kind}`);
     }
     const late = pastPointOfNoReturn();
     if (late) await this.io.handBackLock();
@@ -363,6 +363,11 @@ export class MigrationRunner {
   private report(outcome: "refused" | "locked" | "needs-attention", message: string, cause?: unknown): RunResult {
     this.deps.reporter.event(this.resultEvent(outcome, message, OUTCOMES[outcome], cause));
     return { outcome, exitCode: OUTCOMES[outcome], message };
+  }
+
+  /** A refusal of this run's own (no host's failure is its cause): its result carries the catalogue code. */
+  private refuse(code: "PAST_POINT_OF_NO_RETURN" | "MIGRATION_FINISHED", message: string): RunResult {
+    return this.report("refused", message, new QmError(code, message));
   }
 
   private resultEvent(outcome: Outcome, message: string, exitCode: number, cause: unknown): JournaledEvent {

@@ -2,11 +2,13 @@
 // it, what it does, which paths it creates, renames or removes on which host, how it runs on a host
 // and — right after — how it is undone, as a saga pushes each compensation next to its action. The
 // plan and --dry-run, the runner, the undo order and the journal replay all read this table; adding a
-// step means adding one entry here. The entries are written against StepIO, the runner's edge to the
-// hosts, so this file does no I/O of its own.
-import { type MigrationSpec, newSiteRel, oldSiteRel, parkRel, placeRel, staleSiteRel, stagingRel } from "../shared/migration.js";
+// step means adding one entry here. A step that reaches the fronts is built from its front half in
+// shared/frontSteps.ts (its name, the action it sends and the one that undoes it), which the agent reads
+// too and which may not live here: the agent never loads controller code. The entries are written
+// against StepIO, the runner's edge to the hosts, so this file does no I/O of its own.
+import { type MigrationSpec, PARK_FOLDER, newSiteRel, oldSiteRel, parkRel, placeRel, staleSiteRel, stagingRel } from "../shared/migration.js";
 import type { ChangeRecord, Ledger, SiteTree } from "../shared/siteTree.js";
-import { type FrontStepName, frontAction, frontStep } from "../shared/frontSteps.js";
+import { FRONT_STEP, type FrontStep } from "../shared/frontSteps.js";
 import type { FrontAction } from "../shared/wire.js";
 import type { HookName } from "./hooks.js";
 
@@ -25,13 +27,18 @@ export interface PlanShape {
   readonly hooks: ReadonlySet<HookName>;
 }
 
-/** One path a step creates, renames or removes on one host (paths are relative to that host's root). */
+/**
+ * One path a step creates, renames or removes on one host (paths are relative to that host's root).
+ * `mkdir` makes a folder that is missing (one already there is kept); `rmdir` removes a folder only
+ * when it is empty (the park folders, which other migrations or kept data may still use).
+ */
 export interface Move {
   readonly host: string;
   readonly what: string;
-  readonly op: "rename" | "copy" | "remove";
+  readonly op: "rename" | "copy" | "remove" | "mkdir" | "rmdir";
+  /** empty for a mkdir */
   readonly from: string;
-  /** empty for a removal */
+  /** empty for a removal (remove, rmdir) */
   readonly to: string;
 }
 
@@ -87,9 +94,28 @@ export const fetches = (p: Pick<PlanShape, "fronts" | "fetchFrom">): boolean => 
 
 const hookText = (p: PlanShape, h: HookName): string => (p.hooks.has(h) ? `hook ${h}` : `hook ${h} (not configured: skipped)`);
 
+/**
+ * The park area and this migration's folder in it: made (when missing) before anything goes into the
+ * park area (SiteTree.makeParkFolder), removed when empty once it is emptied (removeEmptyParkFolders).
+ */
+function parkFolderMoves(p: PlanShape, host: string, op: "mkdir" | "rmdir"): Move[] {
+  const folders = [
+    { what: "the park area", rel: PARK_FOLDER },
+    { what: "this migration's park folder", rel: parkRel(p.migration.id) },
+  ];
+  return op === "mkdir"
+    ? folders.map((f) => ({ host, what: `make ${f.what} (if missing)`, op, from: "", to: f.rel }))
+    : folders.reverse().map((f) => ({ host, what: `remove ${f.what} (if empty)`, op, from: f.rel, to: "" }));
+}
+
+/** Each data dir renamed on each host; into the park area after making its folders, out of it before removing them. */
 function dataMoves(p: PlanShape, hosts: readonly string[], from: "old" | "park", to: "park" | "new", verb: string): Move[] {
   const m = p.migration;
-  return hosts.flatMap((host) => m.dataDirs.map((d): Move => ({ host, what: `${verb} ${d}`, op: "rename", from: placeRel(m, d, from), to: placeRel(m, d, to) })));
+  return hosts.flatMap((host) => [
+    ...(to === "park" ? parkFolderMoves(p, host, "mkdir") : []),
+    ...m.dataDirs.map((d): Move => ({ host, what: `${verb} ${d}`, op: "rename", from: placeRel(m, d, from), to: placeRel(m, d, to) })),
+    ...(from === "park" ? parkFolderMoves(p, host, "rmdir") : []),
+  ]);
 }
 
 /** One line on what an action did, for the acknowledgement. */
@@ -111,17 +137,17 @@ function hookStep<const N extends string>(name: N, hook: HookName, undoHook?: Ho
 }
 
 /**
- * A step that is one agent action on every front (the hostmaster's own front included); which action,
- * forward and undo, is the shared table's (shared/frontSteps.ts), the order the agents accept them in.
+ * A step that is one agent action on every front (the hostmaster's own front included): its name, the
+ * action it sends and the one that undoes it come from its front entry (shared/frontSteps.ts), and it
+ * has an undo exactly when that entry has one.
  */
-function frontsStep<const N extends FrontStepName>(name: N, def: Pick<StepDef, "does" | "moves"> & { undoDoes?: string }): StepDef<N> {
-  const action = frontAction(name, "forward");
-  const undoAction = frontStep(name)?.undo;
+function frontsStep<const F extends FrontStep & { readonly forward: FrontAction }>(front: F, def: Pick<StepDef, "does" | "moves"> & { undoDoes?: string }): StepDef<F["step"]> {
+  const undoAction = front.undo;
   return {
-    name,
+    name: front.step,
     hosts: fronts,
     ...def,
-    run: async (io, host) => summarize(await io.apply(host, action)),
+    run: async (io, host) => summarize(await io.apply(host, front.forward)),
     ...(undoAction ? { undo: { does: () => def.undoDoes ?? "", run: async (io: StepIO, host: string) => summarize(await io.apply(host, undoAction)) } } : {}),
   };
 }
@@ -157,22 +183,24 @@ const masterParkData = step({
   moves: (p) => dataMoves(p, [p.master], "old", "park", "park"),
   run: async (io) => summarize(await io.master.moveData(io.plan.migration, io.masterLedger(), "old", "park")),
   undo: {
-    does: () => "rename each back",
+    does: () => "rename each back, then remove the park folders if empty",
     run: async (io) => summarize(await io.master.moveData(io.plan.migration, io.masterLedger(), "park", "old")),
   },
 });
 
 const fetchSite = step({
-  name: "fetch-site",
+  name: FRONT_STEP.fetchSite.step,
   // into a staging folder: the hostmaster's own copy stays as it was until master-move-site
   hosts: (p) => (fetches(p) ? [p.fetchFrom] : { skipped: `front ${p.fetchFrom} is the hostmaster itself` }),
   does: () => "rsync the site folder (data dirs excluded) into a staging folder on the hostmaster",
   moves: (p) => [
+    // the staging folder's parent: made here too, as master-park-data makes it only when it has something to park
+    ...parkFolderMoves(p, p.master, "mkdir"),
     { host: p.master, what: `copy the site folder from ${p.fetchFrom}`, op: "copy", from: `${p.fetchFrom}:${oldSiteRel(p.migration)}/`, to: `${stagingRel(p.migration)}/` },
   ],
   run: async (io, host) => {
     const m = io.plan.migration;
-    await io.rsync(host, "fetch", oldSiteRel(m), stagingRel(m), oldSiteRel(m));
+    await io.rsync(host, FRONT_STEP.fetchSite.rsync, oldSiteRel(m), stagingRel(m), oldSiteRel(m));
     return `site folder fetched from ${host}`;
   },
   undo: {
@@ -226,18 +254,18 @@ const masterMoveSite = step({
 });
 
 const pushSite = step({
-  name: "push-site",
+  name: FRONT_STEP.pushSite.step,
   hosts: (p) => (remoteFronts(p).length > 0 ? remoteFronts(p) : { skipped: "no front other than the hostmaster" }),
   does: () => "rsync the new site folder (data dirs excluded) to every front",
   moves: (p) => remoteFronts(p).map((host): Move => ({ host, what: "copy the new site folder from the hostmaster", op: "copy", from: `${p.master}:${newSiteRel(p.migration)}/`, to: `${newSiteRel(p.migration)}/` })),
   run: async (io, host) => {
     const m = io.plan.migration;
-    await io.rsync(host, "push", newSiteRel(m), newSiteRel(m));
+    await io.rsync(host, FRONT_STEP.pushSite.rsync, newSiteRel(m), newSiteRel(m));
     return `site folder pushed to ${host}`;
   },
   undo: {
     does: () => "remove the copy this step created",
-    run: async (io, host) => summarize(await io.apply(host, frontAction("push-site", "undo"))),
+    run: async (io, host) => summarize(await io.apply(host, FRONT_STEP.pushSite.undo)),
   },
 });
 
@@ -253,9 +281,10 @@ const finish = step({
   moves: (p) => {
     const m = p.migration;
     const stale: Move[] = fetches(p) ? [{ host: p.master, what: "delete the stale site folder", op: "remove", from: staleSiteRel(m), to: "" }] : [];
-    const data: Move[] =
-      p.masterIsFront || p.keepMasterData ? [] : m.dataDirs.map((d) => ({ host: p.master, what: `delete the stale ${d}`, op: "remove", from: placeRel(m, d, "park"), to: "" }));
-    return [...stale, ...data];
+    const discards = !p.masterIsFront && !p.keepMasterData;
+    const data: Move[] = discards ? m.dataDirs.map((d) => ({ host: p.master, what: `delete the stale ${d}`, op: "remove", from: placeRel(m, d, "park"), to: "" })) : [];
+    // emptied of the stale site folder or the stale data: the park folders go too (kept data keeps them)
+    return [...stale, ...data, ...(fetches(p) || discards ? parkFolderMoves(p, p.master, "rmdir") : [])];
   },
   run: async (io) => {
     const m = io.plan.migration;
@@ -285,21 +314,21 @@ export const STEPS = [
   hookStep("maintenance-on", "maintenanceOn", "maintenanceOff"),
   hookStep("db-dump", "dbDump"),
   masterParkData,
-  frontsStep("fronts-park-data", {
+  frontsStep(FRONT_STEP.parkData, {
     does: () => "rename each data dir into the park area",
     moves: (p) => dataMoves(p, fronts(p), "old", "park", "park"),
-    undoDoes: "rename back into the old site folder",
+    undoDoes: "rename back into the old site folder, then remove the park folders if empty",
   }),
   fetchSite,
   masterMoveSite,
   pushSite,
-  frontsStep("fronts-restore-data", {
+  frontsStep(FRONT_STEP.restoreData, {
     does: () => "rename the parked data dirs into the new site folder (an empty placeholder directory there is removed first)",
     moves: (p) => dataMoves(p, fronts(p), "park", "new", "restore"),
-    undoDoes: "rename back into the park area",
+    undoDoes: "rename back into the park area (its folders made again if missing)",
   }),
   {
-    ...frontsStep("fronts-remove-old", {
+    ...frontsStep(FRONT_STEP.removeOld, {
       does: () => "remove the old site folder (refused while it holds data) — point of no return",
       // on the hostmaster's own front the old folder was moved by master-move-site: nothing is left to remove
       moves: (p) => remoteFronts(p).map((host): Move => ({ host, what: "remove the old site folder", op: "remove", from: oldSiteRel(p.migration), to: "" })),

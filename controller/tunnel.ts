@@ -10,6 +10,7 @@ import type { ServiceError } from "@grpc/grpc-js";
 import { execa } from "execa";
 import type { LimitFunction } from "p-limit";
 import { QmError, describeError } from "../shared/errors.js";
+import type { RsyncStepName } from "../shared/frontSteps.js";
 import type { Logger } from "../shared/logger.js";
 import { DAEMON_OVER_RSH, rsyncClientArgs } from "../shared/rsyncArgs.js";
 import { type AgentConnectionLike, fromServiceError } from "./agentConnection.js";
@@ -20,7 +21,7 @@ export interface RsyncRun {
   readonly migrationId: string;
   /** which run of the migration this is (Recorder.run): the front refuses an earlier run's stream */
   readonly run: number;
-  readonly step: "fetch-site" | "push-site";
+  readonly step: RsyncStepName;
   /** the front's folder the agent serves for the step (relative to its root): for messages */
   readonly remoteFolder: string;
   /** local path or `<front>::site/` (rsyncRemote): the agent's rsync daemon for this step */

@@ -50,6 +50,19 @@ export class Root {
     return abs as ConfinedPath;
   }
 
+  /** What is at `rel` (lstat: its last component not followed), or null; refused as resolve refuses. */
+  async lstat(rel: string): Promise<Stats | null> {
+    return lstatOrNull(await this.resolve(rel));
+  }
+
+  /**
+   * `rel` under the root as text for a message or a listing: nothing is checked, so it is a plain
+   * string, never a ConfinedPath; what is done at a path goes through resolve (or lstat, openDir).
+   */
+  shown(rel: string): string {
+    return join(this.path, rel);
+  }
+
   /**
    * `rel` resolved, after checking that it is a real directory (never a symlink, which a process
    * working there would follow) or, unless `mustExist`, absent. `purpose` names the refused work.

@@ -36,6 +36,7 @@ describe("resume after the controller was killed", () => {
       const again = await runController(s.cluster.controllerConfig, [cmd, id, "--json"]);
       expect(again.exitCode).toBe(2);
       expect(String(again.events.at(-1)?.message)).toContain(`migration ${id} is finished (migrated)`);
+      expect(again.events.at(-1)).toMatchObject({ event: "result", migrationId: id, code: "MIGRATION_FINISHED" });
     }
   });
 });

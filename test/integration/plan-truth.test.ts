@@ -1,17 +1,18 @@
 // The plan tells the truth. For each shape of cluster (remote fronts, a hostmaster that is a front,
 // --new-uri, --keep-master-data): the plan printed by --dry-run is the plan of the real run (apart from
-// the migration id and dryRun), and the paths it says each step moves are the paths the run moved —
-// replayed over every host's real tree before the run, they give the real tree after it.
-import fs from "node:fs";
+// the migration id and dryRun), and the paths it says each step creates, renames or removes are all the
+// run changes — its moves, replayed over every root's whole tree (every path, its type, mode and
+// content) before the run, give every root's whole tree after it, so a path the plan leaves out fails.
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { fakeDrushHooks, runController } from "../../scripts/lib/cluster.js";
-import { type Scenario, type ScenarioOptions, expectMigrated, setupScenario } from "../helpers/scenario.js";
+import { type ManifestEntry, diffManifests, manifest, summarizeDiff } from "../../scripts/lib/manifest.js";
+import { type Scenario, type ScenarioOptions, DATA_DIRS, expectMigrated, setupScenario } from "../helpers/scenario.js";
 
 interface Move {
   host: string;
   what: string;
-  op: "rename" | "copy" | "remove";
+  op: "rename" | "copy" | "remove" | "mkdir" | "rmdir";
   from: string;
   to: string;
 }
@@ -38,45 +39,68 @@ function rootOf(s: Scenario, host: string): string {
   return host === "hostmaster" ? s.cluster.masterRoot : s.cluster.frontRoot(host);
 }
 
-const exists = (p: string) => {
-  try {
-    fs.lstatSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-};
+/** One root's tree: every path under it (relative, `.` the root itself) and what is there. */
+type Tree = Map<string, ManifestEntry>;
 
-/** A path of a move on its host's root (a copy's source on another host is not a path of this one). */
-const local = (p: string) => p.replace(/\/$/, "");
+/** Every root's whole tree, by the root's path (the hostmaster's own front shares the hostmaster's). */
+async function trees(s: Scenario): Promise<Map<string, Tree>> {
+  const out = new Map<string, Tree>();
+  for (const { root } of s.cluster.roots()) out.set(root, new Map(await manifest(root)));
+  return out;
+}
+
+const below = (tree: Tree, rel: string): string[] => [...tree.keys()].filter((k) => k === rel || k.startsWith(`${rel}/`));
+const parentOf = (rel: string): string => path.posix.dirname(rel);
 
 /**
- * Replays the plan's moves over which of their paths exist on each root before the run (renames carry
- * what lies under them), checking each move could happen; returns what must exist after the run.
+ * Replays the plan's moves over the trees as they were before the run, checking each move could
+ * happen; returns the trees the run must leave. A rename carries what lies under it; a copy (rsync,
+ * data dirs excluded) makes its destination what its source is on the other host at that point; a
+ * mkdir makes a missing folder (mode 0700, as the park folders are made); an rmdir removes a folder
+ * only when nothing is left in it.
  */
-function replayMoves(s: Scenario, plan: PlanEvent): Map<string, boolean> {
-  const state = new Map<string, boolean>();
-  const key = (host: string, rel: string) => path.join(rootOf(s, host), local(rel));
-  const moves = plan.steps.flatMap((st) => st.moves.map((mv) => ({ ...mv, step: st.name })));
-  for (const mv of moves) {
-    for (const rel of mv.op === "copy" ? [mv.to] : [mv.from, mv.to]) if (rel) state.set(key(mv.host, rel), exists(key(mv.host, rel)));
-  }
-  const under = (p: string) => [...state.keys()].filter((k) => k === p || k.startsWith(`${p}/`));
-  for (const mv of moves) {
-    const where = `${mv.step}: ${mv.host}: ${mv.what}`;
-    if (mv.op === "copy") {
-      state.set(key(mv.host, mv.to), true);
-    } else if (mv.op === "remove") {
-      expect(state.get(key(mv.host, mv.from)), `${where}: ${mv.from} is there to remove`).toBe(true);
-      for (const k of under(key(mv.host, mv.from))) state.set(k, false);
-    } else {
-      const from = key(mv.host, mv.from);
-      const to = key(mv.host, mv.to);
-      expect(state.get(from), `${where}: ${mv.from} is there to rename`).toBe(true);
-      expect(state.get(to), `${where}: ${mv.to} is free`).toBe(false);
-      for (const k of under(from)) {
-        state.set(to + k.slice(from.length), state.get(k) ?? false);
-        state.set(k, false);
+function replayMoves(s: Scenario, plan: PlanEvent, before: Map<string, Tree>): Map<string, Tree> {
+  const state = new Map([...before].map(([root, tree]) => [root, new Map(tree)]));
+  const treeOf = (host: string): Tree => {
+    const tree = state.get(rootOf(s, host));
+    if (!tree) throw new Error(`no tree for ${host}`);
+    return tree;
+  };
+  for (const step of plan.steps) {
+    for (const mv of step.moves) {
+      const where = `${step.name}: ${mv.host}: ${mv.what}`;
+      const tree = treeOf(mv.host);
+      const isDir = (rel: string) => tree.get(rel)?.type === "dir";
+      if (mv.op === "copy") {
+        const [srcHost, srcPath] = mv.from.split(":") as [string, string];
+        const src = treeOf(srcHost);
+        const from = srcPath.replace(/\/$/, "");
+        const to = mv.to.replace(/\/$/, "");
+        expect(src.has(from), `${where}: ${mv.from} is there to copy`).toBe(true);
+        expect(isDir(parentOf(to)), `${where}: the folder of ${to} is there`).toBe(true);
+        for (const k of below(tree, to)) tree.delete(k);
+        const excluded = DATA_DIRS.map((d) => `${from}/${d}`);
+        for (const k of below(src, from)) {
+          if (excluded.some((x) => k === x || k.startsWith(`${x}/`))) continue;
+          tree.set(to + k.slice(from.length), src.get(k) as ManifestEntry);
+        }
+      } else if (mv.op === "remove") {
+        expect(tree.has(mv.from), `${where}: ${mv.from} is there to remove`).toBe(true);
+        for (const k of below(tree, mv.from)) tree.delete(k);
+      } else if (mv.op === "mkdir") {
+        expect(isDir(parentOf(mv.to)), `${where}: the folder of ${mv.to} is there`).toBe(true);
+        if (!tree.has(mv.to)) tree.set(mv.to, { type: "dir", mode: 0o700 });
+        expect(isDir(mv.to), `${where}: ${mv.to} is a folder`).toBe(true);
+      } else if (mv.op === "rmdir") {
+        if (below(tree, mv.from).length === 1) tree.delete(mv.from);
+      } else {
+        expect(tree.has(mv.from), `${where}: ${mv.from} is there to rename`).toBe(true);
+        expect(tree.has(mv.to), `${where}: ${mv.to} is free`).toBe(false);
+        expect(isDir(parentOf(mv.to)), `${where}: the folder of ${mv.to} is there`).toBe(true);
+        for (const k of below(tree, mv.from)) {
+          tree.set(mv.to + k.slice(mv.from.length), tree.get(k) as ManifestEntry);
+          tree.delete(k);
+        }
       }
     }
   }
@@ -99,16 +123,19 @@ describe("the plan tells the truth", () => {
     const dryPlan = dry.events[0] as unknown as PlanEvent;
     expect(dryPlan).toMatchObject({ event: "plan", dryRun: true });
 
-    // what the plan says must exist after the run, from the trees as they are before it
-    const expected = replayMoves(s, dryPlan);
+    // every root's whole tree before the run; what the plan says they become is checked against them after it
+    const before = await trees(s);
     const real = await runController(s.cluster.controllerConfig, args);
     expect(real.exitCode, real.stdout + real.stderr).toBe(0);
     const realPlan = real.events[0] as unknown as PlanEvent;
     expect(realPlan).toMatchObject({ event: "plan", dryRun: false });
     expect(comparable(realPlan)).toEqual(comparable(dryPlan));
 
-    for (const [p, present] of expected) {
-      expect(exists(p.split(dryPlan.migrationId).join(realPlan.migrationId)), `${p} after the run`).toBe(present);
+    const expected = replayMoves(s, realPlan, before);
+    const after = await trees(s);
+    for (const [root, tree] of expected) {
+      const diff = diffManifests(tree, after.get(root) ?? new Map());
+      expect(diff, `${root}: what the run changed that its plan does not say (or the other way round):\n${summarizeDiff(diff, 30)}`).toEqual([]);
     }
     const newSite = extra[0] === "--new-uri" ? extra[1] : undefined;
     const kept = extra.includes("--keep-master-data") ? { keptStaleData: { migrationId: realPlan.migrationId } } : {};

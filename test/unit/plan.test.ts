@@ -93,7 +93,7 @@ describe("buildPlan without a local front", () => {
     expect(fetch.skipped).toBeUndefined();
     expect(fetch.hosts).toEqual(["web1"]);
     // into a staging folder in the park area, not over the hostmaster's own copy
-    expect(fetch.moves).toEqual([{ host: "hostmaster", what: "copy the site folder from web1", op: "copy", from: "web1:p1/sites/a.com/", to: ".quick-migrate-park/m1/.site-staging/" }]);
+    expect(fetch.moves.filter((x) => x.op === "copy")).toEqual([{ host: "hostmaster", what: "copy the site folder from web1", op: "copy", from: "web1:p1/sites/a.com/", to: ".quick-migrate-park/m1/.site-staging/" }]);
     expect(fetch.undo).toBe("remove the staging folder");
   });
 
@@ -101,7 +101,7 @@ describe("buildPlan without a local front", () => {
     const p = plan({ fetchFrom: "web2" });
     expect(p.fetchFrom).toBe("web2");
     expect(stepOf(p, "fetch-site").hosts).toEqual(["web2"]);
-    expect(stepOf(p, "fetch-site").moves[0]?.from).toBe("web2:p1/sites/a.com/");
+    expect(stepOf(p, "fetch-site").moves.find((x) => x.op === "copy")?.from).toBe("web2:p1/sites/a.com/");
   });
 
   it("throws on an unknown fetch-from front, naming it", () => {
@@ -113,7 +113,7 @@ describe("buildPlan without a local front", () => {
     const park = stepOf(p, "master-park-data");
     expect(park.skipped).toBeUndefined();
     expect(park.hosts).toEqual(["hostmaster"]);
-    expect(park.moves.map((x) => [x.host, x.from, x.to])).toEqual([
+    expect(park.moves.filter((x) => x.op === "rename").map((x) => [x.host, x.from, x.to])).toEqual([
       ["hostmaster", "p1/sites/a.com/files", ".quick-migrate-park/m1/files"],
       ["hostmaster", "p1/sites/a.com/private/files", ".quick-migrate-park/m1/private%2Ffiles"],
     ]);
@@ -176,7 +176,7 @@ describe("buildPlan with a local front (the hostmaster is also a web front)", ()
     for (const name of ["fronts-park-data", "fronts-restore-data", "fronts-remove-old"] as const) {
       expect(stepOf(p, name).hosts).toEqual(["web1", "self", "web2"]);
     }
-    expect(stepOf(p, "fronts-park-data").moves.filter((x) => x.host === "self")).toHaveLength(2);
+    expect(stepOf(p, "fronts-park-data").moves.filter((x) => x.host === "self" && x.op === "rename")).toHaveLength(2);
   });
 
   it("never deletes the hostmaster's data at finish, even without keepMasterData", () => {
@@ -235,7 +235,7 @@ describe("buildPlan moves (the dry-run listing)", () => {
       ["web1", "hostmaster:p2/sites/b.com/", "p2/sites/b.com/"],
       ["web2", "hostmaster:p2/sites/b.com/", "p2/sites/b.com/"],
     ]);
-    expect(stepOf(p, "fronts-restore-data").moves.every((x) => x.to.startsWith("p2/sites/b.com/"))).toBe(true);
+    expect(stepOf(p, "fronts-restore-data").moves.filter((x) => x.op === "rename").every((x) => x.to.startsWith("p2/sites/b.com/"))).toBe(true);
     expect(stepOf(p, "fronts-remove-old").moves.map((x) => [x.host, x.from])).toEqual([
       ["web1", "p1/sites/a.com"],
       ["web2", "p1/sites/a.com"],
@@ -244,8 +244,9 @@ describe("buildPlan moves (the dry-run listing)", () => {
 
   it("per front, each data dir goes from the old folder to the park area and from there into the new folder", () => {
     const p = plan({ migration: renamed });
-    const park = stepOf(p, "fronts-park-data").moves.map((x) => [x.host, x.from, x.to]);
-    const restore = stepOf(p, "fronts-restore-data").moves.map((x) => [x.host, x.from, x.to]);
+    const renames = (name: StepName) => stepOf(p, name).moves.filter((x) => x.op === "rename").map((x) => [x.host, x.from, x.to]);
+    const park = renames("fronts-park-data");
+    const restore = renames("fronts-restore-data");
     expect(park).toEqual([
       ["web1", "p1/sites/a.com/files", ".quick-migrate-park/m1/files"],
       ["web1", "p1/sites/a.com/private/files", ".quick-migrate-park/m1/private%2Ffiles"],
@@ -268,13 +269,44 @@ describe("buildPlan moves (the dry-run listing)", () => {
   });
 
   it("finish lists what it deletes on the hostmaster: the stale site folder and, unless kept, the stale data", () => {
-    expect(stepOf(plan(), "finish").moves.map((x) => [x.host, x.op, x.from])).toEqual([
+    const removed = (p: Plan) => stepOf(p, "finish").moves.filter((x) => x.op === "remove");
+    expect(removed(plan()).map((x) => [x.host, x.op, x.from])).toEqual([
       ["hostmaster", "remove", ".quick-migrate-park/m1/.stale-site"],
       ["hostmaster", "remove", ".quick-migrate-park/m1/files"],
       ["hostmaster", "remove", ".quick-migrate-park/m1/private%2Ffiles"],
     ]);
-    expect(stepOf(plan({ keepMasterData: true }), "finish").moves.map((x) => x.from)).toEqual([".quick-migrate-park/m1/.stale-site"]);
+    expect(removed(plan({ keepMasterData: true })).map((x) => x.from)).toEqual([".quick-migrate-park/m1/.stale-site"]);
     expect(stepOf(withLocal(), "finish").moves).toEqual([]);
+  });
+
+  it("names the park folders each host makes and removes: before the first thing goes into the park area, after the last leaves it", () => {
+    const folders = (p: Plan, name: StepName, host: string) => stepOf(p, name).moves.filter((x) => x.host === host && (x.op === "mkdir" || x.op === "rmdir")).map((x) => [x.op, x.from || x.to]);
+    const made = [
+      ["mkdir", ".quick-migrate-park"],
+      ["mkdir", ".quick-migrate-park/m1"],
+    ];
+    const removed = [
+      ["rmdir", ".quick-migrate-park/m1"],
+      ["rmdir", ".quick-migrate-park"],
+    ];
+    const p = plan();
+    for (const front of ["web1", "web2"]) {
+      expect(folders(p, "fronts-park-data", front)).toEqual(made);
+      expect(folders(p, "fronts-restore-data", front)).toEqual(removed);
+    }
+    expect(stepOf(p, "fronts-park-data").moves.slice(0, 3).map((x) => x.op)).toEqual(["mkdir", "mkdir", "rename"]);
+    expect(stepOf(p, "fronts-restore-data").moves.slice(-2).map((x) => x.op)).toEqual(["rmdir", "rmdir"]);
+    expect(folders(p, "master-park-data", "hostmaster")).toEqual(made);
+    expect(folders(p, "fetch-site", "hostmaster")).toEqual(made);
+    expect(folders(p, "finish", "hostmaster")).toEqual(removed);
+    // kept stale data: finish still tries (they stay, as they are not empty)
+    expect(folders(plan({ keepMasterData: true }), "finish", "hostmaster")).toEqual(removed);
+    // a hostmaster that is a front: its park folders are its front's
+    expect(folders(withLocal(), "fronts-park-data", "self")).toEqual(made);
+    expect(folders(withLocal(), "fronts-restore-data", "self")).toEqual(removed);
+    // the undos that empty the park area say they remove its folders
+    expect(stepOf(p, "master-park-data").undo).toMatch(/remove the park folders if empty/);
+    expect(stepOf(p, "fronts-park-data").undo).toMatch(/remove the park folders if empty/);
   });
 
   it("every move in an executed step is on a host that acknowledges it (or the hostmaster)", () => {

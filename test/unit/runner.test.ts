@@ -21,7 +21,7 @@ import { MigrationRunner, type RunMode, type RunResult, type RunnerDeps } from "
 import { SiteLock } from "../../controller/siteLock.js";
 import { POINT_OF_NO_RETURN, STEP_NAMES, type StepName } from "../../controller/steps.js";
 import type { RsyncRun } from "../../controller/tunnel.js";
-import { QmError } from "../../shared/errors.js";
+import { QmError, isErrorCode } from "../../shared/errors.js";
 import type { ApplyResponse, InspectResponse, PreflightResponse } from "../../shared/generated/quickmigrate/v1/agent.js";
 import { type MigrationSpec, parkRel } from "../../shared/migration.js";
 import { SiteTree } from "../../shared/siteTree.js";
@@ -156,7 +156,22 @@ beforeEach(async () => {
   fs.mkdirSync(path.join(root, "p2/sites"), { recursive: true });
 });
 
+/** Every result event of every run of a test, whichever reporter its runner had. */
+const results: RunEvent[] = [];
+
+function reportingTo(events: RunEvent[]): RunnerDeps["reporter"] {
+  return {
+    event: (e) => {
+      events.push(e);
+      if (e.event === "result") results.push(e);
+    },
+  };
+}
+
 afterEach(async () => {
+  // in every scenario: a result that is not a success says why with a code of the catalogue
+  const uncoded = results.splice(0).filter((e) => e.event === "result" && e.exitCode !== 0 && !(typeof e.code === "string" && isErrorCode(e.code)));
+  expect(uncoded, "results with a non-zero exit code and no catalogue code").toEqual([]);
   onHook = undefined;
   for (const u of unmounts.splice(0)) u();
   await rm(base, { recursive: true, force: true });
@@ -199,7 +214,7 @@ async function runWith(mode: RunMode, failures: Record<string, number> = {}, mas
     master,
     hooks: new FakeHooks(calls, fail, opts.onHook),
     tunnel: new FakeTunnel(calls, fail),
-    reporter: { event: (e) => events.push(e) },
+    reporter: reportingTo(events),
     log: pino({ level: "silent" }),
     clock,
     retryDelayMs: 1000,
@@ -341,6 +356,14 @@ describe("the runner with fakes", () => {
     expect(run.events.at(-1)).toMatchObject({ event: "result", code: expect.any(String) });
   });
 
+  it("a rollback past the point of no return is refused (exit 2, PAST_POINT_OF_NO_RETURN) and undoes nothing", async () => {
+    expect((await migrate({ "remove-old-site:web1": 9 })).result.outcome).toBe("needs-attention");
+    const run = await continueRun("rollback");
+    expect(run.result).toMatchObject({ outcome: "refused", exitCode: 2 });
+    expect(run.events.at(-1)).toMatchObject({ event: "result", code: "PAST_POINT_OF_NO_RETURN" });
+    expect(run.calls).toEqual([]);
+  });
+
   it("a failed undo stops the rollback there with needs-attention; the undos after it are not attempted", async () => {
     const run = await migrate({ "push-site:web1": 1, "unpark-data:web2": 1 });
     expect(run.result.outcome).toBe("needs-attention");
@@ -447,12 +470,13 @@ describe("the runner with fakes", () => {
       master: new SiteTree(root),
       hooks: new FakeHooks(calls, new Map()),
       tunnel: new FakeTunnel(calls, new Map()),
-      reporter: { event: (e) => reported.push(e) },
+      reporter: reportingTo(reported),
       log: pino({ level: "silent" }),
       clock: new FakeClock(),
     }).run();
     expect(late).toMatchObject({ outcome: "refused", exitCode: 2 });
     expect(late.message).toContain("is finished (rolled-back)");
+    expect(reported.at(-1)).toMatchObject({ event: "result", code: "MIGRATION_FINISHED" });
     expect(calls).toEqual([]);
     expectBackAsBefore();
   });
@@ -558,7 +582,7 @@ describe("resume and rollback after the controller was killed while a hook ran",
       master: new SiteTree(root),
       hooks: new FakeHooks(calls, new Map()),
       tunnel: new FakeTunnel(calls, new Map()),
-      reporter: { event: (e) => events.push(e) },
+      reporter: reportingTo(events),
       log: pino({ level: "silent" }),
       clock: new FakeClock(),
       groups,

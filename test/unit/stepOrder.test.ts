@@ -2,7 +2,7 @@
 // accepts, what it refuses, and the states kept by records written before it existed.
 import { describe, expect, it } from "vitest";
 import { STEPS, type StepIO } from "../../controller/steps.js";
-import { FRONT_STEPS, type FrontStep } from "../../shared/frontSteps.js";
+import { FRONT_STEPS, type FrontStep, frontStep } from "../../shared/frontSteps.js";
 import type { FrontAction } from "../../shared/wire.js";
 import { type Decision, type FrontRequest, type FrontState, INITIAL_STATE, begin, decide, deriveState, settle, stagesOf } from "../../agent/stepOrder.js";
 
@@ -256,6 +256,15 @@ describe("the table", () => {
       if (f.undo) await def?.undo?.run(io, "web1");
       expect(sent, f.step).toEqual([...(f.forward !== "rsync" ? [f.forward] : []), ...(f.undo ? [f.undo] : [])]);
       expect(def?.undo !== undefined, `${f.step} has an undo on the hostmaster or the fronts`).toBe(f.step !== "fronts-remove-old");
+    }
+  });
+
+  it("lists the front steps in the order the controller's table runs them, each defined there from its front entry", () => {
+    expect(STEPS.map((s) => s.name).filter((n) => frontStep(n) !== undefined)).toEqual(FRONT_STEPS.map((f) => f.step));
+    // an Apply step of the fronts has an undo exactly when its front entry has one
+    for (const f of FRONT_STEPS as readonly FrontStep[]) {
+      if (f.forward === "rsync") continue;
+      expect(STEPS.find((s) => s.name === f.step)?.undo !== undefined, f.step).toBe(f.undo !== undefined);
     }
   });
 });
