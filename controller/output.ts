@@ -87,7 +87,11 @@ export class HumanReporter implements Reporter {
         const hosts = this.acks.map((a) => `${a.host} ${a.ok ? this.paint(32, TICK) : this.paint(31, CROSS)}`).join("  ");
         this.line(`  ${mark} ${label} ${hosts}  (${e.acked}/${e.expected})  ${e.durationMs} ms`);
         for (const a of this.acks) {
-          if (!a.ok) this.line(`      ${this.paint(31, `${a.host}: ${a.detail}`)}`);
+          if (a.ok) continue;
+          // a failed hook's detail goes on with its last lines of output: shown below, set apart
+          const [first, ...more] = a.detail.split("\n");
+          this.line(`      ${this.paint(31, `${a.host}: ${first}`)}`);
+          for (const l of more) this.line(`      ${this.paint(2, `│ ${l}`)}`);
         }
         return;
       }
