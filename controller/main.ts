@@ -132,7 +132,8 @@ async function status(id: string | undefined, opts: CommonOptions): Promise<numb
       for (const f of s.failures) {
         const [first, ...more] = f.detail.split("\n");
         process.stdout.write(`    ${f.host}: ${f.step} failed: ${first}\n`);
-        for (const l of more) process.stdout.write(`      │ ${l}\n`);
+        // a hook's last lines only for the one migration asked about: a list of every migration stays short
+        if (id) for (const l of more) process.stdout.write(`      │ ${l}\n`);
       }
     }
     return 0;
