@@ -92,8 +92,9 @@ export class HookRunner {
     const argv = this.hooks[name];
     if (!argv) return { skipped: true, detail: `hook ${name} not configured: skipped` };
     const [command, ...args] = expandHook(argv, values);
+    const failure = (why: string, ackLines: readonly string[] = []) => new QmError("HOOK_FAILED", `hook ${name} (${command}) failed: ${why}`, { key: `hooks.${name}` }, { ackLines });
     const { signal } = opts;
-    if (signal?.aborted) throw new QmError("HOOK_FAILED", `hook ${name} (${command}) failed: cancelled before it started (${describeError(signal.reason)})`, { key: `hooks.${name}` });
+    if (signal?.aborted) throw failure(`cancelled before it started (${describeError(signal.reason)})`);
     const output = await this.openOutput(name, opts.outputFile);
     this.log.info({ hook: name, command, args, outputFile: output.file }, "hook start");
     const child = execa(command as string, args, {
@@ -107,24 +108,22 @@ export class HookRunner {
       detached: true,
     });
     // piped, not read: the hook waits while the file is behind
-    const written = pipeline(child.all, output).catch((err: unknown) => err);
+    const written = pipeline(child.all, output).catch((err: unknown) => this.log.warn({ hook: name, outputFile: output.file, err }, "hook output not kept whole"));
     const pgid = child.pid;
     // read at once: the leader is this process's child, so its /proc entry stays until it is reaped
     const group: HookGroup | undefined = pgid === undefined ? undefined : { pgid, startTime: processStartTime(pgid) ?? "" };
     /** the failure, with the output's last lines: its last in the message, all of them for the acknowledgement */
     const failed = async (why: string, fields: Record<string, unknown>): Promise<QmError> => {
-      const streamError = await written;
-      if (streamError !== undefined) this.log.warn({ hook: name, err: streamError }, "hook output not kept whole");
+      await written;
       const lines = await output.lastLines(FAILED_HOOK_TAIL_LINES).catch((err: unknown) => {
         this.log.warn({ hook: name, outputFile: output.file, err }, "hook output unreadable");
         return [];
       });
-      const lastLine = lines.at(-1);
-      const where = describeOutput(output);
       this.log.warn({ hook: name, ...fields, outputFile: output.file, outputTail: lines }, "hook failed");
-      return new QmError("HOOK_FAILED", `hook ${name} (${command}) failed: ${why}${lastLine ? `: ${lastLine}` : ""}`, { key: `hooks.${name}` }, {
-        ackLines: lines.length > 0 ? [`last ${lines.length} lines of its output (${where}):`, ...lines] : [],
-      });
+      if (lines.length === 0) return failure(why);
+      // the message names the last line that says something (output often ends with blank lines)
+      const lastLine = lines.findLast((l) => l.trim() !== "")?.trim();
+      return failure(lastLine ? `${why}: ${lastLine}` : why, [`last ${lines.length} lines of its output (${describeOutput(output)}):`, ...lines]);
     };
 
     let stopping: { why: string; ended: Promise<unknown> } | undefined;
@@ -173,8 +172,7 @@ export class HookRunner {
       const why = result.exitCode !== undefined ? `exit ${result.exitCode}` : (result.signal ?? firstLine(result.shortMessage ?? "it did not run"));
       throw await failed(why, { exitCode: result.exitCode });
     }
-    const streamError = await written;
-    if (streamError !== undefined) this.log.warn({ hook: name, err: streamError }, "hook output not kept whole");
+    await written;
     this.log.info({ hook: name, outputFile: output.file }, "hook done");
     return { skipped: false, detail: `hook ${name} ran${leftBehind}` };
   }

@@ -388,6 +388,13 @@ describe("HookRunner: a failed hook shows why", () => {
     expect(ackDetail(err)).toBe("hook maintenanceOn (sh) failed: exit 5");
   });
 
+  it("the message names the last line that says something, not trailing blank lines", async () => {
+    const runner = new HookRunner({ updatedb: ["sh", "-c", "echo 'updb: failed'; echo; echo '   '; exit 1"] }, log);
+    const err = await runner.run("updatedb", values).catch((e: unknown) => e);
+    expect(err).toMatchObject({ message: "hook updatedb (sh) failed: exit 1: updb: failed" });
+    expect((err as QmError).ackLines).toEqual(["last 3 lines of its output (kept in memory):", "updb: failed", "", "   "]);
+  });
+
   it("a command that cannot start: a one-line message, and its (empty) file", async () => {
     const file = path.join(tmp, "hooks", "01-deploy.log");
     const runner = new HookRunner({ deploy: [path.join(tmp, "no-such-command")] }, log);
