@@ -13,6 +13,7 @@ import { PROTOCOL_VERSION } from "../shared/version.js";
 import { type FrontAction, kindFromWire } from "../shared/wire.js";
 import type { AgentConnectionLike } from "./agentConnection.js";
 import type { HookGroupEvent } from "./events.js";
+import { hookOutputName } from "./hookOutput.js";
 import type { HookName, HookResult, HookRunOptions, HookValues } from "./hooks.js";
 import { Journal } from "./journal.js";
 import { replay } from "./journalState.js";
@@ -209,12 +210,23 @@ export class ClusterIO {
         let group: HookGroup | undefined;
         const u = undo ? { undo: true as const } : {};
         const ended = (ok: boolean) => group && this.rec.note({ event: "hook-ended", migrationId: m.id, step, hook: name, pgid: group.pgid, ok, ...u } satisfies HookGroupEvent);
+        const output = this.hookOutput(name, undo);
         try {
           const result = await hooks.run(name, undo ? this.oldValues : this.values, {
             ...(signal ? { signal } : {}),
+            ...(output ? { outputFile: output.path } : {}),
             started: async (g) => {
               group = g;
-              await this.rec.note({ event: "hook-started", migrationId: m.id, step, hook: name, pgid: g.pgid, startTime: g.startTime, ...u } satisfies HookGroupEvent);
+              await this.rec.note({
+                event: "hook-started",
+                migrationId: m.id,
+                step,
+                hook: name,
+                pgid: g.pgid,
+                startTime: g.startTime,
+                ...(output ? { output: output.name } : {}),
+                ...u,
+              } satisfies HookGroupEvent);
             },
           });
           await ended(true);
@@ -250,6 +262,18 @@ export class ClusterIO {
         });
       },
     };
+  }
+
+  /**
+   * Where a hook run's output goes: its own file in the journal folder, numbered after every hook run
+   * journaled so far (earlier runs' included); its name relative to the folder, for the journal, which
+   * may be moved. None without a journal (it is open at every hook of a real run).
+   */
+  private hookOutput(hook: HookName, undo: boolean): { name: string; path: string } | undefined {
+    const dir = this.rec.journal?.dir;
+    if (dir === undefined) return undefined;
+    const name = hookOutputName(1 + this.rec.events.filter((e) => e.event === "hook-started").length, hook, undo);
+    return { name, path: join(dir, name) };
   }
 
   private ledger(): Ledger {

@@ -90,5 +90,15 @@ export interface Reporter {
  * or rollback ended what a killed controller left running: `endedBy`; or found it gone: "gone").
  */
 export type HookGroupEvent =
-  | { event: "hook-started"; migrationId: string; step: string; hook: string; pgid: number; startTime: string; undo?: true }
+  | {
+      event: "hook-started";
+      migrationId: string;
+      step: string;
+      hook: string;
+      pgid: number;
+      startTime: string;
+      /** its output file, relative to the journal folder (hooks/03-updatedb.log); absent in older journals and when no journal was open */
+      output?: string;
+      undo?: true;
+    }
   | { event: "hook-ended"; migrationId: string; step: string; hook: string; pgid: number; ok?: boolean; endedBy?: "SIGTERM" | "SIGKILL" | "gone"; undo?: true };

@@ -2,7 +2,7 @@
 // acknowledgement each, journaled before (intent) and after (ack), and a StepTally that knows who was
 // asked, who acknowledged, who failed and why. Hosts that failed may be tried again. While a step is
 // in flight, the progress meter shows who has answered.
-import { describeError, errorCode } from "../shared/errors.js";
+import { ackDetail, errorCode } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import type { Clock } from "./clock.js";
 import type { ProgressMeter } from "./progress.js";
@@ -80,7 +80,7 @@ export class FanOut {
             tally.fail(host, e);
             live?.answered(host, false);
             this.log.warn({ step, host, undo, err: e, shownBy: "ack" }, "host failed step");
-            await journal(rec.emit({ event: "ack", migrationId: id, step, host, ok: false, detail: describeError(e), code: errorCode(e), ...u }));
+            await journal(rec.emit({ event: "ack", migrationId: id, step, host, ok: false, detail: ackDetail(e), code: errorCode(e), ...u }));
           }
         }),
       );

@@ -40,6 +40,14 @@ export interface HostPosition {
   readonly ok: boolean | undefined;
 }
 
+/** A host's failed acknowledgement: its detail says why (a failed hook's goes on with its last lines of output). */
+export interface HostFailure {
+  readonly host: string;
+  readonly step: string;
+  readonly undo: boolean;
+  readonly detail: string;
+}
+
 export interface Replay {
   /** the last result event, if the last run of this migration ended */
   readonly result: { outcome: string; exitCode: number; message: string } | undefined;
@@ -62,6 +70,11 @@ export interface Replay {
    * of the migration could change it, and a resume must not dump over it (updatedb may have run since)
    */
   readonly dumped: boolean;
+  /**
+   * the last failed acknowledgement of each host and step (forward or undo) that no acknowledgement of
+   * the same made good since, in journal order: why the migration stopped or went back
+   */
+  readonly failures: readonly HostFailure[];
 }
 
 export function replay(events: readonly JournalEvent[]): Replay {
@@ -75,6 +88,7 @@ export function replay(events: readonly JournalEvent[]): Replay {
   const hooks = new Map<number, UnendedHook>();
   let pastPointOfNoReturn = false;
   let dumped = false;
+  const failures = new Map<string, HostFailure>();
 
   for (const e of events) {
     const step = e.step;
@@ -112,6 +126,12 @@ export function replay(events: readonly JournalEvent[]): Replay {
         if (!isStepName(step) || e.host === undefined) break;
         hosts.set(e.host, { step, undo: e.undo === true, ok: e.ok === true });
         if (e.undo && e.ok) pending.get(step)?.delete(e.host);
+        {
+          const key = JSON.stringify([e.host, step, e.undo === true]);
+          // deleted first: a failure again goes to the end, in journal order
+          failures.delete(key);
+          if (e.ok !== true) failures.set(key, { host: e.host, step, undo: e.undo === true, detail: String(e.detail ?? "") });
+        }
         break;
     }
   }
@@ -122,7 +142,7 @@ export function replay(events: readonly JournalEvent[]): Replay {
     .filter((s) => UNDOABLE.has(s))
     .map((s) => ({ step: s, hosts: [...(pending.get(s) ?? [])] }))
     .filter((u) => u.hosts.length > 0);
-  return { result, lastStep, done, resumeFrom, pastPointOfNoReturn, undoPlan, ran, hosts, unendedHooks: [...hooks.values()], dumped };
+  return { result, lastStep, done, resumeFrom, pastPointOfNoReturn, undoPlan, ran, hosts, unendedHooks: [...hooks.values()], dumped, failures: [...failures.values()] };
 }
 
 /** The state `status` shows: from the last result, else from whether the controller still runs. */

@@ -158,7 +158,14 @@ async function status(id: string | undefined, opts: CommonOptions): Promise<numb
       const rename = s.site === s.newSite ? s.site : `${s.site} → ${s.newSite}`;
       process.stdout.write(`${s.id}  ${s.state.padEnd(15)} ${rename}: ${s.from} → ${s.to}  (last step: ${s.lastStep ?? "-"})\n`);
       for (const [host, pos] of Object.entries(s.hosts)) process.stdout.write(`    ${host.padEnd(12)} ${pos}\n`);
-      if (s.message && s.state !== "migrated") process.stdout.write(`    ${s.message}\n`);
+      if (s.state === "migrated") continue;
+      if (s.message) process.stdout.write(`    ${s.message}\n`);
+      for (const f of s.failures) {
+        const [first, ...more] = f.detail.split("\n");
+        process.stdout.write(`    ${f.host}: ${f.step} failed: ${first}\n`);
+        // a hook's last lines only for the one migration asked about: a list of every migration stays short
+        if (id) for (const l of more) process.stdout.write(`      │ ${l}\n`);
+      }
     }
     return 0;
   } catch (err) {

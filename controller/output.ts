@@ -104,7 +104,10 @@ export class HumanReporter implements Reporter, Notices {
         for (const a of this.acks) {
           if (a.ok) continue;
           if (a.code === "INTERNAL") this.bugs.add(a.host);
-          this.line(`      ${this.paint(31, `${a.host}: ${a.code === "INTERNAL" ? `${INTERNAL}: ` : ""}${a.detail}`)}`);
+          // a failed hook's detail goes on with its last lines of output: shown below, set apart
+          const [first, ...more] = a.detail.split("\n");
+          this.line(`      ${this.paint(31, `${a.host}: ${a.code === "INTERNAL" ? `${INTERNAL}: ` : ""}${first}`)}`);
+          for (const l of more) this.line(`      ${this.paint(2, `│ ${l}`)}`);
         }
         return;
       }

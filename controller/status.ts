@@ -22,6 +22,11 @@ export interface MigrationStatus {
   /** each host's last step and whether it acknowledged it ("ok", "failed", "in flight") */
   readonly hosts: Record<string, string>;
   readonly message: string | null;
+  /**
+   * each host's failed step not made good since, with its acknowledgement's detail: a failed hook's goes
+   * on, below its first line, with its last lines of output ("undo <step>" for an undo)
+   */
+  readonly failures: ReadonlyArray<{ readonly host: string; readonly step: string; readonly detail: string }>;
   readonly journal: string;
 }
 
@@ -62,6 +67,7 @@ export async function readStatus(stateDir: string, migrationId: string): Promise
     lastStep: r.lastStep ? `${r.lastStep.undo ? "undo " : ""}${r.lastStep.step}` : null,
     hosts,
     message: r.result?.message ?? null,
+    failures: r.failures.map((f) => ({ host: f.host, step: `${f.undo ? "undo " : ""}${f.step}`, detail: f.detail })),
     journal: journal.dir,
   };
 }
@@ -89,6 +95,7 @@ export async function listStatuses(stateDir: string): Promise<MigrationStatus[]>
           lastStep: null,
           hosts: {},
           message: (err as Error).message,
+          failures: [],
           journal: Journal.folder(stateDir, id),
         }),
       ),

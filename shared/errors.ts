@@ -95,14 +95,20 @@ export interface ErrorContext {
 
 export class QmError extends Error {
   override readonly name = "QmError";
+  /**
+   * Lines the host's acknowledgement carries below the one-line message (a failed hook's last lines of
+   * output): the message stays one line, for the run's result and the logs.
+   */
+  readonly ackLines: readonly string[];
 
   constructor(
     readonly code: ErrorCode,
     message: string,
     readonly context: ErrorContext = {},
-    options: { cause?: unknown } = {},
+    options: { cause?: unknown; ackLines?: readonly string[] } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.ackLines = options.ackLines ?? [];
   }
 
   get grpcStatus(): status {
@@ -126,6 +132,12 @@ export function errorCode(err: unknown): ErrorCode {
 export function describeError(err: unknown): string {
   if (err instanceof Error) return err.message.split("\n")[0] ?? err.message;
   return String(err);
+}
+
+/** What a failed host's acknowledgement says: the one-line description, then the error's ackLines, if any. */
+export function ackDetail(err: unknown): string {
+  const more = err instanceof QmError ? err.ackLines : [];
+  return [describeError(err), ...more].join("\n");
 }
 
 /** Maps a Node fs error to a QmError naming the path. EXDEV is never turned into a copy. */

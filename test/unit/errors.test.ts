@@ -1,7 +1,7 @@
 // The error catalogue is a contract between agent and controller (codes travel in gRPC metadata): pinned here.
 import { status } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
-import { ErrorCodes, GrpcStatus, QmError, describeError, fsError, isErrorCode } from "../../shared/errors.js";
+import { ErrorCodes, GrpcStatus, QmError, ackDetail, describeError, fsError, isErrorCode } from "../../shared/errors.js";
 
 // gRPC status numbers, written out: CANCELLED 1, INVALID_ARGUMENT 3, DEADLINE_EXCEEDED 4, ALREADY_EXISTS 6,
 // PERMISSION_DENIED 7, RESOURCE_EXHAUSTED 8, FAILED_PRECONDITION 9, INTERNAL 13, UNAVAILABLE 14.
@@ -130,5 +130,15 @@ describe("describeError", () => {
   it("gives the first line of an error's message, or the value as a string", () => {
     expect(describeError(new Error("first\nsecond"))).toBe("first");
     expect(describeError(42)).toBe("42");
+  });
+});
+
+describe("ackDetail", () => {
+  it("the one-line description, then the error's acknowledgement lines (a failed hook's output)", () => {
+    const err = new QmError("HOOK_FAILED", "hook updatedb (drush) failed: exit 1: boom", {}, { ackLines: ["last 2 lines of its output (f):", "working", "boom"] });
+    expect(ackDetail(err)).toBe("hook updatedb (drush) failed: exit 1: boom\nlast 2 lines of its output (f):\nworking\nboom");
+    expect(describeError(err)).toBe("hook updatedb (drush) failed: exit 1: boom");
+    expect(ackDetail(new QmError("IO", "disk full"))).toBe("disk full");
+    expect(ackDetail(new Error("first\nsecond"))).toBe("first");
   });
 });

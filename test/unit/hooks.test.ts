@@ -6,7 +6,7 @@ import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type HookValues, HookRunner, expandHook, hookEnv } from "../../controller/hooks.js";
 import { type HookGroup, groupMembers } from "../../controller/processGroup.js";
-import { QmError } from "../../shared/errors.js";
+import { QmError, ackDetail } from "../../shared/errors.js";
 import { running } from "../helpers/processes.js";
 
 const values: HookValues = {
@@ -311,5 +311,97 @@ describe("HookRunner: a hook and everything it started are bounded", () => {
       .catch((e: unknown) => e);
     expect(err).toMatchObject({ code: "IO", message: "journal: ENOSPC" });
     expect(groupMembers(pgid)).toEqual([]);
+  });
+});
+
+// A hook that prints numbered lines (`count` of them, "<prefix> <n>"), then exits with `code` or, with
+// "hang", waits to be ended.
+function printing(count: number, prefix: string, end: string): string[] {
+  return ["sh", "-c", `i=1; while [ $i -le ${count} ]; do echo "${prefix} $i"; i=$((i+1)); done; ${end}`];
+}
+
+describe("HookRunner: a failed hook shows why", () => {
+  const log = pino({ level: "silent" });
+  let tmp: string;
+  beforeEach(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "qm-hooks-"));
+  });
+  afterEach(() => {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  const numbered = (prefix: string, from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => `${prefix} ${from + i}`);
+
+  it("a hook that fails after 30 lines: its file holds them all, the acknowledgement its last 20, the message stays one line", async () => {
+    const file = path.join(tmp, "journal", "hooks", "04-updatedb.log");
+    const runner = new HookRunner({ updatedb: printing(30, "updb", "echo 'updb: table missing' >&2; exit 1") }, log);
+    const err = await runner.run("updatedb", values, { outputFile: file }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "HOOK_FAILED", message: "hook updatedb (sh) failed: exit 1: updb: table missing" });
+    const lines = [...numbered("updb", 12, 30), "updb: table missing"];
+    expect((err as QmError).ackLines).toEqual([`last 20 lines of its output (${file}):`, ...lines]);
+    expect(ackDetail(err)).toBe(["hook updatedb (sh) failed: exit 1: updb: table missing", `last 20 lines of its output (${file}):`, ...lines].join("\n"));
+    expect(fs.readFileSync(file, "utf8")).toBe(`${[...numbered("updb", 1, 30), "updb: table missing"].join("\n")}\n`);
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    expect(fs.statSync(path.dirname(file)).mode & 0o777).toBe(0o700);
+  });
+
+  it("a timed-out hook: the acknowledgement holds the last 20 lines it printed before it was ended", async () => {
+    const file = path.join(tmp, "hooks", "01-dbDump.log");
+    const runner = new HookRunner({ dbDump: printing(30, "dumping", "sleep 60") }, log, { timeoutMs: 1000 });
+    const err = await runner.run("dbDump", values, { outputFile: file }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "HOOK_FAILED", message: "hook dbDump (sh) failed: timed out after 1 s: dumping 30" });
+    expect(ackDetail(err).split("\n")).toEqual(["hook dbDump (sh) failed: timed out after 1 s: dumping 30", `last 20 lines of its output (${file}):`, ...numbered("dumping", 11, 30)]);
+  });
+
+  it("without a file (no journal), the last lines come from a bounded tail in memory", async () => {
+    const runner = new HookRunner({ updatedb: printing(30, "updb", "exit 2") }, log);
+    const err = await runner.run("updatedb", values).catch((e: unknown) => e);
+    expect((err as QmError).ackLines).toEqual(["last 20 lines of its output (kept in memory):", ...numbered("updb", 11, 30)]);
+  });
+
+  it("a file that cannot be made does not stop the hook: its tail is kept in memory", async () => {
+    fs.writeFileSync(path.join(tmp, "not-a-folder"), "");
+    const runner = new HookRunner({ updatedb: printing(3, "updb", "exit 1") }, log);
+    const err = await runner.run("updatedb", values, { outputFile: path.join(tmp, "not-a-folder", "hooks", "01-updatedb.log") }).catch((e: unknown) => e);
+    expect((err as QmError).ackLines).toEqual(["last 3 lines of its output (kept in memory):", ...numbered("updb", 1, 3)]);
+  });
+
+  it("a hook that prints megabytes: its file stays within the cap and ends with what it printed last", async () => {
+    const file = path.join(tmp, "hooks", "01-deploy.log");
+    const runner = new HookRunner({ deploy: ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' 'z' | fold -w 100; echo; echo 'deploy: done badly'; exit 4"] }, log, { outputCapBytes: 64 * 1024 });
+    const err = await runner.run("deploy", values, { outputFile: file }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ message: "hook deploy (sh) failed: exit 4: deploy: done badly" });
+    const kept = fs.readFileSync(file, "utf8");
+    expect(kept.length).toBeLessThanOrEqual(64 * 1024);
+    expect(kept).toMatch(/^\[… [\d,]+ earlier bytes cut …\]\n/);
+    expect(kept.endsWith(`\n${"z".repeat(100)}\ndeploy: done badly\n`)).toBe(true);
+    expect((err as QmError).ackLines.slice(-2)).toEqual(["z".repeat(100), "deploy: done badly"]);
+  });
+
+  it("a hook that succeeds still has its file; a hook that prints nothing and fails adds no lines", async () => {
+    const file = path.join(tmp, "hooks", "01-maintenanceOn.log");
+    const ok = new HookRunner({ maintenanceOn: ["sh", "-c", "echo 'maintenance_mode set to 1'"] }, log);
+    expect(await ok.run("maintenanceOn", values, { outputFile: file })).toEqual({ skipped: false, detail: "hook maintenanceOn ran" });
+    expect(fs.readFileSync(file, "utf8")).toBe("maintenance_mode set to 1\n");
+    const silent = new HookRunner({ maintenanceOn: ["sh", "-c", "exit 5"] }, log);
+    const err = await silent.run("maintenanceOn", values, { outputFile: path.join(tmp, "hooks", "02-maintenanceOn.log") }).catch((e: unknown) => e);
+    expect(ackDetail(err)).toBe("hook maintenanceOn (sh) failed: exit 5");
+  });
+
+  it("the message names the last line that says something, not trailing blank lines", async () => {
+    const runner = new HookRunner({ updatedb: ["sh", "-c", "echo 'updb: failed'; echo; echo '   '; exit 1"] }, log);
+    const err = await runner.run("updatedb", values).catch((e: unknown) => e);
+    expect(err).toMatchObject({ message: "hook updatedb (sh) failed: exit 1: updb: failed" });
+    expect((err as QmError).ackLines).toEqual(["last 3 lines of its output (kept in memory):", "updb: failed", "", "   "]);
+  });
+
+  it("a command that cannot start: a one-line message, and its (empty) file", async () => {
+    const file = path.join(tmp, "hooks", "01-deploy.log");
+    const runner = new HookRunner({ deploy: [path.join(tmp, "no-such-command")] }, log);
+    const err = await runner.run("deploy", values, { outputFile: file }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "HOOK_FAILED" });
+    expect((err as Error).message).not.toContain("\n");
+    expect(ackDetail(err)).toBe((err as Error).message);
+    expect(fs.readFileSync(file, "utf8")).toBe("");
   });
 });

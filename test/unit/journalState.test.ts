@@ -125,6 +125,25 @@ describe("replay: the dump of an earlier run", () => {
   });
 });
 
+describe("replay: failures", () => {
+  it("each host's failed step with its detail, until the same step (forward or undo) is acknowledged there", () => {
+    const failedUpdatedb = ack("master-move-site", "hostmaster", false, { detail: "hook updatedb failed: exit 1\nlast 1 lines of its output (f):\nboom" });
+    const r = replay([...UP_TO_PARK, start("master-move-site"), intent("master-move-site", "hostmaster"), failedUpdatedb, ...step("master-park-data", ["hostmaster"], ["hostmaster"], true)]);
+    expect(r.failures).toEqual([{ host: "hostmaster", step: "master-move-site", undo: false, detail: "hook updatedb failed: exit 1\nlast 1 lines of its output (f):\nboom" }]);
+    // a later run (resume) that gets the step done: nothing failed any more
+    expect(replay([...UP_TO_PARK, failedUpdatedb, ...step("master-move-site", ["hostmaster"])]).failures).toEqual([]);
+    // tried again and failed again: the last one, once
+    const again = ack("master-move-site", "hostmaster", false, { detail: "second" });
+    expect(replay([failedUpdatedb, ack("fronts-park-data", "web1", false, { detail: "web1's" }), again]).failures.map((f) => f.detail)).toEqual(["web1's", "second"]);
+    // an undo's failure is its own
+    expect(replay([failedUpdatedb, ack("master-move-site", "hostmaster", false, { detail: "undo's", undo: true })]).failures.map((f) => [f.undo, f.detail])).toEqual([
+      [false, failedUpdatedb.detail],
+      [true, "undo's"],
+    ]);
+    expect(replay(UP_TO_PARK).failures).toEqual([]);
+  });
+});
+
 describe("stateOf", () => {
   it("takes the last result's outcome, else asks whether the controller still runs", () => {
     const done = replay([...UP_TO_PARK, { event: "result", outcome: "migrated", exitCode: 0, message: "ok" }]);

@@ -148,3 +148,26 @@ describe("HumanReporter and progress", () => {
     );
   });
 });
+
+describe("HumanReporter: a failed host's detail", () => {
+  it("its first line under the step in red, the lines that follow it (a hook's output) set apart below", () => {
+    const detail = ["hook updatedb (drush) failed: exit 1: table missing", "last 2 lines of its output (/j/hooks/04-updatedb.log):", "updating", "table missing"].join("\n");
+    const events: RunEvent[] = [
+      { event: "step-start", migrationId: "m1", step: "master-move-site" },
+      { event: "ack", migrationId: "m1", step: "master-move-site", host: "hostmaster", ok: false, detail, code: "HOOK_FAILED" },
+      { event: "step-end", migrationId: "m1", step: "master-move-site", ok: false, acked: 0, expected: 1, durationMs: 12 },
+    ];
+    const plain = render(events, false);
+    expect(plain.split("\n").slice(1)).toEqual([
+      "      hostmaster: hook updatedb (drush) failed: exit 1: table missing",
+      "      │ last 2 lines of its output (/j/hooks/04-updatedb.log):",
+      "      │ updating",
+      "      │ table missing",
+      "",
+    ]);
+    const out = new Collect();
+    const coloured = new HumanReporter(out, true);
+    for (const e of events) coloured.event(e);
+    expect(out.text).toContain("      \x1b[2m│ updating\x1b[0m\n");
+  });
+});
