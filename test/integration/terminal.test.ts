@@ -64,6 +64,12 @@ describe("on a terminal", () => {
     expectNoLogOnScreen(screen);
     expect(screen).toMatch(/✘\S* master-move-site +hostmaster \S*✘/);
     expect(screen).toContain("hostmaster: hook updatedb (sh) failed: exit 1: drush: table cache_bootstrap missing");
+    // why: the hook's last 20 lines, under the failed step; not the 11 before them
+    const shown = [...screen.matchAll(/^ {6}\S*│ (.*?)(\x1b\[0m)?\r?$/gm)].map((m) => m[1]);
+    expect(shown[0]).toMatch(/^last 20 lines of its output \(.*\/hooks\/02-updatedb\.log\):$/);
+    expect(shown.slice(1)).toEqual([...Array.from({ length: 19 }, (_, i) => `updatedb line ${i + 12}`), "drush: table cache_bootstrap missing"]);
+    // said once, by the step table: no notice repeats it
+    expect(screen).not.toMatch(/! .*hook failed/);
     expect(screen).toMatch(/rolled-back: master-move-site failed on hostmaster: .*; rolled back/);
     expect(screen).not.toContain("bug");
 
