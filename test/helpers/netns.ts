@@ -18,6 +18,8 @@ export interface TestLink {
   readonly mend: string[];
   /** limits the host→front direction to `rate` (e.g. "2mbit") */
   slow(rate: string): string[];
+  /** limits the front→host direction to `rate`: what the front sends, as a fetch from it */
+  slowFromFront(rate: string): string[];
   remove(): void;
 }
 
@@ -66,6 +68,7 @@ export function makeLink(): TestLink {
     cut: ["ip", "netns", "exec", ns, "ip", "link", "set", nsIf, "down"],
     mend: ["ip", "netns", "exec", ns, "ip", "link", "set", nsIf, "up"],
     slow: (rate) => ["tc", "qdisc", "add", "dev", hostIf, "root", "tbf", "rate", rate, "burst", "32kbit", "latency", "400ms"],
+    slowFromFront: (rate) => ["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", nsIf, "root", "tbf", "rate", rate, "burst", "32kbit", "latency", "400ms"],
     remove: () => {
       try {
         run(["ip", "netns", "del", ns]); // takes the veth pair with it

@@ -8,9 +8,9 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { type ControllerRun, runController } from "../../scripts/lib/cluster.js";
+import { type ControllerEvent, type ControllerRun, runController } from "../../scripts/lib/cluster.js";
 import { type TestLink, makeLink, netnsUnavailable } from "../helpers/netns.js";
-import { type Scenario, expectMigrated, expectUnchanged, setupScenario } from "../helpers/scenario.js";
+import { type Scenario, expectMigrated, expectUnchanged, rescan, setupScenario } from "../helpers/scenario.js";
 
 const UNRESPONSIVE_S = 3;
 /** what one give-up may take beyond the bound: process start, the step's other work, a loaded CI machine */
@@ -47,6 +47,40 @@ function expectGaveUpOn(run: ControllerRun, front: string, step = "push-site"): 
   expect(forward.durationMs, `${step} gave up within the bound`).toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
   expect(undo.durationMs, "its undo gave up within the bound").toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
   return result.migrationId;
+}
+
+/**
+ * Runs the controller with `--json`, handing each event to `onEvent` as it comes, with the time
+ * (performance.now()) it came at: a test acts in the middle of a step and times the controller's answer.
+ */
+function runWatching(s: Scenario, args: string[], onEvent: (e: ControllerEvent, at: number) => void): Promise<ControllerRun> {
+  return runController(s.cluster.controllerConfig, [...args, "--json"], {
+    // a controller that does not end is a failure with its output, not the test's timeout
+    timeoutMs: 60_000,
+    onSpawn: (child) => {
+      let pending = "";
+      child.stdout?.on("data", (chunk: Buffer) => {
+        const at = performance.now();
+        pending += chunk.toString();
+        const lines = pending.split("\n");
+        pending = lines.pop() ?? "";
+        for (const line of lines) {
+          try {
+            onEvent(JSON.parse(line) as ControllerEvent, at);
+          } catch {
+            // not an event line
+          }
+        }
+      });
+    },
+  });
+}
+
+/** web2's bytes sent so far by the push, once its rsync is under way (progress events say). */
+function pushedTo(e: ControllerEvent, front: string): number {
+  if (e.event !== "progress" || e.step !== "push-site" || e.undo === true) return 0;
+  const h = (e.hosts as Array<{ host: string; bytesSent?: number }>).find((x) => x.host === front);
+  return h?.bytesSent ?? 0;
 }
 
 function expectNoLock(s: Scenario): void {
@@ -156,5 +190,88 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
     const pushed = path.join(s.cluster.frontRoot("web2"), s.to, "sites", s.site, "big-module.inc");
     expect(fs.readFileSync(pushed).equals(big)).toBe(true);
     expectNoLock(s);
+  });
+
+  // Inside a running rsync stream: bytes have moved, then the front falls silent. The push waits on
+  // the link (a write the other end does not take), where the tunnel's stall timer holds off, as a
+  // slow link is not a silent one: the connection's keepalive pings must catch it.
+  async function pushThenSilence(freeze: (s: Scenario) => () => void): Promise<{ s: Scenario; id: string; run: ControllerRun }> {
+    link = makeLink();
+    const l = link;
+    const s = (scenario = await setupScenario({
+      fronts: [{ name: "web1" }, { name: "web2", netns: { name: l.ns, address: l.address } }],
+      tls: true,
+    }));
+    // random bytes (rsync may compress): 2 MB of site code at 2 Mbit/s, some 8 s of pushing to web2
+    const big = randomBytes(2 * 1024 * 1024);
+    for (const { root } of s.cluster.roots()) fs.writeFileSync(path.join(root, s.from, "sites", s.site, "big-module.inc"), big);
+    s.cluster.handOver();
+    const ready = await rescan(s);
+    scenario = ready;
+    const [cmd, ...args] = l.slow("2mbit");
+    execFileSync(cmd as string, args);
+    s.cluster.writeControllerConfig({ extra: { timeouts: { unresponsive: UNRESPONSIVE_S } } });
+
+    let silencedAt: number | undefined;
+    let pushEndAt: number | undefined;
+    let undo: (() => void) | undefined;
+    const run = await runWatching(ready, ["migrate", s.site, "--to", s.to], (e, at) => {
+      if (silencedAt === undefined && pushedTo(e, "web2") >= 64 * 1024) {
+        undo = freeze(ready);
+        silencedAt = performance.now();
+      }
+      if (e.event === "step-end" && e.step === "push-site" && e.undo !== true) pushEndAt = at;
+    });
+    undo?.();
+    expect(silencedAt, `web2 was silenced once bytes had moved:\n${run.stdout}`).toBeDefined();
+    expect(run.exitCode, run.stdout + run.stderr).toBe(3);
+    const result = run.events.at(-1) as { outcome: string; message: string; migrationId: string };
+    expect(result.outcome).toBe("needs-attention");
+    expect(result.message).toMatch(/push-site failed on web2: agent unreachable/);
+    expect(result.message).toMatch(/undo of push-site failed on web2: agent unreachable/);
+    expect(result.message).toContain(`quick-migrate rollback ${result.migrationId}`);
+    expect(stepEnd(run, "push-site", false).ok).toBe(false);
+    // from the moment it fell silent, not from the start of a push that was moving data
+    expect((pushEndAt as number) - (silencedAt as number), "push-site gave up within the bound of the silence").toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
+    expect(stepEnd(run, "push-site", true).durationMs, "its undo gave up within the bound").toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
+    return { s: ready, id: result.migrationId, run };
+  }
+
+  it("the link fails in the middle of push-site, bytes already moved: gives up within the bound, exit 3; mended, rollback finishes", async () => {
+    const { s, id } = await pushThenSilence(() => {
+      const [cmd, ...args] = (link as TestLink).cut;
+      execFileSync(cmd as string, args);
+      const [mcmd, ...margs] = (link as TestLink).mend;
+      return () => execFileSync(mcmd as string, margs);
+    });
+    s.cluster.writeControllerConfig({ extra: {} });
+    const again = await runController(s.cluster.controllerConfig, ["rollback", id, "--json"]);
+    expect(again.exitCode, again.stdout + again.stderr).toBe(0);
+    await expectUnchanged(s);
+    expectNoLock(s);
+  });
+
+  it("a slow fetch that keeps sending is not unresponsive: fetch-site takes longer than the bound on both ends and the migration completes", async () => {
+    link = makeLink();
+    const l = link;
+    const s = (scenario = await setupScenario({
+      // web1 is the front fetched from: behind the link, its agent with the same small bound
+      fronts: [{ name: "web1", netns: { name: l.ns, address: l.address }, agentConfig: { timeouts: { unresponsive: UNRESPONSIVE_S } } }, { name: "web2" }],
+      tls: true,
+    }));
+    // on the fronts only: the hostmaster's stale copy, which the fetch takes unchanged files from, lacks it
+    const big = randomBytes(1536 * 1024);
+    for (const f of s.cluster.fronts) fs.writeFileSync(path.join(f.root, s.from, "sites", s.site, "big-module.inc"), big);
+    s.cluster.handOver();
+    const ready = (scenario = await rescan(s));
+    // 1.5 MB from web1 at 2 Mbit/s: some 6 s of fetching, twice the bound
+    const [cmd, ...args] = l.slowFromFront("2mbit");
+    execFileSync(cmd as string, args);
+    s.cluster.writeControllerConfig({ extra: { timeouts: { unresponsive: UNRESPONSIVE_S } } });
+    const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"]);
+    expect(run.exitCode, run.stdout + run.stderr).toBe(0);
+    expect(stepEnd(run, "fetch-site", false).durationMs, "the fetch took longer than the bound").toBeGreaterThan(UNRESPONSIVE_S * 1000);
+    await expectMigrated(ready);
+    expectNoLock(ready);
   });
 });
