@@ -259,8 +259,22 @@ program
     process.exitCode = report.exitCode;
   });
 
+/** Resolves once what was written to `stream` so far is handed to the OS (or the stream is gone). */
+function flushed(stream: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => {
+    if (stream.destroyed || !stream.writable) resolve();
+    else stream.write("", () => resolve());
+  });
+}
+
 try {
   await program.parseAsync(process.argv);
+  // The command has done its work and said so: the process ends now, not when nothing is left
+  // referenced. A TLS handshake gRPC began with an agent that then froze (SIGSTOP, a hung machine)
+  // holds its socket until that agent answers, and closing the channel does not end it: a run that
+  // had given up on the agent within timeouts.unresponsive would otherwise never exit.
+  await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+  process.exit();
 } catch (err) {
   const code = (err as { code?: string }).code;
   if (code === "commander.helpDisplayed" || code === "commander.version" || code === "commander.help") process.exit(0);

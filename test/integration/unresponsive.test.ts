@@ -251,6 +251,27 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
     expectNoLock(s);
   });
 
+  it("web2's agent frozen (SIGSTOP) in the middle of push-site, bytes already moved: gives up within the bound, exit 3; thawed, resume finishes", async () => {
+    const { s, id } = await pushThenSilence((sc) => {
+      const pid = sc.cluster.front("web2").process?.pid as number;
+      process.kill(pid, "SIGSTOP");
+      const thaw = () => {
+        try {
+          process.kill(pid, "SIGCONT");
+        } catch {
+          // gone
+        }
+      };
+      cleanups.push(thaw);
+      return thaw;
+    });
+    s.cluster.writeControllerConfig({ extra: {} });
+    const again = await runController(s.cluster.controllerConfig, ["resume", id, "--json"]);
+    expect(again.exitCode, again.stdout + again.stderr).toBe(0);
+    await expectMigrated(s);
+    expectNoLock(s);
+  });
+
   it("a slow fetch that keeps sending is not unresponsive: fetch-site takes longer than the bound on both ends and the migration completes", async () => {
     link = makeLink();
     const l = link;
