@@ -7,7 +7,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { type ClusterFront, type ControllerRun, fakeDrushHooks, runAgentCommand, runController } from "../../scripts/lib/cluster.js";
+import { execa } from "execa";
+import { type ClusterFront, type ControllerRun, fakeDrushHooks, repoRoot, runAgentCommand, runController } from "../../scripts/lib/cluster.js";
 import { type Scenario, DATA_DIRS, expectDataExactlyOnce, expectMigrated, expectUnchanged, setupScenario } from "../helpers/scenario.js";
 import { crashedScenario } from "./crash.helpers.js";
 
@@ -62,17 +63,17 @@ function gate(s: Scenario, name: string, real: readonly string[]): Gate {
   };
 }
 
-/** Starts `command id` with hook `hookName` gated; resolves once the recovery is held at that hook. */
-async function heldAt(s: Scenario, command: "rollback" | "resume", id: string, hookName: string): Promise<{ done: Promise<ControllerRun>; release: () => void }> {
+/** Starts the controller (`args`) with hook `hookName` gated; resolves once the run is held at that hook. */
+async function heldAt(s: Scenario, args: readonly string[], hookName: string): Promise<{ done: Promise<ControllerRun>; release: () => void }> {
   const hooks = fakeDrushHooks();
   const g = gate(s, hookName, hooks[hookName] as string[]);
   s.cluster.writeControllerConfig({ hooks: { ...hooks, [hookName]: g.hook } });
-  const done = runController(s.cluster.controllerConfig, [command, id, "--json"], { timeoutMs: 60_000 });
+  const done = runController(s.cluster.controllerConfig, [...args, "--json"], { timeoutMs: 60_000 });
   // a controller that ended before the hook started is a failure with its output, not a wait for ever
   await Promise.race([
     g.started(),
     done.then((r) => {
-      throw new Error(`${command} ended before hook ${hookName} ran (exit ${r.exitCode}):\n${r.stdout}${r.stderr}`);
+      throw new Error(`${args.join(" ")} ended before hook ${hookName} ran (exit ${r.exitCode}):\n${r.stdout}${r.stderr}`);
     }),
   ]);
   return { done, release: g.open };
@@ -92,7 +93,7 @@ describe("parked restore while the hostmaster's rollback runs", () => {
   ])("held at hook %s (%s); rollback then ends: exit 0, every tree as before, no lock", async (hook, _what, said) => {
     const { s, id } = await crashedScenario("kill-before:fronts-remove-old");
     scenario = s;
-    const held = await heldAt(s, "rollback", id, hook);
+    const held = await heldAt(s, ["rollback", id], hook);
     await expectDataExactlyOnce(s, id);
     for (const f of s.cluster.fronts) {
       const r = await parkedRestore(f, id);
@@ -112,7 +113,7 @@ describe("parked restore while the hostmaster's resume runs", () => {
   it("before the point of no return (held at updatedb): restore puts the data back; resume rolls back instead, every tree as before, no lock", async () => {
     const { s, id } = await crashedScenario("kill-before:master-move-site");
     scenario = s;
-    const held = await heldAt(s, "resume", id, "updatedb");
+    const held = await heldAt(s, ["resume", id], "updatedb");
     for (const f of s.cluster.fronts) {
       const r = await parkedRestore(f, id);
       expect(r.exitCode, `${f.name}: ${lines(r)}`).toBe(0);
@@ -132,7 +133,7 @@ describe("parked restore while the hostmaster's resume runs", () => {
   it("past the point of no return (held at maintenanceOff): restore is refused on every front; resume ends migrated, no lock", async () => {
     const { s, id } = await crashedScenario("kill-before:fronts-remove-old");
     scenario = s;
-    const held = await heldAt(s, "resume", id, "maintenanceOff");
+    const held = await heldAt(s, ["resume", id], "maintenanceOff");
     for (const f of s.cluster.fronts) {
       const r = await parkedRestore(f, id);
       expect(r.exitCode, `${f.name}: ${lines(r)}`).not.toBe(0);
@@ -215,6 +216,49 @@ describe("the agent service and the parked command on one record, as two process
     expect(run.events.find((e) => e.event === "ack" && e.step === "fronts-park-data" && e.host === "web1")).toMatchObject({ ok: true });
     expect(run.events.at(-1)).toMatchObject({ outcome: "rolled-back" });
     await expectUnchanged(s);
+    expectNoLock(s);
+  });
+
+  // The other way round. `parked restore` holds the record only for its renames, too briefly to catch
+  // from outside; a process of its own takes the record's lock as the command does (the agent's own
+  // withRecordLock, from dist/), holds it, and watches the tree meanwhile.
+  const HOLD_MS = 2000;
+  const HOLDER = `
+    import fs from "node:fs";
+    const [module, stateDir, id, watched, ms] = process.argv.slice(1);
+    const { withRecordLock } = await import(module);
+    let moved = false;
+    await withRecordLock(stateDir, id, { what: "quick-migrate-agent parked restore" }, async () => {
+      process.stdout.write("held\\n");
+      for (const end = Date.now() + Number(ms); Date.now() < end; await new Promise((r) => setTimeout(r, 10))) moved ||= !fs.existsSync(watched);
+    });
+    process.stdout.write(JSON.stringify({ moved }) + "\\n");
+  `;
+
+  it("an Apply (park-data) that comes while another process holds the record, as parked restore does, waits for it and changes nothing meanwhile; the migration completes", async () => {
+    const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }, { name: "web2" }], hooks: fakeDrushHooks() }));
+    const web1 = s.cluster.front("web1");
+    const records = path.join(web1.stateDir, "migrations");
+    // held at db-dump: the migration is registered on web1, nothing is parked yet
+    const held = await heldAt(s, ["migrate", s.site, "--to", s.to], "dbDump");
+    const id = path.basename(fs.readdirSync(records).find((n) => n.endsWith(".json")) as string, ".json");
+
+    const files = path.join(web1.root, s.from, "sites", s.site, "files");
+    const holder = execa(process.execPath, ["--input-type=module", "-e", HOLDER, path.join(repoRoot(), "dist", "agent", "recordLock.js"), web1.stateDir, id, files, String(HOLD_MS)], {
+      reject: false,
+      ...(web1.user ? { uid: web1.user.uid, gid: web1.user.gid } : {}),
+    });
+    await until("the holder took the record's lock", () => fs.existsSync(path.join(records, `${id}.lock`)));
+    held.release();
+
+    const h = await holder;
+    expect(h.exitCode, String(h.stdout) + String(h.stderr)).toBe(0);
+    expect(JSON.parse(String(h.stdout).split("\n")[1] as string), "web1's files stayed in place while the record was held").toEqual({ moved: false });
+    const run = await held.done;
+    expect(run.exitCode, run.stdout + run.stderr).toBe(0);
+    const parked = run.events.find((e) => e.event === "step-end" && e.step === "fronts-park-data") as { durationMs: number } | undefined;
+    expect(parked?.durationMs, "fronts-park-data waited for the holder").toBeGreaterThan(HOLD_MS / 2);
+    await expectMigrated(s);
     expectNoLock(s);
   });
 });
