@@ -76,11 +76,11 @@ function runWatching(s: Scenario, args: string[], onEvent: (e: ControllerEvent, 
   });
 }
 
-/** web2's bytes sent so far by the push, once its rsync is under way (progress events say). */
-function pushedTo(e: ControllerEvent, front: string): number {
-  if (e.event !== "progress" || e.step !== "push-site" || e.undo === true) return 0;
-  const h = (e.hosts as Array<{ host: string; bytesSent?: number }>).find((x) => x.host === front);
-  return h?.bytesSent ?? 0;
+/** The bytes `front`'s rsync of `step` carried so far (sent for a push, received for a fetch), as progress events say. */
+function carried(e: ControllerEvent, step: "push-site" | "fetch-site", front: string): number {
+  if (e.event !== "progress" || e.step !== step || e.undo === true) return 0;
+  const h = (e.hosts as Array<{ host: string; bytesSent?: number; bytesReceived?: number }>).find((x) => x.host === front);
+  return (step === "push-site" ? h?.bytesSent : h?.bytesReceived) ?? 0;
 }
 
 function expectNoLock(s: Scenario): void {
@@ -192,68 +192,82 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
     expectNoLock(s);
   });
 
-  // Inside a running rsync stream: bytes have moved, then the front falls silent. The push waits on
-  // the link (a write the other end does not take), where the tunnel's stall timer holds off, as a
-  // slow link is not a silent one: the connection's keepalive pings must catch it.
-  async function pushThenSilence(freeze: (s: Scenario) => () => void): Promise<{ s: Scenario; id: string; run: ControllerRun }> {
+  // Inside a running rsync stream: bytes have moved, then the front falls silent. On a push the
+  // controller waits on the link (a write the other end does not take), where the tunnel's stall timer
+  // holds off, as a slow link is not a silent one: the connection's keepalive pings must catch it. On a
+  // fetch it waits for data: the stall timer and the keepalive pings both watch.
+  interface MidStream {
+    readonly step: "push-site" | "fetch-site";
+    /** the front behind the slowed link: web2 for the push, web1 (fetched from) for the fetch */
+    readonly front: "web1" | "web2";
+    /** where the rollback stops: the first undo that needs the silent front */
+    readonly undoStep: string;
+    /** silences the front; returns what brings it back */
+    readonly silence: (s: Scenario) => () => void;
+  }
+
+  async function silencedMidStream(c: MidStream): Promise<{ s: Scenario; id: string }> {
     link = makeLink();
     const l = link;
+    const behind = { netns: { name: l.ns, address: l.address } };
     const s = (scenario = await setupScenario({
-      fronts: [{ name: "web1" }, { name: "web2", netns: { name: l.ns, address: l.address } }],
+      fronts: [
+        { name: "web1", ...(c.front === "web1" ? behind : {}) },
+        { name: "web2", ...(c.front === "web2" ? behind : {}) },
+      ],
       tls: true,
     }));
-    // random bytes (rsync may compress): 2 MB of site code at 2 Mbit/s, some 8 s of pushing to web2
+    // random bytes (rsync may compress): 2 MB of site code at 2 Mbit/s, some 8 s of carrying. A fetch
+    // takes unchanged files from the hostmaster's stale copy: there, only the fronts have it.
     const big = randomBytes(2 * 1024 * 1024);
-    for (const { root } of s.cluster.roots()) fs.writeFileSync(path.join(root, s.from, "sites", s.site, "big-module.inc"), big);
+    const roots = c.step === "push-site" ? s.cluster.roots().map((r) => r.root) : s.cluster.fronts.map((f) => f.root);
+    for (const root of roots) fs.writeFileSync(path.join(root, s.from, "sites", s.site, "big-module.inc"), big);
     s.cluster.handOver();
-    const ready = await rescan(s);
-    scenario = ready;
-    const [cmd, ...args] = l.slow("2mbit");
+    const ready = (scenario = await rescan(s));
+    const [cmd, ...args] = c.step === "push-site" ? l.slow("2mbit") : l.slowFromFront("2mbit");
     execFileSync(cmd as string, args);
     s.cluster.writeControllerConfig({ extra: { timeouts: { unresponsive: UNRESPONSIVE_S } } });
 
     let silencedAt: number | undefined;
-    let pushEndAt: number | undefined;
-    let undo: (() => void) | undefined;
+    let stepEndAt: number | undefined;
+    let back: (() => void) | undefined;
     const run = await runWatching(ready, ["migrate", s.site, "--to", s.to], (e, at) => {
-      if (silencedAt === undefined && pushedTo(e, "web2") >= 64 * 1024) {
-        undo = freeze(ready);
+      if (silencedAt === undefined && carried(e, c.step, c.front) >= 64 * 1024) {
+        back = c.silence(ready);
         silencedAt = performance.now();
       }
-      if (e.event === "step-end" && e.step === "push-site" && e.undo !== true) pushEndAt = at;
+      if (e.event === "step-end" && e.step === c.step && e.undo !== true) stepEndAt = at;
     });
-    undo?.();
-    expect(silencedAt, `web2 was silenced once bytes had moved:\n${run.stdout}`).toBeDefined();
+    back?.();
+    expect(silencedAt, `${c.front} was silenced once bytes had moved:\n${run.stdout}`).toBeDefined();
     expect(run.exitCode, run.stdout + run.stderr).toBe(3);
     const result = run.events.at(-1) as { outcome: string; message: string; migrationId: string };
     expect(result.outcome).toBe("needs-attention");
-    expect(result.message).toMatch(/push-site failed on web2: agent unreachable/);
-    expect(result.message).toMatch(/undo of push-site failed on web2: agent unreachable/);
+    expect(result.message).toMatch(new RegExp(`^${c.step} failed on ${c.front}: agent unreachable`));
+    expect(result.message).toMatch(new RegExp(`undo of ${c.undoStep} failed on ${c.front}: agent unreachable`));
     expect(result.message).toContain(`quick-migrate rollback ${result.migrationId}`);
-    expect(stepEnd(run, "push-site", false).ok).toBe(false);
-    // from the moment it fell silent, not from the start of a push that was moving data
-    expect((pushEndAt as number) - (silencedAt as number), "push-site gave up within the bound of the silence").toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
-    expect(stepEnd(run, "push-site", true).durationMs, "its undo gave up within the bound").toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
-    return { s: ready, id: result.migrationId, run };
+    expect(stepEnd(run, c.step, false).ok).toBe(false);
+    // from the moment it fell silent, not from the start of a step that was moving data
+    expect((stepEndAt as number) - (silencedAt as number), `${c.step} gave up within the bound of the silence`).toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
+    expect(stepEnd(run, c.undoStep, true).durationMs, "the undo gave up within the bound").toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
+    // what comes next is not under test: at full speed again
+    const [fcmd, ...fargs] = l.unslow(c.step === "push-site" ? "host" : "front");
+    execFileSync(fcmd as string, fargs);
+    s.cluster.writeControllerConfig({ extra: {} });
+    return { s: ready, id: result.migrationId };
   }
 
-  it("the link fails in the middle of push-site, bytes already moved: gives up within the bound, exit 3; mended, rollback finishes", async () => {
-    const { s, id } = await pushThenSilence(() => {
-      const [cmd, ...args] = (link as TestLink).cut;
-      execFileSync(cmd as string, args);
-      const [mcmd, ...margs] = (link as TestLink).mend;
-      return () => execFileSync(mcmd as string, margs);
-    });
-    s.cluster.writeControllerConfig({ extra: {} });
-    const again = await runController(s.cluster.controllerConfig, ["rollback", id, "--json"]);
-    expect(again.exitCode, again.stdout + again.stderr).toBe(0);
-    await expectUnchanged(s);
-    expectNoLock(s);
-  });
+  const cutLink = (): (() => void) => {
+    const [cmd, ...args] = (link as TestLink).cut;
+    execFileSync(cmd as string, args);
+    const [mcmd, ...margs] = (link as TestLink).mend;
+    return () => execFileSync(mcmd as string, margs);
+  };
 
-  it("web2's agent frozen (SIGSTOP) in the middle of push-site, bytes already moved: gives up within the bound, exit 3; thawed, resume finishes", async () => {
-    const { s, id } = await pushThenSilence((sc) => {
-      const pid = sc.cluster.front("web2").process?.pid as number;
+  const freezeAgent =
+    (front: string) =>
+    (s: Scenario): (() => void) => {
+      const pid = s.cluster.front(front).process?.pid as number;
       process.kill(pid, "SIGSTOP");
       const thaw = () => {
         try {
@@ -264,11 +278,29 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
       };
       cleanups.push(thaw);
       return thaw;
-    });
-    s.cluster.writeControllerConfig({ extra: {} });
+    };
+
+  it("the link fails in the middle of push-site, bytes already moved: gives up within the bound, exit 3; mended, rollback finishes", async () => {
+    const { s, id } = await silencedMidStream({ step: "push-site", front: "web2", undoStep: "push-site", silence: cutLink });
+    const again = await runController(s.cluster.controllerConfig, ["rollback", id, "--json"]);
+    expect(again.exitCode, again.stdout + again.stderr).toBe(0);
+    await expectUnchanged(s);
+    expectNoLock(s);
+  });
+
+  it("web2's agent frozen (SIGSTOP) in the middle of push-site, bytes already moved: gives up within the bound, exit 3; thawed, resume finishes", async () => {
+    const { s, id } = await silencedMidStream({ step: "push-site", front: "web2", undoStep: "push-site", silence: freezeAgent("web2") });
     const again = await runController(s.cluster.controllerConfig, ["resume", id, "--json"]);
     expect(again.exitCode, again.stdout + again.stderr).toBe(0);
     await expectMigrated(s);
+    expectNoLock(s);
+  });
+
+  it("web1's agent frozen (SIGSTOP) in the middle of fetch-site, bytes already moved: gives up within the bound, exit 3; thawed, rollback finishes", async () => {
+    const { s, id } = await silencedMidStream({ step: "fetch-site", front: "web1", undoStep: "fronts-park-data", silence: freezeAgent("web1") });
+    const again = await runController(s.cluster.controllerConfig, ["rollback", id, "--json"]);
+    expect(again.exitCode, again.stdout + again.stderr).toBe(0);
+    await expectUnchanged(s);
     expectNoLock(s);
   });
 
