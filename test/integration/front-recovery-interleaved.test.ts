@@ -222,7 +222,8 @@ describe("the agent service and the parked command on one record, as two process
   // The other way round. `parked restore` holds the record only for its renames, too briefly to catch
   // from outside; a process of its own takes the record's lock as the command does (the agent's own
   // withRecordLock, from dist/), holds it, and watches the tree meanwhile.
-  const HOLD_MS = 2000;
+  // long enough that the Apply comes while it is held, the gated hook and master-park-data before it on a loaded machine
+  const HOLD_MS = 3000;
   const HOLDER = `
     import fs from "node:fs";
     const [module, stateDir, id, watched, ms] = process.argv.slice(1);
@@ -257,7 +258,7 @@ describe("the agent service and the parked command on one record, as two process
     const run = await held.done;
     expect(run.exitCode, run.stdout + run.stderr).toBe(0);
     const parked = run.events.find((e) => e.event === "step-end" && e.step === "fronts-park-data") as { durationMs: number } | undefined;
-    expect(parked?.durationMs, "fronts-park-data waited for the holder").toBeGreaterThan(HOLD_MS / 2);
+    expect(parked?.durationMs, "fronts-park-data waited for the holder").toBeGreaterThan(HOLD_MS / 3);
     await expectMigrated(s);
     expectNoLock(s);
   });
