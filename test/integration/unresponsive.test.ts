@@ -174,7 +174,8 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
     link = makeLink();
     const l = link;
     const s = (scenario = await setupScenario({
-      fronts: [{ name: "web1" }, { name: "web2", netns: { name: l.ns, address: l.address } }],
+      // web2's agent with the same small bound: a slow link is not an idle rsync on its end either
+      fronts: [{ name: "web1" }, { name: "web2", netns: { name: l.ns, address: l.address }, agentConfig: { timeouts: { unresponsive: UNRESPONSIVE_S } } }],
       tls: true,
       // 2 MB of site code at 2 Mbit/s: about 8 s of pushing, well past the 3 s bound
       hooks: { dbDump: ["true"], updatedb: l.slow("2mbit") },
