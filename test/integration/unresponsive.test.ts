@@ -143,6 +143,30 @@ describe("a frozen agent (SIGSTOP)", () => {
   });
 });
 
+describe("a frozen agent, over TLS", () => {
+  // the kernel completes the TCP handshake for a stopped process; the TLS handshake is never answered,
+  // and the socket gRPC opened for it stays referenced after the command gave up on the agent
+  it.each([
+    ["migrate", 2],
+    ["agents", 1],
+  ] as const)("frozen before the command: %s gives up within the bound, exit %i, and the controller exits", async (command, exitCode) => {
+    const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }, { name: "web2" }], tls: true }));
+    // (agents bounds its health check and its certificate read by timeouts.hello: the same small bound)
+    s.cluster.writeControllerConfig({ extra: { timeouts: { unresponsive: UNRESPONSIVE_S, hello: UNRESPONSIVE_S } } });
+    const pid = s.cluster.front("web1").process?.pid as number;
+    process.kill(pid, "SIGSTOP");
+    cleanups.push(() => process.kill(pid, "SIGCONT"));
+    const args = command === "migrate" ? ["migrate", s.site, "--to", s.to, "--json"] : ["agents", "--json"];
+    const run = await runController(s.cluster.controllerConfig, args, { timeoutMs: 30_000 });
+    expect(run.timedOut, "the controller exited").toBe(false);
+    expect(run.exitCode, run.stdout + run.stderr).toBe(exitCode);
+    expect(run.stdout).toMatch(/web1.*(agent unreachable|no connection within 3 s)/);
+    expect(run.durationMs).toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
+    process.kill(pid, "SIGCONT");
+    await expectUnchanged(s);
+  });
+});
+
 const noNetns = netnsUnavailable();
 
 describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNetns ? ` — skipped: ${noNetns}` : ""}`, () => {
