@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { type ControllerEvent, type ControllerRun, runController } from "../../scripts/lib/cluster.js";
+import { type ControllerEvent, type ControllerRun, runAgentCommand, runController } from "../../scripts/lib/cluster.js";
 import { type TestLink, makeLink, netnsUnavailable } from "../helpers/netns.js";
 import { type Scenario, expectMigrated, expectUnchanged, rescan, setupScenario } from "../helpers/scenario.js";
 
@@ -164,6 +164,26 @@ describe("a frozen agent, over TLS", () => {
     expect(run.durationMs).toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
     process.kill(pid, "SIGCONT");
     await expectUnchanged(s);
+  });
+
+  it("the monitoring plugins (quick-migrate health, quick-migrate-agent health) report it CRITICAL within their bound and exit", async () => {
+    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    // a fixed port: the agent's own plugin finds its agent by its configured address
+    const s = (scenario = await setupScenario({ fronts: [{ name: "web1", agentConfig: { listen: `127.0.0.1:${port}` } }, { name: "web2" }], tls: true }));
+    const web1 = s.cluster.front("web1");
+    const pid = web1.process?.pid as number;
+    process.kill(pid, "SIGSTOP");
+    cleanups.push(() => process.kill(pid, "SIGCONT"));
+    const check = await runController(s.cluster.controllerConfig, ["health", "--warn-ms", "500", "--crit-ms", "2000"], { timeoutMs: 30_000 });
+    expect(check.timedOut, "quick-migrate health exited").toBe(false);
+    expect(check.exitCode, check.stdout).toBe(2);
+    expect(check.stdout).toMatch(/^QUICK-MIGRATE CRITICAL - web1 down/);
+    expect(check.durationMs).toBeLessThan(2000 + SLACK_MS);
+    const started = performance.now();
+    const health = await runAgentCommand(web1, ["health", "--crit-ms", "2000"]);
+    expect(health.exitCode, `quick-migrate-agent health exited (-1: killed at runAgentCommand's timeout): ${health.stdout}`).toBe(2);
+    expect(health.stdout).toMatch(/^QUICK-MIGRATE-AGENT CRITICAL - web1 down/);
+    expect(performance.now() - started).toBeLessThan(2000 + SLACK_MS);
   });
 });
 
