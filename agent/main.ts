@@ -11,6 +11,7 @@ import { QmError, describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoringPlugin.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
+import { exitOnceFlushed } from "../shared/exit.js";
 import type { AgentConfig } from "./config.js";
 import { DEFAULT_AGENT_CONFIG } from "./configFile.js";
 import type { MetricsEndpoint } from "./metricsServer.js";
@@ -246,24 +247,13 @@ program
     exitCode = report.exitCode;
   });
 
-/** Resolves once what was written to `stream` so far is handed to the OS (or the stream is gone). */
-function flushed(stream: NodeJS.WriteStream): Promise<void> {
-  return new Promise((resolve) => {
-    if (stream.destroyed || !stream.writable) resolve();
-    else stream.write("", () => resolve());
-  });
-}
-
 try {
   await program.parseAsync(process.argv);
-  // a subcommand ends with its own code, once it has said what it found; the service (no subcommand)
-  // keeps running. It ends now, not when nothing is left referenced: a TLS handshake with an agent that
-  // is frozen (SIGSTOP, a hung machine) holds its socket until that agent answers, and `health` would
-  // never exit after reporting it CRITICAL.
+  // a subcommand ends with its own code, once it has said what it found (see shared/exit.ts); the
+  // service (no subcommand) keeps running
   if (exitCode !== undefined) {
     process.exitCode = exitCode;
-    await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
-    process.exit();
+    await exitOnceFlushed();
   }
 } catch (err) {
   const code = (err as { code?: string }).code;

@@ -9,6 +9,7 @@ import { QmError, describeError, errorCode } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { checkMigrationId, checkSiteName } from "../shared/names.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
+import { exitOnceFlushed } from "../shared/exit.js";
 import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoringPlugin.js";
 import type { ControllerConfig } from "./config.js";
 import { DEFAULT_CONTROLLER_CONFIG } from "./configFile.js";
@@ -259,22 +260,10 @@ program
     process.exitCode = report.exitCode;
   });
 
-/** Resolves once what was written to `stream` so far is handed to the OS (or the stream is gone). */
-function flushed(stream: NodeJS.WriteStream): Promise<void> {
-  return new Promise((resolve) => {
-    if (stream.destroyed || !stream.writable) resolve();
-    else stream.write("", () => resolve());
-  });
-}
-
 try {
   await program.parseAsync(process.argv);
-  // The command has done its work and said so: the process ends now, not when nothing is left
-  // referenced. A TLS handshake gRPC began with an agent that then froze (SIGSTOP, a hung machine)
-  // holds its socket until that agent answers, and closing the channel does not end it: a run that
-  // had given up on the agent within timeouts.unresponsive would otherwise never exit.
-  await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
-  process.exit();
+  // the command has done its work and said so (see shared/exit.ts)
+  await exitOnceFlushed();
 } catch (err) {
   const code = (err as { code?: string }).code;
   if (code === "commander.helpDisplayed" || code === "commander.version" || code === "commander.help") process.exit(0);
