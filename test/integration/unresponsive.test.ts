@@ -146,44 +146,37 @@ describe("a frozen agent (SIGSTOP)", () => {
 describe("a frozen agent, over TLS", () => {
   // the kernel completes the TCP handshake for a stopped process; the TLS handshake is never answered,
   // and the socket gRPC opened for it stays referenced after the command gave up on the agent
-  it.each([
-    ["migrate", 2],
-    ["agents", 1],
-  ] as const)("frozen before the command: %s gives up within the bound, exit %i, and the controller exits", async (command, exitCode) => {
-    const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }, { name: "web2" }], tls: true }));
-    // (agents bounds its health check and its certificate read by timeouts.hello: the same small bound)
-    s.cluster.writeControllerConfig({ extra: { timeouts: { unresponsive: UNRESPONSIVE_S, hello: UNRESPONSIVE_S } } });
-    const pid = s.cluster.front("web1").process?.pid as number;
-    process.kill(pid, "SIGSTOP");
-    cleanups.push(() => process.kill(pid, "SIGCONT"));
-    const args = command === "migrate" ? ["migrate", s.site, "--to", s.to, "--json"] : ["agents", "--json"];
-    const run = await runController(s.cluster.controllerConfig, args, { timeoutMs: 30_000 });
-    expect(run.timedOut, "the controller exited").toBe(false);
-    expect(run.exitCode, run.stdout + run.stderr).toBe(exitCode);
-    expect(run.stdout).toMatch(/web1.*(agent unreachable|no connection within 3 s)/);
-    expect(run.durationMs).toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
-    process.kill(pid, "SIGCONT");
-    await expectUnchanged(s);
-  });
-
-  it("the monitoring plugins (quick-migrate health, quick-migrate-agent health) report it CRITICAL within their bound and exit", async () => {
+  it("frozen before any command: migrate (refused), agents and both monitoring plugins give up within their bound, and each exits", async () => {
     const port = 20_000 + Math.floor(Math.random() * 20_000);
     // a fixed port: the agent's own plugin finds its agent by its configured address
     const s = (scenario = await setupScenario({ fronts: [{ name: "web1", agentConfig: { listen: `127.0.0.1:${port}` } }, { name: "web2" }], tls: true }));
+    // (agents bounds its health check and its certificate read by timeouts.hello: the same small bound)
+    s.cluster.writeControllerConfig({ extra: { timeouts: { unresponsive: UNRESPONSIVE_S, hello: UNRESPONSIVE_S } } });
     const web1 = s.cluster.front("web1");
     const pid = web1.process?.pid as number;
     process.kill(pid, "SIGSTOP");
     cleanups.push(() => process.kill(pid, "SIGCONT"));
-    const check = await runController(s.cluster.controllerConfig, ["health", "--warn-ms", "500", "--crit-ms", "2000"], { timeoutMs: 30_000 });
-    expect(check.timedOut, "quick-migrate health exited").toBe(false);
-    expect(check.exitCode, check.stdout).toBe(2);
-    expect(check.stdout).toMatch(/^QUICK-MIGRATE CRITICAL - web1 down/);
-    expect(check.durationMs).toBeLessThan(2000 + SLACK_MS);
+
+    const cases: Array<[string[], number, RegExp, number]> = [
+      [["migrate", s.site, "--to", s.to, "--json"], 2, /preflight refused: web1: agent unreachable/, UNRESPONSIVE_S * 1000],
+      [["agents", "--json"], 1, /web1.*(agent unreachable|no connection within 3 s)/, UNRESPONSIVE_S * 1000],
+      [["health", "--warn-ms", "500", "--crit-ms", "2000"], 2, /^QUICK-MIGRATE CRITICAL - web1 down/, 2000],
+    ];
+    for (const [args, exitCode, says, boundMs] of cases) {
+      const run = await runController(s.cluster.controllerConfig, args, { timeoutMs: 30_000 });
+      expect(run.timedOut, `quick-migrate ${args[0]} exited`).toBe(false);
+      expect(run.exitCode, run.stdout + run.stderr).toBe(exitCode);
+      expect(run.stdout).toMatch(says);
+      expect(run.durationMs).toBeLessThan(boundMs + SLACK_MS);
+    }
     const started = performance.now();
     const health = await runAgentCommand(web1, ["health", "--crit-ms", "2000"]);
     expect(health.exitCode, `quick-migrate-agent health exited (-1: killed at runAgentCommand's timeout): ${health.stdout}`).toBe(2);
     expect(health.stdout).toMatch(/^QUICK-MIGRATE-AGENT CRITICAL - web1 down/);
     expect(performance.now() - started).toBeLessThan(2000 + SLACK_MS);
+
+    process.kill(pid, "SIGCONT");
+    await expectUnchanged(s);
   });
 });
 
