@@ -219,6 +219,32 @@ describe("the agent service and the parked command on one record, as two process
     expectNoLock(s);
   });
 
+  it("parked restore started while the rollback's Apply (unrestore-data) holds the record: it waits, then puts the data back; the rollback ends, every tree as before", async () => {
+    const { s, id } = await crashedScenario("kill-before:fronts-remove-old");
+    scenario = s;
+    // web1's agent again, now holding each rename of the rollback's first front action open
+    await s.cluster.stopAgent("web1");
+    await s.cluster.startAgent("web1", { env: { QM_AGENT_FAULT: `pause-mid:unrestore-data:${PAUSE_MS}` } });
+    const web1 = s.cluster.front("web1");
+    const lockFile = path.join(web1.stateDir, "migrations", `${id}.lock`);
+    const running = runController(s.cluster.controllerConfig, ["rollback", id, "--json"], { timeoutMs: 60_000 });
+    await until("web1's record lock taken by the rollback's Apply", () => fs.existsSync(lockFile) && fs.statSync(lockFile).size > 0);
+    expect(JSON.parse(fs.readFileSync(lockFile, "utf8"))).toMatchObject({ pid: web1.process?.pid, what: "the agent service" });
+
+    const started = performance.now();
+    const r = await parkedRestore(web1, id);
+    const took = performance.now() - started;
+    expect(r.exitCode, lines(r)).toBe(0);
+    expect(took, "parked restore waited for the Apply").toBeGreaterThan(PAUSE_MS / 2);
+    // both were in the park area when it ran: the Apply had moved both
+    for (const d of DATA_DIRS) expect(r.stdout).toMatch(new RegExp(`^${d}: restored to .* from park `, "m"));
+
+    const run = await running;
+    expect(run.exitCode, run.stdout + run.stderr).toBe(0);
+    await expectUnchanged(s);
+    expectNoLock(s);
+  });
+
   // The other way round. `parked restore` holds the record only for its renames, too briefly to catch
   // from outside; a process of its own takes the record's lock as the command does (the agent's own
   // withRecordLock, from dist/), holds it, and watches the tree meanwhile.
