@@ -13,6 +13,7 @@ import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoring
 import { EXAMPLE_MIGRATION_ID, addExamples, explainUsageErrors, oneLine, usageError, usageLine } from "../shared/cliUsage.js";
 import { checkMigrationId } from "../shared/names.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
+import { exitOnceFlushed } from "../shared/exit.js";
 import type { AgentConfig } from "./config.js";
 import { DEFAULT_AGENT_CONFIG } from "./configFile.js";
 import { AGENT_EXAMPLES } from "./help.js";
@@ -263,8 +264,12 @@ explainUsageErrors(program, [health]);
 
 try {
   await program.parseAsync(process.argv);
-  // a subcommand ends with its own code; the service (no subcommand) keeps running
-  if (exitCode !== undefined) process.exitCode = exitCode;
+  // a subcommand ends with its own code, once it has said what it found (see shared/exit.ts); the
+  // service (no subcommand) keeps running
+  if (exitCode !== undefined) {
+    process.exitCode = exitCode;
+    await exitOnceFlushed();
+  }
 } catch (err) {
   const code = (err as { code?: string }).code;
   if (code === "commander.helpDisplayed" || code === "commander.version") process.exit(0);

@@ -8,6 +8,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { QmError, describeError, errorCode } from "../shared/errors.js";
 import { checkMigrationId, checkSiteName } from "../shared/names.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
+import { exitOnceFlushed } from "../shared/exit.js";
 import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoringPlugin.js";
 import { EXAMPLE_MIGRATION_ID, addExamples, explainUsageErrors, oneLine, usageError, usageLine } from "../shared/cliUsage.js";
 import type { ControllerConfig } from "./config.js";
@@ -326,6 +327,8 @@ explainUsageErrors(program, [health]);
 
 try {
   await program.parseAsync(process.argv);
+  // the command has done its work and said so (see shared/exit.ts)
+  await exitOnceFlushed();
 } catch (err) {
   const code = (err as { code?: string }).code;
   if (code === "commander.helpDisplayed" || code === "commander.version" || code === "commander.help") process.exit(0);

@@ -18,6 +18,10 @@ export interface TestLink {
   readonly mend: string[];
   /** limits the host→front direction to `rate` (e.g. "2mbit") */
   slow(rate: string): string[];
+  /** limits the front→host direction to `rate`: what the front sends, as a fetch from it */
+  slowFromFront(rate: string): string[];
+  /** lifts the limit that slow ("host") or slowFromFront ("front") put on */
+  unslow(side: "host" | "front"): string[];
   remove(): void;
 }
 
@@ -66,6 +70,8 @@ export function makeLink(): TestLink {
     cut: ["ip", "netns", "exec", ns, "ip", "link", "set", nsIf, "down"],
     mend: ["ip", "netns", "exec", ns, "ip", "link", "set", nsIf, "up"],
     slow: (rate) => ["tc", "qdisc", "add", "dev", hostIf, "root", "tbf", "rate", rate, "burst", "32kbit", "latency", "400ms"],
+    slowFromFront: (rate) => ["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", nsIf, "root", "tbf", "rate", rate, "burst", "32kbit", "latency", "400ms"],
+    unslow: (side) => (side === "host" ? ["tc", "qdisc", "del", "dev", hostIf, "root"] : ["ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", nsIf, "root"]),
     remove: () => {
       try {
         run(["ip", "netns", "del", ns]); // takes the veth pair with it

@@ -8,9 +8,9 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { type ControllerRun, runController } from "../../scripts/lib/cluster.js";
+import { type ControllerEvent, type ControllerRun, runAgentCommand, runController } from "../../scripts/lib/cluster.js";
 import { type TestLink, makeLink, netnsUnavailable } from "../helpers/netns.js";
-import { type Scenario, expectMigrated, expectUnchanged, setupScenario } from "../helpers/scenario.js";
+import { type Scenario, expectMigrated, expectUnchanged, rescan, setupScenario } from "../helpers/scenario.js";
 
 const UNRESPONSIVE_S = 3;
 /** what one give-up may take beyond the bound: process start, the step's other work, a loaded CI machine */
@@ -47,6 +47,40 @@ function expectGaveUpOn(run: ControllerRun, front: string, step = "push-site"): 
   expect(forward.durationMs, `${step} gave up within the bound`).toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
   expect(undo.durationMs, "its undo gave up within the bound").toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
   return result.migrationId;
+}
+
+/**
+ * Runs the controller with `--json`, handing each event to `onEvent` as it comes, with the time
+ * (performance.now()) it came at: a test acts in the middle of a step and times the controller's answer.
+ */
+function runWatching(s: Scenario, args: string[], onEvent: (e: ControllerEvent, at: number) => void): Promise<ControllerRun> {
+  return runController(s.cluster.controllerConfig, [...args, "--json"], {
+    // a controller that does not end is a failure with its output, not the test's timeout
+    timeoutMs: 60_000,
+    onSpawn: (child) => {
+      let pending = "";
+      child.stdout?.on("data", (chunk: Buffer) => {
+        const at = performance.now();
+        pending += chunk.toString();
+        const lines = pending.split("\n");
+        pending = lines.pop() ?? "";
+        for (const line of lines) {
+          try {
+            onEvent(JSON.parse(line) as ControllerEvent, at);
+          } catch {
+            // not an event line
+          }
+        }
+      });
+    },
+  });
+}
+
+/** The bytes `front`'s rsync of `step` carried so far (sent for a push, received for a fetch), as progress events say. */
+function carried(e: ControllerEvent, step: "push-site" | "fetch-site", front: string): number {
+  if (e.event !== "progress" || e.step !== step || e.undo === true) return 0;
+  const h = (e.hosts as Array<{ host: string; bytesSent?: number; bytesReceived?: number }>).find((x) => x.host === front);
+  return (step === "push-site" ? h?.bytesSent : h?.bytesReceived) ?? 0;
 }
 
 function expectNoLock(s: Scenario): void {
@@ -109,6 +143,43 @@ describe("a frozen agent (SIGSTOP)", () => {
   });
 });
 
+describe("a frozen agent, over TLS", () => {
+  // the kernel completes the TCP handshake for a stopped process; the TLS handshake is never answered,
+  // and the socket gRPC opened for it stays referenced after the command gave up on the agent
+  it("frozen before any command: migrate (refused), agents and both monitoring plugins give up within their bound, and each exits", async () => {
+    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    // a fixed port: the agent's own plugin finds its agent by its configured address
+    const s = (scenario = await setupScenario({ fronts: [{ name: "web1", agentConfig: { listen: `127.0.0.1:${port}` } }, { name: "web2" }], tls: true }));
+    // (agents bounds its health check and its certificate read by timeouts.hello: the same small bound)
+    s.cluster.writeControllerConfig({ extra: { timeouts: { unresponsive: UNRESPONSIVE_S, hello: UNRESPONSIVE_S } } });
+    const web1 = s.cluster.front("web1");
+    const pid = web1.process?.pid as number;
+    process.kill(pid, "SIGSTOP");
+    cleanups.push(() => process.kill(pid, "SIGCONT"));
+
+    const cases: Array<[string[], number, RegExp, number]> = [
+      [["migrate", s.site, "--to", s.to, "--json"], 2, /preflight refused: web1: agent unreachable/, UNRESPONSIVE_S * 1000],
+      [["agents", "--json"], 1, /web1.*(agent unreachable|no connection within 3 s)/, UNRESPONSIVE_S * 1000],
+      [["health", "--warn-ms", "500", "--crit-ms", "2000"], 2, /^QUICK-MIGRATE CRITICAL - web1 down/, 2000],
+    ];
+    for (const [args, exitCode, says, boundMs] of cases) {
+      const run = await runController(s.cluster.controllerConfig, args, { timeoutMs: 30_000 });
+      expect(run.timedOut, `quick-migrate ${args[0]} exited`).toBe(false);
+      expect(run.exitCode, run.stdout + run.stderr).toBe(exitCode);
+      expect(run.stdout).toMatch(says);
+      expect(run.durationMs).toBeLessThan(boundMs + SLACK_MS);
+    }
+    const started = performance.now();
+    const health = await runAgentCommand(web1, ["health", "--crit-ms", "2000"]);
+    expect(health.exitCode, `quick-migrate-agent health exited (-1: killed at runAgentCommand's timeout): ${health.stdout}`).toBe(2);
+    expect(health.stdout).toMatch(/^QUICK-MIGRATE-AGENT CRITICAL - web1 down/);
+    expect(performance.now() - started).toBeLessThan(2000 + SLACK_MS);
+
+    process.kill(pid, "SIGCONT");
+    await expectUnchanged(s);
+  });
+});
+
 const noNetns = netnsUnavailable();
 
 describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNetns ? ` — skipped: ${noNetns}` : ""}`, () => {
@@ -140,7 +211,8 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
     link = makeLink();
     const l = link;
     const s = (scenario = await setupScenario({
-      fronts: [{ name: "web1" }, { name: "web2", netns: { name: l.ns, address: l.address } }],
+      // web2's agent with the same small bound: a slow link is not an idle rsync on its end either
+      fronts: [{ name: "web1" }, { name: "web2", netns: { name: l.ns, address: l.address }, agentConfig: { timeouts: { unresponsive: UNRESPONSIVE_S } } }],
       tls: true,
       // 2 MB of site code at 2 Mbit/s: about 8 s of pushing, well past the 3 s bound
       hooks: { dbDump: ["true"], updatedb: l.slow("2mbit") },
@@ -156,5 +228,141 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
     const pushed = path.join(s.cluster.frontRoot("web2"), s.to, "sites", s.site, "big-module.inc");
     expect(fs.readFileSync(pushed).equals(big)).toBe(true);
     expectNoLock(s);
+  });
+
+  // Inside a running rsync stream: bytes have moved, then the front falls silent. On a push the
+  // controller waits on the link (a write the other end does not take), where the tunnel's stall timer
+  // holds off, as a slow link is not a silent one: the connection's keepalive pings must catch it. On a
+  // fetch it waits for data: the stall timer and the keepalive pings both watch.
+  interface MidStream {
+    readonly step: "push-site" | "fetch-site";
+    /** the front behind the slowed link: web2 for the push, web1 (fetched from) for the fetch */
+    readonly front: "web1" | "web2";
+    /** where the rollback stops: the first undo that needs the silent front */
+    readonly undoStep: string;
+    /** silences the front; returns what brings it back */
+    readonly silence: (s: Scenario) => () => void;
+  }
+
+  async function silencedMidStream(c: MidStream): Promise<{ s: Scenario; id: string }> {
+    link = makeLink();
+    const l = link;
+    const behind = { netns: { name: l.ns, address: l.address } };
+    const s = (scenario = await setupScenario({
+      fronts: [
+        { name: "web1", ...(c.front === "web1" ? behind : {}) },
+        { name: "web2", ...(c.front === "web2" ? behind : {}) },
+      ],
+      tls: true,
+    }));
+    // random bytes (rsync may compress): 2 MB of site code at 2 Mbit/s, some 8 s of carrying. A fetch
+    // takes unchanged files from the hostmaster's stale copy: there, only the fronts have it.
+    const big = randomBytes(2 * 1024 * 1024);
+    const roots = c.step === "push-site" ? s.cluster.roots().map((r) => r.root) : s.cluster.fronts.map((f) => f.root);
+    for (const root of roots) fs.writeFileSync(path.join(root, s.from, "sites", s.site, "big-module.inc"), big);
+    s.cluster.handOver();
+    const ready = (scenario = await rescan(s));
+    const [cmd, ...args] = c.step === "push-site" ? l.slow("2mbit") : l.slowFromFront("2mbit");
+    execFileSync(cmd as string, args);
+    s.cluster.writeControllerConfig({ extra: { timeouts: { unresponsive: UNRESPONSIVE_S } } });
+
+    let silencedAt: number | undefined;
+    let stepEndAt: number | undefined;
+    let back: (() => void) | undefined;
+    const run = await runWatching(ready, ["migrate", s.site, "--to", s.to], (e, at) => {
+      if (silencedAt === undefined && carried(e, c.step, c.front) >= 64 * 1024) {
+        back = c.silence(ready);
+        silencedAt = performance.now();
+      }
+      if (e.event === "step-end" && e.step === c.step && e.undo !== true) stepEndAt = at;
+    });
+    back?.();
+    expect(silencedAt, `${c.front} was silenced once bytes had moved:\n${run.stdout}`).toBeDefined();
+    expect(run.exitCode, run.stdout + run.stderr).toBe(3);
+    const result = run.events.at(-1) as { outcome: string; message: string; migrationId: string };
+    expect(result.outcome).toBe("needs-attention");
+    expect(result.message).toMatch(new RegExp(`^${c.step} failed on ${c.front}: agent unreachable`));
+    expect(result.message).toMatch(new RegExp(`undo of ${c.undoStep} failed on ${c.front}: agent unreachable`));
+    expect(result.message).toContain(`quick-migrate rollback ${result.migrationId}`);
+    expect(stepEnd(run, c.step, false).ok).toBe(false);
+    // from the moment it fell silent, not from the start of a step that was moving data
+    expect((stepEndAt as number) - (silencedAt as number), `${c.step} gave up within the bound of the silence`).toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
+    expect(stepEnd(run, c.undoStep, true).durationMs, "the undo gave up within the bound").toBeLessThan(UNRESPONSIVE_S * 1000 + SLACK_MS);
+    // what comes next is not under test: at full speed again
+    const [fcmd, ...fargs] = l.unslow(c.step === "push-site" ? "host" : "front");
+    execFileSync(fcmd as string, fargs);
+    s.cluster.writeControllerConfig({ extra: {} });
+    return { s: ready, id: result.migrationId };
+  }
+
+  const cutLink = (): (() => void) => {
+    const [cmd, ...args] = (link as TestLink).cut;
+    execFileSync(cmd as string, args);
+    const [mcmd, ...margs] = (link as TestLink).mend;
+    return () => execFileSync(mcmd as string, margs);
+  };
+
+  const freezeAgent =
+    (front: string) =>
+    (s: Scenario): (() => void) => {
+      const pid = s.cluster.front(front).process?.pid as number;
+      process.kill(pid, "SIGSTOP");
+      const thaw = () => {
+        try {
+          process.kill(pid, "SIGCONT");
+        } catch {
+          // gone
+        }
+      };
+      cleanups.push(thaw);
+      return thaw;
+    };
+
+  it("the link fails in the middle of push-site, bytes already moved: gives up within the bound, exit 3; mended, rollback finishes", async () => {
+    const { s, id } = await silencedMidStream({ step: "push-site", front: "web2", undoStep: "push-site", silence: cutLink });
+    const again = await runController(s.cluster.controllerConfig, ["rollback", id, "--json"]);
+    expect(again.exitCode, again.stdout + again.stderr).toBe(0);
+    await expectUnchanged(s);
+    expectNoLock(s);
+  });
+
+  it("web2's agent frozen (SIGSTOP) in the middle of push-site, bytes already moved: gives up within the bound, exit 3; thawed, resume finishes", async () => {
+    const { s, id } = await silencedMidStream({ step: "push-site", front: "web2", undoStep: "push-site", silence: freezeAgent("web2") });
+    const again = await runController(s.cluster.controllerConfig, ["resume", id, "--json"]);
+    expect(again.exitCode, again.stdout + again.stderr).toBe(0);
+    await expectMigrated(s);
+    expectNoLock(s);
+  });
+
+  it("web1's agent frozen (SIGSTOP) in the middle of fetch-site, bytes already moved: gives up within the bound, exit 3; thawed, rollback finishes", async () => {
+    const { s, id } = await silencedMidStream({ step: "fetch-site", front: "web1", undoStep: "fronts-park-data", silence: freezeAgent("web1") });
+    const again = await runController(s.cluster.controllerConfig, ["rollback", id, "--json"]);
+    expect(again.exitCode, again.stdout + again.stderr).toBe(0);
+    await expectUnchanged(s);
+    expectNoLock(s);
+  });
+
+  it("a slow fetch that keeps sending is not unresponsive: fetch-site takes longer than the bound on both ends and the migration completes", async () => {
+    link = makeLink();
+    const l = link;
+    const s = (scenario = await setupScenario({
+      // web1 is the front fetched from: behind the link, its agent with the same small bound
+      fronts: [{ name: "web1", netns: { name: l.ns, address: l.address }, agentConfig: { timeouts: { unresponsive: UNRESPONSIVE_S } } }, { name: "web2" }],
+      tls: true,
+    }));
+    // on the fronts only: the hostmaster's stale copy, which the fetch takes unchanged files from, lacks it
+    const big = randomBytes(1536 * 1024);
+    for (const f of s.cluster.fronts) fs.writeFileSync(path.join(f.root, s.from, "sites", s.site, "big-module.inc"), big);
+    s.cluster.handOver();
+    const ready = (scenario = await rescan(s));
+    // 1.5 MB from web1 at 2 Mbit/s: some 6 s of fetching, twice the bound
+    const [cmd, ...args] = l.slowFromFront("2mbit");
+    execFileSync(cmd as string, args);
+    s.cluster.writeControllerConfig({ extra: { timeouts: { unresponsive: UNRESPONSIVE_S } } });
+    const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"]);
+    expect(run.exitCode, run.stdout + run.stderr).toBe(0);
+    expect(stepEnd(run, "fetch-site", false).durationMs, "the fetch took longer than the bound").toBeGreaterThan(UNRESPONSIVE_S * 1000);
+    await expectMigrated(ready);
+    expectNoLock(ready);
   });
 });
