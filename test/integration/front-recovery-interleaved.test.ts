@@ -9,6 +9,7 @@ import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { execa } from "execa";
 import { type ClusterFront, type ControllerRun, fakeDrushHooks, repoRoot, runAgentCommand, runController } from "../../scripts/lib/cluster.js";
+import { eventually } from "../helpers/eventually.js";
 import { type Scenario, DATA_DIRS, expectDataExactlyOnce, expectMigrated, expectUnchanged, setupScenario } from "../helpers/scenario.js";
 import { crashedScenario } from "./crash.helpers.js";
 
@@ -18,14 +19,9 @@ afterEach(async () => {
   scenario = undefined;
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
+/** Waits until `ok` says yes (test/helpers/eventually.ts, polled every 100 ms). */
 async function until(what: string, ok: () => boolean, withinMs = 30_000): Promise<void> {
-  const end = Date.now() + withinMs;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`${what}: not within ${withinMs} ms`);
-    await sleep(25);
-  }
+  await eventually(what, ok, (yes) => yes, withinMs);
 }
 
 /** `parked restore` as the front's operator would run it: as the agent's user, the service running or not. */
@@ -77,6 +73,19 @@ async function heldAt(s: Scenario, args: readonly string[], hookName: string): P
     }),
   ]);
   return { done, release: g.open };
+}
+
+/**
+ * `parked restore` while an Apply holds the record: it waits for the Apply (which pauses `pauseMs` at
+ * each rename), then finds every data dir in the park area and puts it back.
+ */
+async function restoreOnceTheApplyEnds(f: ClusterFront, id: string, pauseMs: number): Promise<void> {
+  const started = performance.now();
+  const r = await parkedRestore(f, id);
+  const took = performance.now() - started;
+  expect(r.exitCode, lines(r)).toBe(0);
+  expect(took, "parked restore waited for the Apply").toBeGreaterThan(pauseMs / 2);
+  for (const d of DATA_DIRS) expect(r.stdout).toMatch(new RegExp(`^${d}: restored to .* from park `, "m"));
 }
 
 function lines(r: { stdout: string; stderr: string }): string {
@@ -202,14 +211,9 @@ describe("the agent service and the parked command on one record, as two process
     const holder = JSON.parse(fs.readFileSync(lockFile, "utf8")) as { pid: number; what: string };
     expect(holder).toMatchObject({ pid: web1.process?.pid, what: "the agent service" });
 
-    const started = performance.now();
-    const r = await parkedRestore(web1, id);
-    const took = performance.now() - started;
-    expect(r.exitCode, lines(r)).toBe(0);
     // it waited: the Apply had at least one more pause to go, and the restore found both data dirs
     // parked (run between the Apply's two renames, it would have found private/files still in place)
-    expect(took, "parked restore waited for the Apply").toBeGreaterThan(PAUSE_MS / 2);
-    for (const d of DATA_DIRS) expect(r.stdout).toMatch(new RegExp(`^${d}: restored to .* from park `, "m"));
+    await restoreOnceTheApplyEnds(web1, id, PAUSE_MS);
 
     const run = await running;
     expect(run.exitCode, run.stdout + run.stderr).toBe(1);
@@ -231,13 +235,8 @@ describe("the agent service and the parked command on one record, as two process
     await until("web1's record lock taken by the rollback's Apply", () => fs.existsSync(lockFile) && fs.statSync(lockFile).size > 0);
     expect(JSON.parse(fs.readFileSync(lockFile, "utf8"))).toMatchObject({ pid: web1.process?.pid, what: "the agent service" });
 
-    const started = performance.now();
-    const r = await parkedRestore(web1, id);
-    const took = performance.now() - started;
-    expect(r.exitCode, lines(r)).toBe(0);
-    expect(took, "parked restore waited for the Apply").toBeGreaterThan(PAUSE_MS / 2);
     // both were in the park area when it ran: the Apply had moved both
-    for (const d of DATA_DIRS) expect(r.stdout).toMatch(new RegExp(`^${d}: restored to .* from park `, "m"));
+    await restoreOnceTheApplyEnds(web1, id, PAUSE_MS);
 
     const run = await running;
     expect(run.exitCode, run.stdout + run.stderr).toBe(0);
