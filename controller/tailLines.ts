@@ -9,7 +9,7 @@ export interface TailOptions {
   readonly maxBytes?: number;
 }
 
-export const TAIL_LINE_CHARS = 300;
+const TAIL_LINE_CHARS = 300;
 const TAIL_MAX_BYTES = 64 * 1024;
 const BLOCK = 8192;
 

@@ -12,12 +12,12 @@ export interface Example {
 export const EXAMPLE_MIGRATION_ID = "20261126T101500Z-3f9a0c";
 
 /** The Examples section that ends a command's help. */
-export function examplesText(examples: readonly Example[]): string {
+function examplesText(examples: readonly Example[]): string {
   return `\nExamples:\n${examples.map((e) => `  # ${e.does}\n  $ ${e.run}`).join("\n")}\n`;
 }
 
 /** `quick-migrate resume [options] <id>`: the command's full name and the form of its arguments. */
-export function commandForm(cmd: Command): string {
+function commandForm(cmd: Command): string {
   return cmd.createHelp().commandUsage(cmd);
 }
 

@@ -34,8 +34,6 @@ type FrontStepEntry = (typeof FRONT_STEP)[keyof typeof FRONT_STEP];
 /** The front steps in the order they run (the order of FRONT_STEP's entries). */
 export const FRONT_STEPS: readonly FrontStepEntry[] = Object.freeze(Object.values(FRONT_STEP));
 
-export type FrontStepName = FrontStepEntry["step"];
-
 /** The steps that are an rsync through the agent channel. */
 export type RsyncStepName = Extract<FrontStepEntry, { readonly rsync: string }>["step"];
 
