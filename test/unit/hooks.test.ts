@@ -85,15 +85,17 @@ describe("hookEnv", () => {
   });
 });
 
+// the tests that run real hooks: a silent logger, and a temp folder of their own each
+const log = pino({ level: "silent" });
+let tmp: string;
+beforeEach(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "qm-hooks-"));
+});
+afterEach(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
 describe("HookRunner.run with a real command", () => {
-  const log = pino({ level: "silent" });
-  let tmp: string;
-  beforeEach(() => {
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "qm-hooks-"));
-  });
-  afterEach(() => {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  });
 
   // A hook that records its argv, cwd-independent env and stdin state as JSON into the file named by its first argument.
   const RECORDER = [
@@ -215,14 +217,6 @@ async function pidsIn(file: string): Promise<number[]> {
 }
 
 describe("HookRunner: a hook and everything it started are bounded", () => {
-  const log = pino({ level: "silent" });
-  let tmp: string;
-  beforeEach(() => {
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "qm-hooks-"));
-  });
-  afterEach(() => {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  });
 
   it("runs as the leader of its own process group, reported to started() with its start time", async () => {
     const pids = path.join(tmp, "pids.json");
@@ -321,14 +315,6 @@ function printing(count: number, prefix: string, end: string): string[] {
 }
 
 describe("HookRunner: a failed hook shows why", () => {
-  const log = pino({ level: "silent" });
-  let tmp: string;
-  beforeEach(() => {
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "qm-hooks-"));
-  });
-  afterEach(() => {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  });
 
   const numbered = (prefix: string, from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => `${prefix} ${from + i}`);
 
