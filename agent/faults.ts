@@ -21,17 +21,18 @@ export const NO_FAULTS: AgentFaults = Object.freeze({ afterRename: () => undefin
  * `kill-mid:<action>`: the agent SIGKILLs itself in the middle of that action, after its first data
  * dir's rename and before the ledger records it (the entry keeps `moving`). `pause-mid:<action>:<ms>`:
  * it waits `ms` there instead, after each data dir's rename (an operation held open mid-rename, for
- * the graceful-stop tests). Unset or empty: no faults. Anything else is refused, so that a typo does
- * not make a fault test pass without its fault.
+ * the graceful-stop tests). `bug-mid:<action>`: it throws there what a bug would (a TypeError, no code
+ * of the catalogue), for the tests of how an internal error is reported. Unset or empty: no faults.
+ * Anything else is refused, so that a typo does not make a fault test pass without its fault.
  */
 export function parseFaults(value: string | undefined, onFire: (fault: string, fields: object) => void = () => undefined): AgentFaults {
   if (value === undefined || value === "") return NO_FAULTS;
-  const match = /^(kill|pause)-mid:([a-z-]+)(?::(\d{1,7}))?$/.exec(value);
+  const match = /^(kill|pause|bug)-mid:([a-z-]+)(?::(\d{1,7}))?$/.exec(value);
   const [, kind, action, ms] = match ?? [];
   if (action === undefined || !(FAULT_ACTIONS as readonly string[]).includes(action) || (kind === "pause") !== (ms !== undefined)) {
     throw new QmError(
       "CONFIG_INVALID",
-      `${FAULT_ENV}=${value}: expected kill-mid:<action> or pause-mid:<action>:<ms> with action one of ${FAULT_ACTIONS.join(", ")}`,
+      `${FAULT_ENV}=${value}: expected kill-mid:<action>, bug-mid:<action> or pause-mid:<action>:<ms> with action one of ${FAULT_ACTIONS.join(", ")}`,
       { key: FAULT_ENV },
     );
   }
@@ -43,6 +44,7 @@ export function parseFaults(value: string | undefined, onFire: (fault: string, f
         process.kill(process.pid, "SIGKILL");
         return;
       }
+      if (kind === "bug") throw new TypeError(`injected bug (${FAULT_ENV}=${value}): cannot read properties of undefined`);
       await sleep(Number(ms));
     },
   });

@@ -153,6 +153,30 @@ describe("on a terminal", () => {
     expect(logLines(path.join(s.cluster.masterState, "controller.log")).map((l) => l.msg)).toContain("batch finished");
   });
 
+  it("an internal error (a bug in an agent): called so, with where its stack trace is; that agent's log has it", async () => {
+    scenario = await setupScenario({ fronts: [{ name: "web1", env: { QM_AGENT_FAULT: "bug-mid:park-data" } }, { name: "web2" }] });
+    const s = scenario;
+    const { exitCode, screen } = await onTerminal(s, ["migrate", s.site, "--to", s.to]);
+    expect(exitCode, screen).toBe(1);
+    await expectUnchanged(s);
+    expectNoLogOnScreen(screen);
+    expect(screen).toMatch(/^ {6}\S*web1: internal error \(a bug in quick-migrate\): injected bug .*$/m);
+    expect(screen).toContain(
+      "this is a bug in quick-migrate, not a fault of your hosts: please report it with its stack trace, which is in the agent's log on web1 (journalctl -u quick-migrate-agent)",
+    );
+    // there it is: the agent's log line of the failed operation, with the stack (read once it has reached the file)
+    const web1 = s.cluster.front("web1");
+    const stackLine = () =>
+      fs
+        .readFileSync(web1.logFile, "utf8")
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l) as { msg?: string; err?: { stack?: string } })
+        .find((l) => l.msg === "operation" && l.err?.stack?.includes("TypeError: injected bug"));
+    const line = await eventually("web1's log line of the failed operation", stackLine, (l) => l !== undefined);
+    expect(line?.err?.stack).toMatch(/\n\s+at /);
+  });
+
   it("colours on a terminal, none with NO_COLOR", async () => {
     const s = await setup({});
     const coloured = await onTerminal(s, ["migrate", s.site, "--to", s.to, "--dry-run"]);
