@@ -11,6 +11,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { AgentConnectionLike } from "../../controller/agentConnection.js";
 import type { Clock } from "../../controller/clock.js";
 import type { HooksLike, TunnelLike } from "../../controller/clusterIO.js";
+import { Cancellation } from "../../controller/execution.js";
 import type { RunEvent } from "../../controller/events.js";
 import { HOOK_NAMES, type HookName, type HookRunOptions } from "../../controller/hooks.js";
 import { type Plan, buildPlan } from "../../controller/plan.js";
@@ -503,13 +504,17 @@ describe("the runner with fakes", () => {
   });
 
   it("cancelled during a step that cannot be cut short (restore-data), no further step starts: it rolls back, never past the point of no return", async () => {
-    const cancel = new AbortController();
+    // what a SIGTERM does to a migration (execution.ts)
+    const cancel = new Cancellation();
     const onApply = (action: FrontAction) => {
-      if (action === "restore-data") cancel.abort(new Error("interrupted by SIGTERM"));
+      // one signal (restore-data goes to both fronts; a second signal would cancel the rollback too)
+      if (action === "restore-data" && !cancel.forward.aborted) cancel.interrupt("SIGTERM");
     };
-    const run = await migrate({}, new SiteTree(root), { onApply, deps: { signal: cancel.signal, undoSignal: new AbortController().signal } });
+    const run = await migrate({}, new SiteTree(root), { onApply, deps: { signal: cancel.forward, undoSignal: cancel.undo } });
     expect(run.result.outcome).toBe("rolled-back");
     expect(run.result.message).toMatch(/^interrupted by SIGTERM before fronts-remove-old; rolled back/);
+    // stopped by the operator, not a bug: its own code
+    expect(run.events.at(-1)).toMatchObject({ event: "result", code: "CANCELLED" });
     expect(run.calls.some((c) => c.includes("remove-old-site"))).toBe(false);
     expect(undone(run)).toEqual(expectedUndo(run.plan, "fronts-restore-data"));
     expectBackAsBefore();
