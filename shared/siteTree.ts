@@ -4,7 +4,7 @@
 import { readlink, realpath, rename, rmdir, stat } from "node:fs/promises";
 import type { Stats } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
-import { type ConfinedPath, Root, isPlaceholder, isRealDirectory } from "./confined.js";
+import { type ConfinedPath, type OpenDir, Root, isPlaceholder, isRealDirectory } from "./confined.js";
 import { type ErrorCode, QmError, fsError } from "./errors.js";
 import { lstatOrNull } from "./fsutil.js";
 import type { EntryKindName } from "./wire.js";
@@ -260,12 +260,12 @@ export class SiteTree {
       }
     };
 
-    await this.checkDestinations(m, from, to, placeholderOk);
-    for (const dataDir of m.dataDirs) {
-      const srcRel = placeRel(m, dataDir, from);
-      const dstRel = placeRel(m, dataDir, to);
-      const [src, dst] = await allInOrder([this.resolve(srcRel), this.resolve(dstRel)]);
-      const [s, d] = await allInOrder([lstatOrNull(src), lstatOrNull(dst)]);
+    // every data dir is looked at once, before anything is renamed: data dirs are never inside one another,
+    // so a rename changes nothing another one looks at, and renameHeld checks again, under its folders held
+    // open, that what it renames is still what was looked at
+    const looks = await this.checkDestinations(m, from, to, placeholderOk);
+    for (const [i, dataDir] of m.dataDirs.entries()) {
+      const { srcRel, dstRel, src, dst, s, d } = looks[i] as Look;
       let entry = entries.find((e) => e.dataDir === dataDir);
       const record = (result: ChangeResult): void => {
         changes.push({
@@ -368,18 +368,23 @@ export class SiteTree {
     return undefined;
   }
 
-  /** Refuses the whole move, before anything is renamed, when a destination holds something that must not be replaced. */
-  private async checkDestinations(m: MigrationSpec, from: DataPlace, to: DataPlace, placeholderOk: boolean): Promise<void> {
-    // every data dir looked at at once; the first refusal in their order is the one reported
-    await allInOrder(
-      m.dataDirs.map(async (dataDir) => {
+  /**
+   * What is at each data dir's source and destination, in the order of the migration's data dirs; the
+   * whole move is refused, before anything is renamed, when a destination holds something that must not
+   * be replaced. Every data dir is looked at at once; the first refusal in their order is reported.
+   */
+  private async checkDestinations(m: MigrationSpec, from: DataPlace, to: DataPlace, placeholderOk: boolean): Promise<Look[]> {
+    return allInOrder(
+      m.dataDirs.map(async (dataDir): Promise<Look> => {
         const srcRel = placeRel(m, dataDir, from);
         const dstRel = placeRel(m, dataDir, to);
         const [src, dst] = await allInOrder([this.resolve(srcRel), this.resolve(dstRel)]);
         const [s, d] = await allInOrder([lstatOrNull(src), lstatOrNull(dst)]);
-        if (!s || !d) return;
+        const look = { srcRel, dstRel, src, dst, s, d };
+        if (!s || !d) return look;
         const placeholder = placeholderOk && (await isPlaceholder(dst, d));
         if (!placeholder) throw new QmError("CONFLICT", `cannot move data dir ${srcRel}: ${dstRel} already exists`, { path: dstRel });
+        return look;
       }),
     );
   }
@@ -450,23 +455,20 @@ export class SiteTree {
    */
   private async renameHeld(fromRel: string, toRel: string, expected: Stats, placeholder: Stats | null, mode?: number): Promise<void> {
     const from = await this.root.openParent(fromRel, { purpose: "rename" });
+    let into: { dir: OpenDir; name: string } | undefined;
     try {
       // made only once the source's folder is held: a refused rename leaves no new folder behind
-      const into = await this.root.openParent(toRel, { create: true, purpose: "rename", ...(mode === undefined ? {} : { mode }) });
-      try {
-        const src = from.dir.entry(from.name);
-        const dst = into.dir.entry(into.name);
-        const [was, there] = await allInOrder([lstatOrNull(src), lstatOrNull(dst)]);
-        if (!sameEntry(was, expected)) throw changed(fromRel);
-        if (there && !(placeholder && sameEntry(there, placeholder))) throw new QmError("CONFLICT", `cannot move ${fromRel}: ${toRel} already exists`, { path: toRel });
-        if (there) await rmdir(dst);
-        await rename(src, dst);
-        await allInOrder([from.dir.sync(), into.dir.sync()]);
-      } finally {
-        await into.dir.close();
-      }
+      into = await this.root.openParent(toRel, { create: true, purpose: "rename", ...(mode === undefined ? {} : { mode }) });
+      const src = from.dir.entry(from.name);
+      const dst = into.dir.entry(into.name);
+      const [was, there] = await allInOrder([lstatOrNull(src), lstatOrNull(dst)]);
+      if (!sameEntry(was, expected)) throw changed(fromRel);
+      if (there && !(placeholder && sameEntry(there, placeholder))) throw new QmError("CONFLICT", `cannot move ${fromRel}: ${toRel} already exists`, { path: toRel });
+      if (there) await rmdir(dst);
+      await rename(src, dst);
+      await allInOrder([from.dir.sync(), into.dir.sync()]);
     } finally {
-      await from.dir.close();
+      await allInOrder([from.dir.close(), ...(into ? [into.dir.close()] : [])]);
     }
   }
 
@@ -521,6 +523,16 @@ export class SiteTree {
     await this.removeEmptyParkFolders(m.id);
     return changes;
   }
+}
+
+/** One data dir's source and destination in a move, and what lstat found at each. */
+interface Look {
+  readonly srcRel: string;
+  readonly dstRel: string;
+  readonly src: ConfinedPath;
+  readonly dst: ConfinedPath;
+  readonly s: Stats | null;
+  readonly d: Stats | null;
 }
 
 /** The park area and a migration's park folder in it: its owner's only. */
