@@ -2,7 +2,7 @@
 // and the `parked` command (run by a front's operator, service running or not) each take the record's
 // lock file, created exclusively, for as long as they change the record or the tree under it. A lock
 // left by a process that is gone (same pid, other start time, or none) is broken.
-import { open, readFile, rm, stat } from "node:fs/promises";
+import { open, readFile, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { QmError } from "../shared/errors.js";
 import { checkMigrationId } from "../shared/names.js";
@@ -71,6 +71,7 @@ export async function withRecordLock<T>(stateDir: string, id: string, opts: Reco
   try {
     return await fn();
   } finally {
-    await rm(file, { force: true });
+    // our own lock file: unlinked without a look first (gone: broken by a writer that judged us dead)
+    await unlink(file).catch((err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? undefined : Promise.reject(err)));
   }
 }

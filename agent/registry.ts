@@ -76,6 +76,23 @@ export function isUnfinished(record: MigrationRecord): boolean {
   return unsettledEntries(record).length > 0;
 }
 
+/**
+ * `next` differs from the ledger `onDisk` only by entries whose `moving` is gone, now at the place they
+ * were moving from or to, nothing else changed: the ledger on disk is the more cautious of the two. Pure.
+ */
+export function onlySettles(onDisk: readonly LedgerEntry[], next: readonly LedgerEntry[]): boolean {
+  if (onDisk.length !== next.length) return false;
+  return next.every((n) => {
+    const d = onDisk.find((e) => e.dataDir === n.dataDir);
+    if (d === undefined) return false;
+    if (JSON.stringify(d) === JSON.stringify(n)) return true;
+    if (d.moving === undefined || n.moving !== undefined || (n.at !== d.at && n.at !== d.moving)) return false;
+    const { moving: _m, at: _a, ...dRest } = d;
+    const { at: _b, ...nRest } = n;
+    return JSON.stringify(dRest) === JSON.stringify(nRest);
+  });
+}
+
 /** A record the caller may change, its migration frozen as checkMigration leaves it. */
 function copyOf(record: MigrationRecord): MigrationRecord {
   const copy = structuredClone(record);
@@ -199,6 +216,29 @@ export class Registry {
   async markRestoredOnFront(record: MigrationRecord): Promise<void> {
     record.restoredOnFrontAt ??= new Date().toISOString();
     await writeJsonAtomic(this.file(record.migration.id), record);
+  }
+
+  /**
+   * The ledger of one migration as one Apply writes it, inside its record (see SiteOperations.apply),
+   * with fewer writes than `ledger`. A save that records an intent (a data dir `moving`, a new entry)
+   * writes the whole record at once, with whatever else the Apply changed in it since: its state, begun;
+   * the previous rename's result. A save that only settles entries that are `moving` on disk (a rename's
+   * result, or an intent that did not run) is kept in the record, and written by the next intent or by
+   * the Apply's result (recordOperation), which comes before its answer. Until then the record on disk
+   * says `moving` for that data dir: what a crash leaves is read by recovery as "may have been renamed",
+   * and the data dir is looked for where it may be.
+   */
+  applyLedger(record: MigrationRecord): Ledger {
+    let onDisk = structuredClone(record.ledger);
+    return {
+      entries: async () => structuredClone(record.ledger),
+      save: async (entries) => {
+        record.ledger = structuredClone(entries);
+        if (onlySettles(onDisk, entries)) return;
+        await writeJsonAtomic(this.file(record.migration.id), record);
+        onDisk = structuredClone(entries);
+      },
+    };
   }
 
   /** The ledger of one migration, saved (atomically, fsynced) inside its record. */

@@ -153,7 +153,9 @@ export class SiteOperations {
       return changes;
     }
     record.state = begin(frontStateOf(record), record.local, decision);
-    await this.registry.save(record);
+    // a renaming action's state goes to disk with its first intent (applyLedger), before anything
+    // changes (SiteTree.moveData); an action that changes nothing has it written with its result
+    if (!RENAMING.has(action)) await this.registry.save(record);
     let changes: ChangeRecord[];
     try {
       changes = await this.act(record, action);
@@ -196,7 +198,7 @@ export class SiteOperations {
 
   private async act(record: MigrationRecord, action: FrontAction): Promise<ChangeRecord[]> {
     const m = record.migration;
-    const ledger = this.registry.ledger(record);
+    const ledger = this.registry.applyLedger(record);
     const afterRename = (dataDir: string) => this.faults.afterRename(action, m.id, dataDir);
     switch (action) {
       case "park-data":

@@ -4,7 +4,7 @@
 import { readlink, realpath, rename, rmdir, stat } from "node:fs/promises";
 import type { Stats } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
-import { type ConfinedPath, Root, isPlaceholder, isRealDirectory } from "./confined.js";
+import { type ConfinedPath, type OpenDir, Root, isPlaceholder, isRealDirectory } from "./confined.js";
 import { type ErrorCode, QmError, fsError } from "./errors.js";
 import { lstatOrNull } from "./fsutil.js";
 import type { EntryKindName } from "./wire.js";
@@ -39,6 +39,10 @@ const PLACES: readonly DataPlace[] = ["old", "park", "new"];
 /** Durable record of a migration's data dirs on one host (the agent's state dir, or the controller's journal). */
 export interface Ledger {
   entries(): Promise<LedgerEntry[]>;
+  /**
+   * Called by SiteTree.moveData with a rename's intent (the entry `moving`) before anything on disk
+   * changes for it, and with its result (`moving` gone) after the rename is on disk.
+   */
   save(entries: LedgerEntry[]): Promise<void>;
 }
 
@@ -242,16 +246,13 @@ export class SiteTree {
     const placeholderOk = opts.placeholderOk ?? to === "new";
     const entries = await ledger.entries();
     const changes: ChangeRecord[] = [];
-    // the destination is prepared (park folder) or checked (site folder) only once there is something
-    // to move: a refused or empty move leaves nothing behind
-    let prepared = false;
-    const prepare = async (): Promise<void> => {
-      if (prepared) return;
-      prepared = true;
-      if (to === "park") {
-        await this.makeParkFolder(m.id);
-        return;
-      }
+    // the destination site folder is checked only once there is something to move, and the park folder
+    // is made (mode 0700, by renameHeld) only after the first intent is in the ledger: a refused or empty
+    // move leaves nothing behind, and nothing on disk changes before the ledger's first save
+    let checked = false;
+    const check = async (): Promise<void> => {
+      if (checked || to === "park") return;
+      checked = true;
       // data goes only into a site folder that is already there; never create one around it
       const siteRel = to === "new" ? newSiteRel(m) : oldSiteRel(m);
       if (!isRealDirectory(await this.stat(siteRel))) {
@@ -259,14 +260,12 @@ export class SiteTree {
       }
     };
 
-    await this.checkDestinations(m, from, to, placeholderOk);
-    for (const dataDir of m.dataDirs) {
-      const srcRel = placeRel(m, dataDir, from);
-      const dstRel = placeRel(m, dataDir, to);
-      const src = await this.resolve(srcRel);
-      const dst = await this.resolve(dstRel);
-      const s = await lstatOrNull(src);
-      const d = await lstatOrNull(dst);
+    // every data dir is looked at once, before anything is renamed: data dirs are never inside one another,
+    // so a rename changes nothing another one looks at, and renameHeld checks again, under its folders held
+    // open, that what it renames is still what was looked at
+    const looks = await this.checkDestinations(m, from, to, placeholderOk);
+    for (const [i, dataDir] of m.dataDirs.entries()) {
+      const { srcRel, dstRel, src, dst, s, d } = looks[i] as Look;
       let entry = entries.find((e) => e.dataDir === dataDir);
       const record = (result: ChangeResult): void => {
         changes.push({
@@ -333,11 +332,11 @@ export class SiteTree {
         throw misplaced(m, entry, found, d ? dstRel : undefined);
       }
 
-      await prepare();
+      await check();
       entry.moving = to;
       await ledger.save(entries);
       try {
-        await this.renameHeld(srcRel, dstRel, s, placeholder ? d : null);
+        await this.renameHeld(srcRel, dstRel, s, placeholder ? d : null, to === "park" ? PARK_MODE : undefined);
       } catch (err) {
         delete entry.moving;
         await ledger.save(entries).catch(() => undefined);
@@ -369,23 +368,30 @@ export class SiteTree {
     return undefined;
   }
 
-  /** Refuses the whole move, before anything is renamed, when a destination holds something that must not be replaced. */
-  private async checkDestinations(m: MigrationSpec, from: DataPlace, to: DataPlace, placeholderOk: boolean): Promise<void> {
-    for (const dataDir of m.dataDirs) {
-      const srcRel = placeRel(m, dataDir, from);
-      const dstRel = placeRel(m, dataDir, to);
-      const s = await lstatOrNull(await this.resolve(srcRel));
-      const dst = await this.resolve(dstRel);
-      const d = await lstatOrNull(dst);
-      if (!s || !d) continue;
-      const placeholder = placeholderOk && (await isPlaceholder(dst, d));
-      if (!placeholder) throw new QmError("CONFLICT", `cannot move data dir ${srcRel}: ${dstRel} already exists`, { path: dstRel });
-    }
+  /**
+   * What is at each data dir's source and destination, in the order of the migration's data dirs; the
+   * whole move is refused, before anything is renamed, when a destination holds something that must not
+   * be replaced. Every data dir is looked at at once; the first refusal in their order is reported.
+   */
+  private async checkDestinations(m: MigrationSpec, from: DataPlace, to: DataPlace, placeholderOk: boolean): Promise<Look[]> {
+    return allInOrder(
+      m.dataDirs.map(async (dataDir): Promise<Look> => {
+        const srcRel = placeRel(m, dataDir, from);
+        const dstRel = placeRel(m, dataDir, to);
+        const [src, dst] = await allInOrder([this.resolve(srcRel), this.resolve(dstRel)]);
+        const [s, d] = await allInOrder([lstatOrNull(src), lstatOrNull(dst)]);
+        const look = { srcRel, dstRel, src, dst, s, d };
+        if (!s || !d) return look;
+        const placeholder = placeholderOk && (await isPlaceholder(dst, d));
+        if (!placeholder) throw new QmError("CONFLICT", `cannot move data dir ${srcRel}: ${dstRel} already exists`, { path: dstRel });
+        return look;
+      }),
+    );
   }
 
   /** This migration's park folder (mode 0700), made with the park area when they are missing. */
   async makeParkFolder(migrationId: string): Promise<void> {
-    await (await this.root.openDir(parkRel(migrationId), { create: true, mode: 0o700, purpose: "park" })).close();
+    await (await this.root.openDir(parkRel(migrationId), { create: true, mode: PARK_MODE, purpose: "park" })).close();
   }
 
   /**
@@ -444,27 +450,25 @@ export class SiteTree {
    * after checking that what is at `fromRel` is still what was looked at (`expected`), and at `toRel`
    * nothing or the empty placeholder looked at: a symlink swapped into either path after the checks is
    * never followed, and nothing else is moved. Both folders are fsynced before it returns, so the move
-   * is on disk before a ledger or journal records it (they may be on another filesystem).
+   * is on disk before a ledger or journal records it (they may be on another filesystem). The
+   * destination's missing folders are made with `mode` (default: the umask's).
    */
-  private async renameHeld(fromRel: string, toRel: string, expected: Stats, placeholder: Stats | null): Promise<void> {
+  private async renameHeld(fromRel: string, toRel: string, expected: Stats, placeholder: Stats | null, mode?: number): Promise<void> {
     const from = await this.root.openParent(fromRel, { purpose: "rename" });
+    let into: { dir: OpenDir; name: string } | undefined;
     try {
-      const into = await this.root.openParent(toRel, { create: true, purpose: "rename" });
-      try {
-        const src = from.dir.entry(from.name);
-        const dst = into.dir.entry(into.name);
-        if (!sameEntry(await lstatOrNull(src), expected)) throw changed(fromRel);
-        const there = await lstatOrNull(dst);
-        if (there && !(placeholder && sameEntry(there, placeholder))) throw new QmError("CONFLICT", `cannot move ${fromRel}: ${toRel} already exists`, { path: toRel });
-        if (there) await rmdir(dst);
-        await rename(src, dst);
-        await from.dir.sync();
-        await into.dir.sync();
-      } finally {
-        await into.dir.close();
-      }
+      // made only once the source's folder is held: a refused rename leaves no new folder behind
+      into = await this.root.openParent(toRel, { create: true, purpose: "rename", ...(mode === undefined ? {} : { mode }) });
+      const src = from.dir.entry(from.name);
+      const dst = into.dir.entry(into.name);
+      const [was, there] = await allInOrder([lstatOrNull(src), lstatOrNull(dst)]);
+      if (!sameEntry(was, expected)) throw changed(fromRel);
+      if (there && !(placeholder && sameEntry(there, placeholder))) throw new QmError("CONFLICT", `cannot move ${fromRel}: ${toRel} already exists`, { path: toRel });
+      if (there) await rmdir(dst);
+      await rename(src, dst);
+      await allInOrder([from.dir.sync(), into.dir.sync()]);
     } finally {
-      await from.dir.close();
+      await allInOrder([from.dir.close(), ...(into ? [into.dir.close()] : [])]);
     }
   }
 
@@ -519,6 +523,29 @@ export class SiteTree {
     await this.removeEmptyParkFolders(m.id);
     return changes;
   }
+}
+
+/** One data dir's source and destination in a move, and what lstat found at each. */
+interface Look {
+  readonly srcRel: string;
+  readonly dstRel: string;
+  readonly src: ConfinedPath;
+  readonly dst: ConfinedPath;
+  readonly s: Stats | null;
+  readonly d: Stats | null;
+}
+
+/** The park area and a migration's park folder in it: its owner's only. */
+const PARK_MODE = 0o700;
+
+/**
+ * Awaits every promise, started together (the thread pool runs their system calls side by side), and
+ * answers as if they had been awaited one after the other: the first rejection in the list is thrown.
+ */
+async function allInOrder<T extends readonly unknown[]>(promises: { readonly [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const settled = await Promise.allSettled(promises);
+  for (const r of settled) if (r.status === "rejected") throw r.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
 }
 
 /** The same file system object (a rename keeps both numbers; a symlink swapped in has others). */

@@ -56,7 +56,17 @@ function trace(root: string, state: string): string[] {
   // a rename through a folder held open names it /proc/self/fd/N/<name>: N is the folder last opened as N
   const opened = new Map<string, string>();
   const real = (p: string) => p.replace(/^\/proc\/self\/fd\/(\d+)\//, (whole, fd: string) => `${opened.get(fd) ?? whole}/`);
-  for (const line of fs.readFileSync(out, "utf8").split("\n")) {
+  // a call another thread's call overlapped is split in two lines (`<unfinished ...>`, then `<... resumed>`):
+  // joined again, it counts where it returned
+  const pending = new Map<string, string>();
+  for (const raw of fs.readFileSync(out, "utf8").split("\n")) {
+    const unfinished = /^(\d+) +(.*) <unfinished \.\.\.>$/.exec(raw);
+    if (unfinished) {
+      pending.set(unfinished[1] as string, unfinished[2] as string);
+      continue;
+    }
+    const resumed = /^(\d+) +<\.\.\. \w+ resumed>(.*)$/.exec(raw);
+    const line = resumed ? `${resumed[1]} ${pending.get(resumed[1] as string) ?? ""}${resumed[2]}` : raw;
     const open = /^(?:\d+ +)?openat\(.*\) = (\d+)<([^>]+)>$/.exec(line);
     if (open) opened.set(open[1] as string, open[2] as string);
     const rename = /rename(?:at2?)?\((?:AT_FDCWD(?:<[^>]*>)?, )?"([^"]+)", (?:AT_FDCWD(?:<[^>]*>)?, )?"([^"]+)".*= 0$/.exec(line);
