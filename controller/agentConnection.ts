@@ -182,10 +182,13 @@ export function fromServiceError(host: string, err: grpc.ServiceError): QmError 
   const code: ErrorCode = typeof sent === "string" && isErrorCode(sent) ? sent : transport ? "UNREACHABLE" : "INTERNAL";
   const details = (err.details || grpc.status[err.code]).replace(/\s*Resolution note:\s*$/, "");
   const altnames = /Hostname\/IP does not match certificate's altnames: (.*)$/.exec(details);
+  // grpc-js's "Deadline exceeded after 3.001s,name resolution: …,Waiting for LB pick" is for gRPC's
+  // developers; an operator needs how long the agent was given (the whole text stays in the cause)
+  const deadline = /^Deadline exceeded after (\d+(?:\.\d+)?)s\b/.exec(details);
   const detail = altnames
     ? `the agent's certificate does not name this front: ${altnames[1]}`
     : code === "UNREACHABLE"
-      ? `agent unreachable: ${details}`
+      ? `agent unreachable: ${deadline ? `no answer within ${Number(deadline[1]).toFixed(1)} s` : details}`
       : details;
   return new QmError(code, detail, { host }, { cause: err });
 }
