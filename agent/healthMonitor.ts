@@ -88,24 +88,26 @@ export async function freeBytes(path: string): Promise<number> {
  * a directory, the state dir writable by this process, and the free space of each.
  */
 export async function lookAtFolders(root: string, stateDir: string): Promise<HealthFacts> {
+  // a folder renamed or removed between two of the looks is missing, whichever look found it gone: the
+  // same cause always gives the same reason (a changed reason is logged again)
+  const gone = (err: unknown): FolderLook | undefined => (["ENOENT", "ENOTDIR"].includes(errno(err)) ? { ok: false, why: "missing" } : undefined);
   const look = async (path: string, writable: boolean): Promise<FolderLook> => {
     try {
       if (!(await stat(path)).isDirectory()) return { ok: false, why: "not-directory" };
     } catch (err) {
-      const code = errno(err);
-      return code === "ENOENT" || code === "ENOTDIR" ? { ok: false, why: "missing" } : { ok: false, why: "error", detail: code };
+      return gone(err) ?? { ok: false, why: "error", detail: errno(err) };
     }
     if (writable) {
       try {
         await access(path, constants.W_OK | constants.X_OK);
       } catch (err) {
-        return { ok: false, why: "not-writable", detail: errno(err) };
+        return gone(err) ?? { ok: false, why: "not-writable", detail: errno(err) };
       }
     }
     try {
       return { ok: true, freeBytes: await freeBytes(path) };
     } catch (err) {
-      return { ok: false, why: "error", detail: errno(err) };
+      return gone(err) ?? { ok: false, why: "error", detail: errno(err) };
     }
   };
   const [r, s] = await Promise.all([look(root, false), look(stateDir, true)]);
