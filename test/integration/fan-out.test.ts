@@ -20,13 +20,16 @@ afterEach(async () => {
   scenario = undefined;
 });
 
-/** The most intervals [end - duration, end] that overlap at one moment. */
-function maxOverlap(lines: readonly AuditLine[]): number {
+/**
+ * The most intervals [end - duration, end - endSlackMs] that overlap at one moment. `endSlackMs`: how
+ * long after the controller let go of a call its agent may still log the call's end.
+ */
+function maxOverlap(lines: readonly AuditLine[], endSlackMs = 0): number {
   const edges = lines.flatMap((l) => {
     const end = Date.parse(String(l.time));
     return [
       { at: end - (l.durationMs as number), d: +1 },
-      { at: end, d: -1 },
+      { at: end - endSlackMs, d: -1 },
     ];
   });
   // an end before a start at the same moment: touching is not overlapping
@@ -75,8 +78,11 @@ describe("fan-out bounds (fanOut.calls, fanOut.rsync)", () => {
     for (const l of lines) expect(typeof l.durationMs, JSON.stringify(l)).toBe("number");
     const pushes = lines.filter((l) => l.op === "rsync" && l.step === "push-site");
     expect(pushes).toHaveLength(6);
-    // a bound that did not hold shows here: six 24 MB pushes sent at once all overlap
-    expect(maxOverlap(pushes)).toBe(2);
+    // a bound that did not hold shows here: six 24 MB pushes sent at once all overlap. The agent logs a
+    // push's end once its rsync has exited, a few ms after the controller's rsync ended and freed the
+    // slot (6–24 ms here when idle, more under load): 100 ms of a push's end do not count (a push takes
+    // 400 ms and more, so two at once still overlap by far)
+    expect(maxOverlap(pushes, 100)).toBe(2);
     const unary = lines.filter((l) => l.op !== "rsync");
     expect(unary.length).toBeGreaterThanOrEqual(4 * 6);
     expect(maxOverlap(unary)).toBeLessThanOrEqual(2);
