@@ -75,6 +75,15 @@ async function heldAt(s: Scenario, args: readonly string[], hookName: string): P
   return { done, release: g.open };
 }
 
+/** `parked restore` on every front, each ending well and saying `said`. */
+async function restoreOnEveryFront(s: Scenario, id: string, said: RegExp): Promise<void> {
+  for (const f of s.cluster.fronts) {
+    const r = await parkedRestore(f, id);
+    expect(r.exitCode, `${f.name}: ${lines(r)}`).toBe(0);
+    expect(r.stdout).toMatch(said);
+  }
+}
+
 /**
  * `parked restore` while an Apply holds the record: it waits for the Apply (which pauses `pauseMs` at
  * each rename), then finds every data dir in the park area and puts it back.
@@ -104,11 +113,7 @@ describe("parked restore while the hostmaster's rollback runs", () => {
     scenario = s;
     const held = await heldAt(s, ["rollback", id], hook);
     await expectDataExactlyOnce(s, id);
-    for (const f of s.cluster.fronts) {
-      const r = await parkedRestore(f, id);
-      expect(r.exitCode, `${f.name}: ${lines(r)}`).toBe(0);
-      expect(r.stdout).toMatch(said);
-    }
+    await restoreOnEveryFront(s, id, said);
     await expectDataExactlyOnce(s, id);
     held.release();
     const run = await held.done;
@@ -123,11 +128,7 @@ describe("parked restore while the hostmaster's resume runs", () => {
     const { s, id } = await crashedScenario("kill-before:master-move-site");
     scenario = s;
     const held = await heldAt(s, ["resume", id], "updatedb");
-    for (const f of s.cluster.fronts) {
-      const r = await parkedRestore(f, id);
-      expect(r.exitCode, `${f.name}: ${lines(r)}`).toBe(0);
-      expect(r.stdout).toMatch(/restored to/);
-    }
+    await restoreOnEveryFront(s, id, /restored to/);
     held.release();
     const run = await held.done;
     const result = run.events.at(-1) as { outcome: string; message: string; code?: string };
