@@ -356,7 +356,7 @@ describe("a client that goes away mid-tunnel does not wedge the agent", () => {
     const endsBefore = rsyncEnds(web1.logFile);
     const outcomes = [];
     for (let i = 0; i < CALLS; i++) {
-      const o = await tunnel(client, [startFrame({ migrationId: REG, step: "fetch-site", args: fetchArgs() })], { endInput: true, cancelOnData: false, timeoutMs: 3000 });
+      const o = await tunnel(client, [startFrame({ migrationId: REG, step: "fetch-site", args: fetchArgs() })], { endInput: true, cancelOnData: false, timeoutMs: 15_000 });
       outcomes.push({ i, code: o.code, details: o.details, endedBy: o.cancelledByUs ?? "agent", exitFrame: o.exit !== undefined });
       if (o.cancelledByUs !== undefined || o.exit === undefined) break; // one is enough to show it
     }
