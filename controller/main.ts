@@ -55,10 +55,10 @@ function screenOf(output: object): Notices | undefined {
  * the warnings that matter on the screen. Closed at the command's end.
  */
 async function logOpener(): Promise<OpenLog> {
-  const [{ pino }, { createRootLogger }, { JournalLogSink }] = await Promise.all([import("pino"), import("../shared/logger.js"), import("./logSink.js")]);
+  const [{ createRootLogger, fdDestination }, { JournalLogSink }] = await Promise.all([import("../shared/logger.js"), import("./logSink.js")]);
   return (config, screen) => {
     const level = process.env.QM_LOG_LEVEL ?? config.logLevel;
-    if (!screen) return { log: createRootLogger("quick-migrate", level, pino.destination(2)), close: () => undefined };
+    if (!screen) return { log: createRootLogger("quick-migrate", level, fdDestination(2)), close: () => undefined };
     const sink = new JournalLogSink(config.stateDir, screen);
     return { log: createRootLogger("quick-migrate", level, sink), close: () => sink.close() };
   };

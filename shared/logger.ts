@@ -11,6 +11,11 @@ export function createRootLogger(name: string, level: string, destination?: Dest
   );
 }
 
+/** pino's own writer to a file descriptor (2: stderr), for a logger that does not write to stdout. */
+export function fdDestination(fd: number): DestinationStream {
+  return pino.destination(fd);
+}
+
 /**
  * An expected failure — a QmError of the catalogue: a hook that exited 1, a host unreachable, a refusal —
  * is logged by its code, message and context, without a stack trace: it is not a bug, and a stack would
