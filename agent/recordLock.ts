@@ -1,8 +1,10 @@
 // One writer at a time for an agent's record of a migration: the service (an Apply, a registration)
 // and the `parked` command (run by a front's operator, service running or not) each take the record's
 // lock file, created exclusively, for as long as they change the record or the tree under it. A lock
-// left by a process that is gone (same pid, other start time, or none) is broken.
-import { open, readFile, rm, stat, unlink } from "node:fs/promises";
+// left by a process that is gone (same pid, other start time, or none) is broken. The lock is a small
+// file in the agent's state dir: it is made, read and removed synchronously (no fsync: a lock that a
+// crash loses was held by a process that is gone).
+import { closeSync, openSync, readFileSync, rmSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { QmError } from "../shared/errors.js";
 import { checkMigrationId } from "../shared/names.js";
@@ -19,6 +21,9 @@ const TORN_AFTER_MS = 2000;
 
 const alive = (h: Holder): boolean => h.pid > 0 && processStartTime(h.pid) === h.startTime;
 
+/** this process's start time, read once: it names every lock this process takes */
+let ownStartTime: string | undefined;
+
 export interface RecordLockOptions {
   /** how long to wait for another writer to finish (default 10 s) */
   readonly waitMs?: number;
@@ -29,20 +34,21 @@ export interface RecordLockOptions {
 /** Runs `fn` holding the lock of migration `id`'s record; BUSY when another live writer keeps it past `waitMs`. */
 export async function withRecordLock<T>(stateDir: string, id: string, opts: RecordLockOptions, fn: () => Promise<T>): Promise<T> {
   const file = join(stateDir, "migrations", `${checkMigrationId(id)}.lock`);
-  const me: Holder = { pid: process.pid, startTime: processStartTime(process.pid) ?? "", what: opts.what };
+  ownStartTime ??= processStartTime(process.pid) ?? "";
+  const me: Holder = { pid: process.pid, startTime: ownStartTime, what: opts.what };
   const deadline = Date.now() + (opts.waitMs ?? 10_000);
   for (;;) {
     try {
-      const fh = await open(file, "wx", 0o600);
+      const fd = openSync(file, "wx", 0o600);
       try {
-        await fh.writeFile(`${JSON.stringify(me)}\n`);
+        writeSync(fd, `${JSON.stringify(me)}\n`);
       } catch (err) {
         // a full state dir: no lock half-made is left behind to block every later writer
-        await fh.close().catch(() => undefined);
-        await rm(file, { force: true });
+        closeSync(fd);
+        rmSync(file, { force: true });
         throw err;
       }
-      await fh.close();
+      closeSync(fd);
       break;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
@@ -51,14 +57,14 @@ export async function withRecordLock<T>(stateDir: string, id: string, opts: Reco
     }
     let holder: Holder | undefined;
     try {
-      holder = JSON.parse(await readFile(file, "utf8")) as Holder;
+      holder = JSON.parse(readFileSync(file, "utf8")) as Holder;
     } catch {
       holder = undefined; // being written, or torn by a crash: judged again on the next round
     }
     // an unreadable lock a few seconds old was torn by a crash, not being written
-    const torn = holder === undefined && Date.now() - ((await stat(file).catch(() => undefined))?.mtimeMs ?? Date.now()) > TORN_AFTER_MS;
+    const torn = holder === undefined && Date.now() - (statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? Date.now()) > TORN_AFTER_MS;
     if (torn || (holder && !alive(holder))) {
-      await rm(file, { force: true });
+      rmSync(file, { force: true });
       continue;
     }
     if (Date.now() > deadline) {
@@ -72,6 +78,10 @@ export async function withRecordLock<T>(stateDir: string, id: string, opts: Reco
     return await fn();
   } finally {
     // our own lock file: unlinked without a look first (gone: broken by a writer that judged us dead)
-    await unlink(file).catch((err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? undefined : Promise.reject(err)));
+    try {
+      unlinkSync(file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
   }
 }

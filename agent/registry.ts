@@ -1,9 +1,10 @@
 // The agent's own durable record, under its state dir: each migration it was told about at preflight,
 // and where each of that migration's data dirs is (the ledger). It outlives the hostmaster and its journal.
-import { readFile, readdir, rm, stat } from "node:fs/promises";
+import { readFileSync, statSync } from "node:fs";
+import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { QmError } from "../shared/errors.js";
-import { writeJsonAtomic } from "../shared/fsutil.js";
+import { writeSmallFileAtomic } from "../shared/fsutil.js";
 import { type MigrationSpec, checkMigration } from "../shared/migration.js";
 import { checkMigrationId } from "../shared/names.js";
 import type { ChangeRecord, Ledger, LedgerEntry } from "../shared/siteTree.js";
@@ -93,6 +94,12 @@ export function onlySettles(onDisk: readonly LedgerEntry[], next: readonly Ledge
   });
 }
 
+/** What tells one version of a record's file from another (see Registry.readCache). */
+function fileIdentity(file: string): string {
+  const st = statSync(file, { bigint: true });
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+}
+
 /** A record the caller may change, its migration frozen as checkMigration leaves it. */
 function copyOf(record: MigrationRecord): MigrationRecord {
   const copy = structuredClone(record);
@@ -103,9 +110,14 @@ function copyOf(record: MigrationRecord): MigrationRecord {
 export class Registry {
   /**
    * Each record as last read, by the identity of the file it was read from (inode, size, times): a
-   * record is only ever replaced by renaming a new file over it (writeJsonAtomic), so a file that
+   * record is only ever replaced by renaming a new file over it (writeSmallFileAtomic), so a file that
    * still has that identity still holds that record. A preflight looks at every record on the front
    * for an unfinished migration of its site: one stat each, instead of reading and checking each again.
+   * A record this process writes is kept as written, with the identity its file has just after: the
+   * writer holds the record's lock (or is registering it), so nobody else replaced it in between.
+   *
+   * Records are small files on the agent's own disk: they are read and looked at synchronously (a
+   * stat, a read of a few kB), which costs far less than a round trip through the thread pool.
    */
   private readonly readCache = new Map<string, { readonly identity: string; readonly record: MigrationRecord }>();
 
@@ -124,7 +136,7 @@ export class Registry {
       return existing;
     }
     const record: MigrationRecord = { migration, local, registeredAt: new Date().toISOString(), ledger: [], operations: {}, state: INITIAL_STATE };
-    await writeJsonAtomic(this.file(migration.id), record);
+    await this.write(record);
     return record;
   }
 
@@ -135,11 +147,10 @@ export class Registry {
     let text: string;
     try {
       // the identity first, then the content: content newer than its identity is read again next time, never the reverse
-      const st = await stat(file, { bigint: true });
-      identity = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+      identity = fileIdentity(file);
       const cached = this.readCache.get(id);
       if (cached?.identity === identity) return copyOf(cached.record);
-      text = await readFile(file, "utf8");
+      text = readFileSync(file, "utf8");
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") {
         this.readCache.delete(id);
@@ -180,12 +191,21 @@ export class Registry {
     const operations = (record.operations ??= {});
     const count = (operations[key]?.count ?? 0) + 1;
     operations[key] = { at: new Date().toISOString(), count, ...structuredClone(result) };
-    await writeJsonAtomic(this.file(record.migration.id), record);
+    await this.write(record);
   }
 
   /** Writes the record as it is now (atomically, fsynced). */
   async save(record: MigrationRecord): Promise<void> {
-    await writeJsonAtomic(this.file(record.migration.id), record);
+    await this.write(record);
+  }
+
+  /** Writes the record (atomically, fsynced) and keeps it as the cached read of its file (see readCache). */
+  private async write(record: MigrationRecord): Promise<void> {
+    const id = record.migration.id;
+    const file = this.file(id);
+    this.readCache.delete(id);
+    await writeSmallFileAtomic(file, `${JSON.stringify(record, null, 2)}\n`);
+    this.readCache.set(id, { identity: fileIdentity(file), record: copyOf(record) });
   }
 
   /**
@@ -215,7 +235,7 @@ export class Registry {
   /** Marks the migration as put back by `parked restore` on this front (see MigrationRecord.restoredOnFrontAt). */
   async markRestoredOnFront(record: MigrationRecord): Promise<void> {
     record.restoredOnFrontAt ??= new Date().toISOString();
-    await writeJsonAtomic(this.file(record.migration.id), record);
+    await this.write(record);
   }
 
   /**
@@ -235,7 +255,7 @@ export class Registry {
       save: async (entries) => {
         record.ledger = structuredClone(entries);
         if (onlySettles(onDisk, entries)) return;
-        await writeJsonAtomic(this.file(record.migration.id), record);
+        await this.write(record);
         onDisk = structuredClone(entries);
       },
     };
@@ -247,7 +267,7 @@ export class Registry {
       entries: async () => structuredClone(record.ledger),
       save: async (entries) => {
         record.ledger = structuredClone(entries);
-        await writeJsonAtomic(this.file(record.migration.id), record);
+        await this.write(record);
       },
     };
   }
