@@ -241,41 +241,29 @@ export class SiteTree {
    * Renames every data dir of the migration from one place to another, recording intent and result in
    * the ledger. Repeating it after it completed (or after a crash mid-way) finishes the work and
    * reports "already-done" for what was done. Never copies: EXDEV is an error.
+   *
+   * Every data dir is judged before anything is renamed (a misplaced one refuses the whole move), and
+   * the intents of all the renames go to the ledger in one save: each data dir to be renamed is
+   * `moving` on disk before the first rename, which recovery reads as "may have been renamed" and
+   * settles by looking (whereIs). Each rename's result is saved after it.
    */
   async moveData(m: MigrationSpec, ledger: Ledger, from: DataPlace, to: DataPlace, opts: MoveDataOptions = {}): Promise<ChangeRecord[]> {
     const placeholderOk = opts.placeholderOk ?? to === "new";
     const entries = await ledger.entries();
-    const changes: ChangeRecord[] = [];
-    // the destination site folder is checked only once there is something to move, and the park folder
-    // is made (mode 0700, by renameHeld) only after the first intent is in the ledger: a refused or empty
-    // move leaves nothing behind, and nothing on disk changes before the ledger's first save
-    let checked = false;
-    const check = async (): Promise<void> => {
-      if (checked || to === "park") return;
-      checked = true;
-      // data goes only into a site folder that is already there; never create one around it
-      const siteRel = to === "new" ? newSiteRel(m) : oldSiteRel(m);
-      if (!isRealDirectory(await this.stat(siteRel))) {
-        throw new QmError("PRECONDITION", `cannot move data into ${siteRel}: the site folder is not there`, { path: siteRel });
-      }
-    };
+    const changes: Array<ChangeRecord | undefined> = m.dataDirs.map(() => undefined);
+    const renames: Array<{ i: number; entry: LedgerEntry; look: Look; placeholder: boolean }> = [];
+    let settled = false;
 
     // every data dir is looked at once, before anything is renamed: data dirs are never inside one another,
     // so a rename changes nothing another one looks at, and renameHeld checks again, under its folders held
     // open, that what it renames is still what was looked at
     const looks = await this.checkDestinations(m, from, to, placeholderOk);
     for (const [i, dataDir] of m.dataDirs.entries()) {
-      const { srcRel, dstRel, src, dst, s, d } = looks[i] as Look;
+      const look = looks[i] as Look;
+      const { srcRel, dstRel, src, dst, s, d } = look;
       let entry = entries.find((e) => e.dataDir === dataDir);
       const record = (result: ChangeResult): void => {
-        changes.push({
-          dataDir,
-          from: srcRel,
-          to: dstRel,
-          kind: entry?.kind ?? "absent",
-          ...(entry?.linkTarget === undefined ? {} : { linkTarget: entry.linkTarget }),
-          result,
-        });
+        changes[i] = changeRecord(dataDir, srcRel, dstRel, entry, result);
       };
 
       if (!entry) {
@@ -315,7 +303,7 @@ export class SiteTree {
         // the rename happened and its record did not, or a crash left an intent that never ran
         entry.at = to;
         delete entry.moving;
-        await ledger.save(entries);
+        settled = true;
         record("already-done");
         continue;
       } else if (!s) {
@@ -325,32 +313,49 @@ export class SiteTree {
         if (found === to) {
           entry.at = to;
           delete entry.moving;
-          await ledger.save(entries);
+          settled = true;
           record("found-at-destination");
           continue;
         }
         throw misplaced(m, entry, found, d ? dstRel : undefined);
       }
+      renames.push({ i, entry, look, placeholder });
+    }
 
-      await check();
-      entry.moving = to;
+    if (renames.length > 0) {
+      // data goes only into a site folder that is already there; never create one around it (the park
+      // folder is made, mode 0700, by renameHeld, once the intents are in the ledger)
+      if (to !== "park") {
+        const siteRel = to === "new" ? newSiteRel(m) : oldSiteRel(m);
+        if (!isRealDirectory(await this.stat(siteRel))) {
+          throw new QmError("PRECONDITION", `cannot move data into ${siteRel}: the site folder is not there`, { path: siteRel });
+        }
+      }
+      for (const { entry } of renames) entry.moving = to;
       await ledger.save(entries);
+    } else if (settled) {
+      await ledger.save(entries);
+    }
+
+    for (const [n, { i, entry, look, placeholder }] of renames.entries()) {
+      const { srcRel, dstRel, s, d } = look;
       try {
-        await this.renameHeld(srcRel, dstRel, s, placeholder ? d : null, to === "park" ? PARK_MODE : undefined);
+        await this.renameHeld(srcRel, dstRel, s as Stats, placeholder ? d : null, to === "park" ? PARK_MODE : undefined);
       } catch (err) {
-        delete entry.moving;
+        // this rename and the ones after it did not happen: their intents are withdrawn
+        for (const later of renames.slice(n)) delete later.entry.moving;
         await ledger.save(entries).catch(() => undefined);
         throw fsError(err, srcRel, `rename to ${dstRel}`);
       }
-      await opts.afterRename?.(dataDir);
+      await opts.afterRename?.(entry.dataDir);
       entry.at = to;
       delete entry.moving;
       await ledger.save(entries);
-      record(placeholder ? "rmdir-placeholder" : "renamed");
+      changes[i] = changeRecord(entry.dataDir, srcRel, dstRel, entry, placeholder ? "rmdir-placeholder" : "renamed");
     }
 
     if (from === "park") await this.removeEmptyParkFolders(m.id);
-    return changes;
+    return changes as ChangeRecord[];
   }
 
   /**
@@ -555,6 +560,17 @@ function sameEntry(st: Stats | null, expected: Stats): boolean {
 
 function changed(rel: string): QmError {
   return new QmError("OUTSIDE_ROOT", `refusing to act on ${rel}: it changed while it was checked (a symlink or another folder swapped in)`, { path: rel });
+}
+
+function changeRecord(dataDir: string, from: string, to: string, entry: LedgerEntry | undefined, result: ChangeResult): ChangeRecord {
+  return {
+    dataDir,
+    from,
+    to,
+    kind: entry?.kind ?? "absent",
+    ...(entry?.linkTarget === undefined ? {} : { linkTarget: entry.linkTarget }),
+    result,
+  };
 }
 
 function identity(st: Stats): Pick<LedgerEntry, "ino" | "born"> {

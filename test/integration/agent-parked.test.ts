@@ -124,10 +124,11 @@ describe("quick-migrate-agent parked", () => {
     const oldSite = siteDir(root, s.from, s.site);
     const newSite = siteDir(root, s.to, s.site);
     const parkDir = path.join(root, PARK, id);
-    // `files` (a symlink to shared storage) was renamed into the new site folder, the ledger still says park
+    // `files` (a symlink to shared storage) was renamed into the new site folder, the ledger still says
+    // park; both intents were written before the first rename, so `private/files` is moving too
     expect(known(readRecord(web1, id).ledger)).toEqual([
       { dataDir: "files", kind: "symlink", linkTarget: path.join(s.sharedStorage, "web1", "files"), at: "park", moving: "new" },
-      { dataDir: "private/files", kind: "directory", at: "park" },
+      { dataDir: "private/files", kind: "directory", at: "park", moving: "new" },
     ]);
 
     const list = await parked(web1, "list", "--json");
@@ -163,6 +164,7 @@ describe("quick-migrate-agent parked", () => {
         path: path.join(parkDir, "private%2Ffiles"),
         exists: true,
         ledgerAt: "park",
+        moving: "new",
       },
     ]);
     const human = await parked(web1, "list");
@@ -171,7 +173,7 @@ describe("quick-migrate-agent parked", () => {
     expect(lines).toHaveLength(2);
     expect(lines[0]).toContain(`${id} ${s.site} files: at new ${path.join(newSite, "files")} (ledger: at park, moving to new)`);
     expect(lines[0]).toContain(`symlink → ${path.join(s.sharedStorage, "web1", "files")}, present`);
-    expect(lines[1]).toContain(`private/files: at park ${path.join(parkDir, "private%2Ffiles")}`);
+    expect(lines[1]).toContain(`private/files: at park ${path.join(parkDir, "private%2Ffiles")} (ledger: at park, moving to new)`);
     expect(lines[1]).toContain(`original ${path.join(oldSite, "private", "files")}`);
 
     const restore = await parked(web1, "restore", id);
@@ -342,19 +344,27 @@ describe("QM_AGENT_FAULT=kill-mid", () => {
     const oldFiles = path.join(siteDir(root, s.from, s.site), "files");
     const parkedFiles = path.join(root, PARK, id, "files");
     const record = readRecord(web1, id);
-    expect(known(record.ledger)).toEqual([{ dataDir: "files", kind: "directory", at: "old", moving: "park" }]);
+    // both intents were written before the first rename: `private/files`, never renamed, is moving too
+    expect(known(record.ledger)).toEqual([
+      { dataDir: "files", kind: "directory", at: "old", moving: "park" },
+      { dataDir: "private/files", kind: "directory", at: "old", moving: "park" },
+    ]);
     expect(record.operations?.["fronts-park-data/park-data"], "no result for an Apply that never ended").toBeUndefined();
     expect(fs.existsSync(oldFiles)).toBe(false);
     expectSame("web1: parked files", s.dataBefore.get("web1")?.get("files"), await manifestOrAbsent(parkedFiles));
     const list = JSON.parse((await parked(web1, "list", "--json")).stdout) as ParkedJson[];
-    expect(list.map((e) => [e.dataDir, e.ledgerAt, e.moving, e.place, e.path, e.exists])).toEqual([["files", "old", "park", "park", parkedFiles, true]]);
+    expect(list.map((e) => [e.dataDir, e.ledgerAt, e.moving, e.place, e.path, e.exists])).toEqual([
+      ["files", "old", "park", "park", parkedFiles, true],
+      ["private/files", "old", "park", "old", path.join(siteDir(root, s.from, s.site), "private", "files"), true],
+    ]);
 
     await s.cluster.startAgent("web1", { env: {} });
     const c = client(web1);
     const undo = await apply(c, { migrationId: id, step: "fronts-park-data", action: Action.ACTION_UNPARK_DATA });
+    // private/files is found where it was moving from: its intent never ran, and is settled
     expect(undo.changes.map((ch) => [ch.dataDir, ch.result])).toEqual([
       ["files", "renamed"],
-      ["private/files", "absent"],
+      ["private/files", "already-done"],
     ]);
     expect(undo.repeated).toBe(false);
     const diff = diffManifests(s.before.get("web1") as Manifest, await manifest(root));
@@ -365,13 +375,16 @@ describe("QM_AGENT_FAULT=kill-mid", () => {
     expect(repeat.repeated).toBe(true);
     expect(repeat.changes.map((ch) => [ch.dataDir, ch.result])).toEqual([
       ["files", "already-done"],
-      ["private/files", "absent"],
+      ["private/files", "already-done"],
     ]);
     const after = readRecord(web1, id);
-    expect(known(after.ledger)).toEqual([{ dataDir: "files", kind: "directory", at: "old" }]);
+    expect(known(after.ledger)).toEqual([
+      { dataDir: "files", kind: "directory", at: "old" },
+      { dataDir: "private/files", kind: "directory", at: "old" },
+    ]);
     const op = after.operations?.["fronts-park-data/unpark-data"];
     expect(op?.count).toBe(2);
-    expect(op?.changes?.map((ch) => ch.result)).toEqual(["already-done", "absent"]);
+    expect(op?.changes?.map((ch) => ch.result)).toEqual(["already-done", "already-done"]);
     expect(Number.isNaN(Date.parse(String(op?.at)))).toBe(false);
   });
 });

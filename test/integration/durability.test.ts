@@ -22,21 +22,26 @@ const SCRIPT = `
 import fs from "node:fs";
 const [repo, root, state] = process.argv.slice(2);
 const { SiteTree } = await import(repo + "/dist/shared/siteTree.js");
-const { writeJsonAtomic } = await import(repo + "/dist/shared/fsutil.js");
+const { Registry } = await import(repo + "/dist/agent/registry.js");
 const { Journal } = await import(repo + "/dist/controller/journal.js");
 fs.mkdirSync(root + "/p1/sites/a.com/files", { recursive: true });
 fs.mkdirSync(root + "/p1/sites/a.com/private/files", { recursive: true });
 fs.mkdirSync(root + "/p2/sites", { recursive: true });
 const tree = new SiteTree(root);
-let saved = [];
-// the ledger in another folder (the agent's state dir), written as the agent writes it
-const ledger = { entries: async () => structuredClone(saved), save: async (e) => { saved = structuredClone(e); await writeJsonAtomic(state + "/ledger.json", e); } };
 const m = { id: "m1", from: "p1", site: "a.com", to: "p2", newSite: "a.com", dataDirs: ["files", "private/files"] };
-await tree.moveData(m, ledger, "old", "park");
+// the ledger in another folder (the agent's state dir), in the agent's record, written as an Apply writes it
+fs.mkdirSync(state + "/agent/migrations", { recursive: true });
+const registry = new Registry(state + "/agent");
+const record = await registry.register(m, false);
+await tree.moveData(m, registry.applyLedger(record), "old", "park");
+await registry.recordOperation(record, "fronts-park-data/park-data", { changes: [] });
 await tree.moveSiteFolder("p1/sites/a.com", "p2/sites/a.com");
 const journal = await Journal.create(state, "20240101T000000Z-abcdef", { plan: {} });
 await journal.append({ event: "step-start" });
 `;
+
+/** The agent's record of migration m1 (Registry.file). */
+const RECORD = (state: string) => `${state}/agent/migrations/m1.json`;
 
 let tmp: string;
 beforeEach(() => {
@@ -91,13 +96,21 @@ describe.skipIf(!hasStrace())("durability (traced with strace)", () => {
     ] as const) {
       const renamed = calls.indexOf(`rename ${path.join(root, from)} ${path.join(root, to)}`);
       expect(renamed, `${from} renamed:\n${calls.join("\n")}`).toBeGreaterThan(-1);
-      const recorded = calls.findIndex((c, i) => i > renamed && c.startsWith("rename ") && c.endsWith(`${state}/ledger.json`));
+      const recorded = calls.findIndex((c, i) => i > renamed && c.startsWith("rename ") && c.endsWith(RECORD(state)));
       expect(recorded, "the ledger records it after").toBeGreaterThan(renamed);
       const between = calls.slice(renamed, recorded);
       expect(between, `between the rename and its record:\n${between.join("\n")}`).toEqual(
         expect.arrayContaining([`fsync ${path.dirname(path.join(root, from))}`, `fsync ${path.dirname(path.join(root, to))}`]),
       );
     }
+    // the intents are on disk before the first rename: the record's temp file fsynced, renamed over the
+    // record, and the folder that holds it fsynced
+    const firstRename = calls.findIndex((c) => c.startsWith(`rename ${root}/`));
+    const intent = calls.findLastIndex((c, i) => i < firstRename && c.startsWith("rename ") && c.endsWith(RECORD(state)));
+    expect(intent, `the intents written before the first rename:\n${calls.join("\n")}`).toBeGreaterThan(-1);
+    const tmpFile = (calls[intent] as string).split(" ")[1] as string;
+    expect(calls.slice(0, intent), "the temp file fsynced before it is renamed over the record").toContain(`fsync ${tmpFile}`);
+    expect(calls.slice(intent, firstRename), "the record's folder fsynced after").toContain(`fsync ${path.join(state, "agent", "migrations")}`);
     // the park folders made for it are fsynced in the folders that hold them
     expect(calls).toEqual(expect.arrayContaining([`fsync ${root}`, `fsync ${path.join(root, ".quick-migrate-park")}`]));
   });

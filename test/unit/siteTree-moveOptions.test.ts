@@ -85,8 +85,16 @@ describe("moveData options", () => {
         seen.push({ dataDir, ledger: structuredClone(ledger.arr), parked: fs.existsSync(r(`.quick-migrate-park/m1/${encodeURIComponent(dataDir)}`)) });
       },
     });
+    // both intents are saved at once, before the first rename
     expect(seen).toEqual([
-      { dataDir: "files", ledger: [{ dataDir: "files", kind: "directory", ...files, at: "old", moving: "park" }], parked: true },
+      {
+        dataDir: "files",
+        ledger: [
+          { dataDir: "files", kind: "directory", ...files, at: "old", moving: "park" },
+          { dataDir: "private/files", kind: "directory", ...priv, at: "old", moving: "park" },
+        ],
+        parked: true,
+      },
       {
         dataDir: "private/files",
         ledger: [
@@ -97,5 +105,42 @@ describe("moveData options", () => {
       },
     ]);
     expect(ledger.arr.every((e) => e.at === "park" && e.moving === undefined)).toBe(true);
+  });
+
+  it("a rename that fails after the intents are saved withdraws its own intent and those after it; the renames before it stay recorded", async () => {
+    const ledger = new MemLedger();
+    const err = await tree.moveData(m, ledger, "old", "park", {
+      // something takes the second data dir's place in the park folder once the first is renamed
+      afterRename: (dataDir) => {
+        if (dataDir === "files") fs.mkdirSync(r(".quick-migrate-park/m1/private%2Ffiles"));
+      },
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((err as QmError).code).toBe("CONFLICT");
+    expect(ledger.arr.map((e) => [e.dataDir, e.at, e.moving])).toEqual([
+      ["files", "park", undefined],
+      ["private/files", "old", undefined],
+    ]);
+    expect(fs.readFileSync(r(".quick-migrate-park/m1/files/x"), "utf8")).toBe("x");
+    expect(fs.readFileSync(r("p1/sites/a.com/private/files/y"), "utf8"), "the second data dir not moved").toBe("y");
+  });
+
+  it("a data dir found at neither of its places refuses the whole move before anything is renamed", async () => {
+    const ledger = new MemLedger();
+    await tree.moveData(m, ledger, "old", "park");
+    // the second data dir vanished from the park area (not where the ledger says, nor anywhere else)
+    fs.rmSync(r(".quick-migrate-park/m1/private%2Ffiles"), { recursive: true });
+    fs.mkdirSync(r("p2/sites/b.com"));
+    const before = structuredClone(ledger.arr);
+    const err = await tree.moveData(m, ledger, "park", "new").then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((err as QmError).code).toBe("CONFLICT");
+    expect((err as QmError).message).toContain("data dir private/files is missing");
+    expect(fs.readFileSync(r(".quick-migrate-park/m1/files/x"), "utf8"), "the first data dir not moved").toBe("x");
+    expect(ledger.arr, "nothing saved").toEqual(before);
   });
 });
