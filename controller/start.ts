@@ -11,6 +11,7 @@
 // and time): a new install never picks up the code of an old one.
 import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import type { Stats } from "node:fs";
+import { isAscii } from "node:buffer";
 import { createRequire } from "node:module";
 import { dirname, isAbsolute, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -78,7 +79,10 @@ function writeCache(dir: string, name: string, bundleKey: string, script: Script
 const file = fileURLToPath(new URL("./controller-main.cjs", import.meta.url));
 const fd = openSync(file, "r");
 const bundle = fstatSync(fd);
-const source = readFileSync(fd, "utf8");
+const bytes = readFileSync(fd);
+// the same string either way for ASCII, which the bundle is but for a few comments: decoding 2 MB as
+// UTF-8 took 7 ms, reading it as one byte a character well under 1
+const source = isAscii(bytes) ? bytes.toString("latin1") : bytes.toString("utf8");
 closeSync(fd);
 
 const dir = cacheFolder();

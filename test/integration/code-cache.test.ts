@@ -1,6 +1,7 @@
 // The controller's V8 code cache (controller/start.ts), through bin/quick-migrate: written once a command
 // did its work, read by the next, and never read when it is not only this user's own (a file or folder
 // others can write, a link); a cache V8 rejects, or none at all, only costs the compile.
+import { isAscii } from "node:buffer";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -37,6 +38,10 @@ function cacheFiles(dir: string): string[] {
 }
 
 describe("controller code cache", () => {
+  it("the bundle is ASCII (read as one byte a character, not decoded)", () => {
+    expect(isAscii(fs.readFileSync(path.join(repoRoot(), "dist", "bundle", "controller-main.cjs")))).toBe(true);
+  });
+
   it("is written by a command that did its work, only this user's, and read by the next", async () => {
     const home = tempDir();
     await version(home);
