@@ -325,26 +325,34 @@ addExamples(program, CONTROLLER_EXAMPLES);
 // a monitoring system reads health's usage errors: they are its UNKNOWN (below)
 explainUsageErrors(program, [health]);
 
-try {
-  await program.parseAsync(process.argv);
-  // the command has done its work and said so (see shared/exit.ts)
-  await exitOnceFlushed();
-} catch (err) {
-  const code = (err as { code?: string }).code;
-  if (code === "commander.helpDisplayed" || code === "commander.version" || code === "commander.help") process.exit(0);
-  if (err instanceof PluginUsageError) {
-    const { HEALTH_SERVICE } = await import("./healthCheck.js");
-    const report = unknown(HEALTH_SERVICE, err.message);
-    const json = process.argv.includes("--json");
-    process.stdout.write(`${render(report, json)}${json ? "" : `${usageLine(health)}\n`}`);
-    process.exit(report.exitCode);
+/**
+ * Runs the command. Not top-level awaits: the bundle bin/ runs is a CommonJS script (controller/start.ts
+ * keeps a V8 code cache of it), which has none.
+ */
+async function main(): Promise<void> {
+  try {
+    await program.parseAsync(process.argv);
+    // the command has done its work and said so (see shared/exit.ts)
+    await exitOnceFlushed();
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === "commander.helpDisplayed" || code === "commander.version" || code === "commander.help") process.exit(0);
+    if (err instanceof PluginUsageError) {
+      const { HEALTH_SERVICE } = await import("./healthCheck.js");
+      const report = unknown(HEALTH_SERVICE, err.message);
+      const json = process.argv.includes("--json");
+      process.stdout.write(`${render(report, json)}${json ? "" : `${usageLine(health)}\n`}`);
+      process.exit(report.exitCode);
+    }
+    const message = oneLine(describeError(err));
+    if (process.argv.includes("--json")) {
+      // hostmaster tasks parse stdout: a usage error ends with a result event like any refusal
+      new JsonReporter(process.stdout).event({ event: "result", migrationId: null, outcome: "refused", exitCode: OUTCOMES.refused, message, code: "USAGE", durationMs: 0 });
+    } else if (typeof code !== "string" || !code.startsWith("commander.")) {
+      process.stderr.write(`quick-migrate: ${message}\n`);
+    }
+    process.exit(OUTCOMES.refused);
   }
-  const message = oneLine(describeError(err));
-  if (process.argv.includes("--json")) {
-    // hostmaster tasks parse stdout: a usage error ends with a result event like any refusal
-    new JsonReporter(process.stdout).event({ event: "result", migrationId: null, outcome: "refused", exitCode: OUTCOMES.refused, message, code: "USAGE", durationMs: 0 });
-  } else if (typeof code !== "string" || !code.startsWith("commander.")) {
-    process.stderr.write(`quick-migrate: ${message}\n`);
-  }
-  process.exit(OUTCOMES.refused);
 }
+
+void main();

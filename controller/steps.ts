@@ -288,19 +288,26 @@ const finish = step({
   },
   run: async (io) => {
     const m = io.plan.migration;
+    const fetched = fetches(io.plan);
+    const discards = !io.plan.masterIsFront && !io.plan.keepMasterData;
+    // the stale site folder holds no data dirs (they were parked): a guarded removal. It and the parked
+    // stale data are apart in the park folder: removed side by side, each let finish before the step
+    // answers (a failure of one is thrown once the other is over, so a retry of the step never overlaps
+    // it); then nothing of this migration is left in the park area (on a hostmaster that is a front, no
+    // other step empties it)
+    const [stale, discarded] = await Promise.allSettled([
+      fetched ? io.master.removeSiteFolder(staleSiteRel(m), m.dataDirs) : Promise.resolve([]),
+      discards ? io.master.discardParked(m, io.masterLedger()) : Promise.resolve([]),
+    ]);
+    for (const r of [stale, discarded]) if (r?.status === "rejected") throw r.reason;
+    const value = (r: PromiseSettledResult<ChangeRecord[]> | undefined): ChangeRecord[] => (r?.status === "fulfilled" ? r.value : []);
     const parts: string[] = [];
-    // the stale site folder holds no data dirs (they were parked): a guarded removal; then nothing of
-    // this migration is left in the park area (on a hostmaster that is a front, no other step empties it)
-    if (fetches(io.plan)) {
-      parts.push(`stale site folder ${summarize(await io.master.removeSiteFolder(staleSiteRel(m), m.dataDirs))}`);
+    if (fetched) {
+      parts.push(`stale site folder ${summarize(value(stale))}`);
       await io.master.removeEmptyParkFolders(m.id);
     }
     if (!io.plan.masterIsFront) {
-      parts.push(
-        io.plan.keepMasterData
-          ? `hostmaster's stale data kept in ${parkRel(m.id)}`
-          : `${(await io.master.discardParked(m, io.masterLedger())).length} stale data dir(s) deleted on the hostmaster`,
-      );
+      parts.push(io.plan.keepMasterData ? `hostmaster's stale data kept in ${parkRel(m.id)}` : `${value(discarded).length} stale data dir(s) deleted on the hostmaster`);
     }
     parts.push(await io.unlock());
     return parts.join("; ");

@@ -11,8 +11,11 @@
 // only for status codes and loadPackageDefinition (the server and its calls stay the bundled copy's).
 // The code paths of bundled packages that read files beside their code (grpc-js's channelz and ORCA
 // services, pino's transports) are never taken by quick-migrate.
-// Split into chunks along the dynamic imports, so that `status` does not parse what `migrate` needs.
-import { rmSync } from "node:fs";
+// The agent: ES modules split into chunks along the dynamic imports, so that a command does not parse
+// what another needs. The controller: one CommonJS script (controller-main.cjs), which its entry
+// (controller.js, from controller/start.ts) runs with a V8 code cache: a cached script's size costs little,
+// and Node 20 caches no ES module's code.
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { build } from "esbuild";
 
@@ -33,31 +36,44 @@ const EXTERNAL = new Set(["@grpc/reflection", "@grpc/proto-loader", "protobufjs"
 
 const outdir = join(dist, "bundle");
 rmSync(outdir, { recursive: true, force: true });
+
+const externalPackages = {
+  name: "external-packages",
+  setup(b) {
+    // a bare specifier (a package) stays an import unless it is one of BUNDLED
+    b.onResolve({ filter: /^[^./]/ }, (a) => {
+      if (a.path.startsWith("node:")) return { external: true };
+      const name = a.path.startsWith("@") ? a.path.split("/").slice(0, 2).join("/") : a.path.split("/")[0];
+      return EXTERNAL.has(name) ? { external: true } : undefined;
+    });
+  },
+};
+const common = { bundle: true, platform: "node", target: "node20", plugins: [externalPackages], legalComments: "eof", logLevel: "warning" };
+
 await build({
-  entryPoints: { controller: join(dist, "controller/main.js"), agent: join(dist, "agent/main.js"), noDebugger: join(dist, "shared/noDebugger.js") },
+  ...common,
+  entryPoints: { controller: join(dist, "controller/start.js"), agent: join(dist, "agent/main.js"), noDebugger: join(dist, "shared/noDebugger.js") },
   outdir,
-  bundle: true,
   splitting: true,
   format: "esm",
-  platform: "node",
-  target: "node20",
   // chunks named by their content: a stale one is never picked up by a newer entry
   chunkNames: "chunk-[hash]",
-  plugins: [
-    {
-      name: "external-packages",
-      setup(b) {
-        // a bare specifier (a package) stays an import unless it is one of BUNDLED
-        b.onResolve({ filter: /^[^./]/ }, (a) => {
-          if (a.path.startsWith("node:")) return { external: true };
-          const name = a.path.startsWith("@") ? a.path.split("/").slice(0, 2).join("/") : a.path.split("/")[0];
-          return EXTERNAL.has(name) ? { external: true } : undefined;
-        });
-      },
-    },
-  ],
   // yaml is CommonJS and requires Node's builtins: an ES module has no `require` of its own
   banner: { js: 'import { createRequire as __qmCreateRequire } from "node:module";\nconst require = __qmCreateRequire(import.meta.url);' },
-  legalComments: "eof",
-  logLevel: "warning",
 });
+
+await build({
+  ...common,
+  entryPoints: [join(dist, "controller/main.js")],
+  outfile: join(outdir, "controller-main.cjs"),
+  format: "cjs",
+  // strict, as the ES modules it is made of (and as the ESM bundle ran its packages)
+  banner: { js: '"use strict";\nconst __qmImportMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
+  // the code's own import.meta.url (reading package.json beside it): this file's, as in the ESM bundle
+  define: { "import.meta.url": "__qmImportMetaUrl" },
+});
+// ASCII throughout: esbuild escapes the code's own non-ASCII characters, not those of the comments it
+// keeps; escaped there too (the same text in a comment, a string or a pattern), controller/start.ts reads
+// the 2 MB as one byte a character instead of decoding them as UTF-8 (5-7 ms)
+const cjs = join(outdir, "controller-main.cjs");
+writeFileSync(cjs, readFileSync(cjs, "utf8").replace(/[^\x00-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`));

@@ -175,6 +175,9 @@ export class GroupCommitFile {
   }
 
   private async drain(): Promise<void> {
+    // the lines given in the same turn as the first (each host's intent of a step, given one after the
+    // other by a loop) go out with it: otherwise only the first would, and the others would wait for its fsync
+    await undefined;
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0);
       let failure: unknown;
