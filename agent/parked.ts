@@ -238,6 +238,9 @@ async function restoreLocked(root: string, registry: Registry, record: Migration
       results.push({ dataDir, outcome: "failed", originalPath, ...found, reason: describeError(err) });
     }
   }
+  // a data dir put back from the new site folder leaves this migration's park folder as it was, empty
+  // when every data dir is back: nothing of the migration is left in the park area
+  if (results.every((r) => r.outcome === "restored" || r.outcome === "already-done")) await tree.removeEmptyParkFolders(m.id);
   return { migration: m, oldSitePath, results };
 }
 

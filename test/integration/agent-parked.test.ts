@@ -303,6 +303,29 @@ describe("a rename the agent recorded and the disk lost (a power cut)", () => {
     await expectDataBack(s, "web1");
   });
 
+  it("restore of data dirs found in the new site folder (their renames done, not recorded): both put back, no park folder left", async () => {
+    const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }] }));
+    const web1 = s.cluster.front("web1");
+    const id = "lost-rename-new";
+    const c = client(web1);
+    await register(s, c, id);
+    await apply(c, { migrationId: id, step: "fronts-park-data", action: Action.ACTION_PARK_DATA });
+    await s.cluster.stopAgent("web1");
+    // what a crash right after restore-data's renames leaves: both in the new site folder, the record saying park
+    const newSite = siteDir(web1.root, s.to, s.site);
+    fs.mkdirSync(path.join(newSite, "private"), { recursive: true });
+    fs.renameSync(path.join(web1.root, PARK, id, "files"), path.join(newSite, "files"));
+    fs.renameSync(path.join(web1.root, PARK, id, "private%2Ffiles"), path.join(newSite, "private", "files"));
+    s.cluster.handOver(); // the folders made here are the agent's user's, as a step would have made them
+    const restore = await parked(web1, "restore", id);
+    expect(restore.exitCode, restore.stdout + restore.stderr).toBe(0);
+    const oldSite = siteDir(web1.root, s.from, s.site);
+    expect(restore.stdout).toContain(`files: restored to ${path.join(oldSite, "files")} from new`);
+    expect(restore.stdout).toContain(`private/files: restored to ${path.join(oldSite, "private", "files")} from new`);
+    await expectDataBack(s, "web1");
+    expect(fs.existsSync(path.join(web1.root, PARK, id)), "the migration's empty park folder removed").toBe(false);
+  });
+
   it("restore, with the service stopped, puts the record right and reports the data dir already at its original path", async () => {
     const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }] }));
     const web1 = s.cluster.front("web1");
