@@ -205,7 +205,11 @@ export class Registry {
     const file = this.file(id);
     this.readCache.delete(id);
     await writeSmallFileAtomic(file, `${JSON.stringify(record, null, 2)}\n`);
-    this.readCache.set(id, { identity: fileIdentity(file), record: copyOf(record) });
+    try {
+      this.readCache.set(id, { identity: fileIdentity(file), record: copyOf(record) });
+    } catch {
+      // written, and durable: only the cache is skipped, and the next look reads the file
+    }
   }
 
   /**
