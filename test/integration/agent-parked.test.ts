@@ -98,6 +98,16 @@ function expectSame(what: string, expected: Manifest | null | undefined, actual:
   expect(diff, `${what} differs:\n${summarizeDiff(diff)}`).toEqual([]);
 }
 
+/** A one-front scenario whose agent (web1) registered migration `id` and parked its data dirs (the Apply's answer). */
+async function parkedOnWeb1(id: string): Promise<{ s: Scenario; web1: ClusterFront; c: AgentClient; parkedNow: Awaited<ReturnType<typeof apply>> }> {
+  const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }] }));
+  const web1 = s.cluster.front("web1");
+  const c = client(web1);
+  await register(s, c, id);
+  const parkedNow = await apply(c, { migrationId: id, step: "fronts-park-data", action: Action.ACTION_PARK_DATA });
+  return { s, web1, c, parkedNow };
+}
+
 /** Every data dir of the front's old site folder is exactly as before the migration. */
 async function expectDataBack(s: Scenario, front: string): Promise<void> {
   const oldSite = siteDir(s.cluster.frontRoot(front), s.from, s.site);
@@ -204,12 +214,8 @@ describe("quick-migrate-agent parked", () => {
   });
 
   it("refuses an original path occupied by a non-empty directory, replaces an empty placeholder, and refuses without the old site folder", async () => {
-    const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }] }));
-    const web1 = s.cluster.front("web1");
     const id = "parked-refuse-1";
-    const c = client(web1);
-    await register(s, c, id);
-    const parkedNow = await apply(c, { migrationId: id, step: "fronts-park-data", action: Action.ACTION_PARK_DATA });
+    const { s, web1, c, parkedNow } = await parkedOnWeb1(id);
     expect(parkedNow.changes.map((ch) => [ch.dataDir, ch.result])).toEqual([
       ["files", "renamed"],
       ["private/files", "renamed"],
@@ -265,12 +271,8 @@ describe("quick-migrate-agent parked", () => {
 
 describe("a rename the agent recorded and the disk lost (a power cut)", () => {
   it("parked list finds each data dir at its original path and says so (not MISSING); restore and the agent's undo agree", async () => {
-    const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }] }));
-    const web1 = s.cluster.front("web1");
     const id = "lost-rename-1";
-    const c = client(web1);
-    await register(s, c, id);
-    await apply(c, { migrationId: id, step: "fronts-park-data", action: Action.ACTION_PARK_DATA });
+    const { s, web1 } = await parkedOnWeb1(id);
     const root = web1.root;
     const oldSite = siteDir(root, s.from, s.site);
     // the disk after the power cut: the ledger says parked, the renames never reached the disk
@@ -304,12 +306,8 @@ describe("a rename the agent recorded and the disk lost (a power cut)", () => {
   });
 
   it("restore of data dirs found in the new site folder (their renames done, not recorded): both put back, no park folder left", async () => {
-    const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }] }));
-    const web1 = s.cluster.front("web1");
     const id = "lost-rename-new";
-    const c = client(web1);
-    await register(s, c, id);
-    await apply(c, { migrationId: id, step: "fronts-park-data", action: Action.ACTION_PARK_DATA });
+    const { s, web1 } = await parkedOnWeb1(id);
     await s.cluster.stopAgent("web1");
     // what a crash right after restore-data's renames leaves: both in the new site folder, the record saying park
     const newSite = siteDir(web1.root, s.to, s.site);
@@ -327,12 +325,8 @@ describe("a rename the agent recorded and the disk lost (a power cut)", () => {
   });
 
   it("restore, with the service stopped, puts the record right and reports the data dir already at its original path", async () => {
-    const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }] }));
-    const web1 = s.cluster.front("web1");
     const id = "lost-rename-2";
-    const c = client(web1);
-    await register(s, c, id);
-    await apply(c, { migrationId: id, step: "fronts-park-data", action: Action.ACTION_PARK_DATA });
+    const { s, web1 } = await parkedOnWeb1(id);
     await s.cluster.stopAgent("web1");
     const oldSite = siteDir(web1.root, s.from, s.site);
     fs.renameSync(path.join(web1.root, PARK, id, "files"), path.join(oldSite, "files"));
