@@ -186,6 +186,15 @@ export class RsyncTunnel {
       lastActivity = Date.now();
       if (!call.write({ frame: { $case: "data", value: data } })) await waitFor(call, "drain");
     };
+    // While the agent's bytes keep arriving, the agent hears from this end at least every HEARTBEAT_MS (an
+    // empty data frame): what it sent may sit in the link's buffers for seconds after it handed it over
+    // (its writes took it at once), and its idle bound must not end a transfer that is still arriving.
+    // Only bytes count, not the agent's own heartbeats: two silent rsyncs never keep each other alive.
+    let arrived = false;
+    const heartbeat = setInterval(() => {
+      if (arrived && !finished) call.write({ frame: { $case: "data", value: Buffer.alloc(0) } });
+      arrived = false;
+    }, HEARTBEAT_MS);
     call.write({ frame: { $case: "start", value: { migrationId: run.migrationId, step: run.step, args: [...DAEMON_OVER_RSH], run: run.run } } });
     // every byte of the session passes here: counted each way for the progress of the step
     let sent = 0;
@@ -210,6 +219,7 @@ export class RsyncTunnel {
         lastActivity = Date.now();
         const f = message.frame;
         if (f?.$case === "data") {
+          if ((f.value as Buffer).length > 0) arrived = true;
           received += (f.value as Buffer).length;
           run.onBytes?.(sent, received);
           if (!socket.write(f.value as Buffer)) await waitFor(socket, "drain");
@@ -245,10 +255,14 @@ export class RsyncTunnel {
       call.cancel();
     } finally {
       clearInterval(stallCheck);
+      clearInterval(heartbeat);
     }
     await upstream;
   }
 }
+
+/** How often, at most, this end says that the agent's bytes are still arriving (the agent's own heartbeat is as often). */
+const HEARTBEAT_MS = 500;
 
 /** The line of rsync's stderr that says what went wrong: its first complaint, else its last line. */
 function errorLine(stderr: string): string | undefined {
