@@ -11,8 +11,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { AgentConnectionLike } from "../../controller/agentConnection.js";
 import { RsyncTunnel } from "../../controller/tunnel.js";
 import { ERROR_CODE_METADATA_KEY, QmError } from "../../shared/errors.js";
-import { rsyncRemote } from "../../shared/rsyncArgs.js";
 import { checkRsync } from "../../scripts/lib/cluster.js";
+import { fetchFromWeb1 } from "../helpers/tunnelRun.js";
 
 /** A stream that the agent ends at once with `code` (as agent/server.ts's endWithError does). */
 function refusedStream(code: "BUSY" | "NOT_ALLOWED"): PassThrough & { cancel(): void } {
@@ -51,16 +51,7 @@ afterEach(() => {
 
 function runOn(tunnel: RsyncTunnel, f: AgentConnectionLike): Promise<void> {
   dir = mkdtempSync(join(tmpdir(), "qm-tunnel-busy-"));
-  return tunnel.run({
-    front: f,
-    migrationId: "m1",
-    run: 1,
-    step: "fetch-site",
-    remoteFolder: "p1/sites/a.example.com",
-    source: rsyncRemote("web1"),
-    destination: `${join(dir, "site")}/`,
-    dataDirs: ["files"],
-  });
+  return fetchFromWeb1(tunnel, f, dir);
 }
 
 describe("RsyncTunnel and a busy agent", () => {

@@ -11,8 +11,8 @@ import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import type { AgentConnectionLike } from "../../controller/agentConnection.js";
 import { RsyncTunnel } from "../../controller/tunnel.js";
-import { rsyncRemote } from "../../shared/rsyncArgs.js";
 import { checkRsync } from "../../scripts/lib/cluster.js";
+import { fetchFromWeb1 } from "../helpers/tunnelRun.js";
 
 type Frame = { frame?: { $case: string; value: unknown } };
 
@@ -52,18 +52,7 @@ async function carry(frames: Buffer[], everyMs: number): Promise<Frame[]> {
   const front = { name: "web1", local: false, openRsync: () => stream } as unknown as AgentConnectionLike;
   dir = mkdtempSync(join(tmpdir(), "qm-tunnel-heartbeat-"));
   // the session never gets past the greeting: rsync fails once the stream ends, which is not the point here
-  await new RsyncTunnel(checkRsync(), pino({ level: "silent" }), 30_000)
-    .run({
-      front,
-      migrationId: "m1",
-      run: 1,
-      step: "fetch-site",
-      remoteFolder: "p1/sites/a.example.com",
-      source: rsyncRemote("web1"),
-      destination: `${join(dir, "site")}/`,
-      dataDirs: ["files"],
-    })
-    .catch(() => undefined);
+  await fetchFromWeb1(new RsyncTunnel(checkRsync(), pino({ level: "silent" }), 30_000), front, dir).catch(() => undefined);
   return written;
 }
 
