@@ -9,7 +9,7 @@ import { constants } from "node:os";
 // commands the records), so that none pays for the others' modules. Types cost nothing at run time.
 import { QmError, describeError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
-import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoringPlugin.js";
+import { PluginUsageError, exitOnPluginUsageError, parseMs, render } from "../shared/monitoringPlugin.js";
 import { EXAMPLE_MIGRATION_ID, addExamples, explainUsageErrors, oneLine, usageError, usageLine } from "../shared/cliUsage.js";
 import { checkMigrationId } from "../shared/names.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
@@ -273,13 +273,7 @@ try {
 } catch (err) {
   const code = (err as { code?: string }).code;
   if (code === "commander.helpDisplayed" || code === "commander.version") process.exit(0);
-  if (err instanceof PluginUsageError) {
-    const { AGENT_HEALTH_SERVICE } = await import("./healthCheck.js");
-    const report = unknown(AGENT_HEALTH_SERVICE, err.message);
-    const json = process.argv.includes("--json");
-    process.stdout.write(`${render(report, json)}${json ? "" : `${usageLine(health)}\n`}`);
-    process.exit(report.exitCode);
-  }
+  if (err instanceof PluginUsageError) exitOnPluginUsageError((await import("./healthCheck.js")).AGENT_HEALTH_SERVICE, err, usageLine(health));
   if (typeof code === "string" && code.startsWith("commander.")) process.exit(2);
   process.stderr.write(`quick-migrate-agent: ${err instanceof QmError ? err.message : describeError(err)}\n`);
   process.exit(err instanceof QmError && USAGE_CODES.has(err.code) ? 2 : 1);

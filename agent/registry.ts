@@ -4,7 +4,7 @@ import { readFileSync, statSync } from "node:fs";
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { QmError } from "../shared/errors.js";
-import { writeSmallFileAtomic } from "../shared/fsutil.js";
+import { writeJsonAtomic } from "../shared/fsutil.js";
 import { type MigrationSpec, checkMigration } from "../shared/migration.js";
 import { checkMigrationId } from "../shared/names.js";
 import type { ChangeRecord, Ledger, LedgerEntry } from "../shared/siteTree.js";
@@ -110,7 +110,7 @@ function copyOf(record: MigrationRecord): MigrationRecord {
 export class Registry {
   /**
    * Each record as last read, by the identity of the file it was read from (inode, size, times): a
-   * record is only ever replaced by renaming a new file over it (writeSmallFileAtomic), so a file that
+   * record is only ever replaced by renaming a new file over it (writeJsonAtomic), so a file that
    * still has that identity still holds that record. A preflight looks at every record on the front
    * for an unfinished migration of its site: one stat each, instead of reading and checking each again.
    * A record this process writes is kept as written, with the identity its file has just after: the
@@ -136,7 +136,7 @@ export class Registry {
       return existing;
     }
     const record: MigrationRecord = { migration, local, registeredAt: new Date().toISOString(), ledger: [], operations: {}, state: INITIAL_STATE };
-    await this.write(record);
+    await this.save(record);
     return record;
   }
 
@@ -191,20 +191,15 @@ export class Registry {
     const operations = (record.operations ??= {});
     const count = (operations[key]?.count ?? 0) + 1;
     operations[key] = { at: new Date().toISOString(), count, ...structuredClone(result) };
-    await this.write(record);
+    await this.save(record);
   }
 
-  /** Writes the record as it is now (atomically, fsynced). */
+  /** Writes the record as it is now (atomically, fsynced), and keeps it as the cached read of its file (see readCache). */
   async save(record: MigrationRecord): Promise<void> {
-    await this.write(record);
-  }
-
-  /** Writes the record (atomically, fsynced) and keeps it as the cached read of its file (see readCache). */
-  private async write(record: MigrationRecord): Promise<void> {
     const id = record.migration.id;
     const file = this.file(id);
     this.readCache.delete(id);
-    await writeSmallFileAtomic(file, `${JSON.stringify(record, null, 2)}\n`);
+    await writeJsonAtomic(file, record);
     try {
       this.readCache.set(id, { identity: fileIdentity(file), record: copyOf(record) });
     } catch {
@@ -239,7 +234,7 @@ export class Registry {
   /** Marks the migration as put back by `parked restore` on this front (see MigrationRecord.restoredOnFrontAt). */
   async markRestoredOnFront(record: MigrationRecord): Promise<void> {
     record.restoredOnFrontAt ??= new Date().toISOString();
-    await this.write(record);
+    await this.save(record);
   }
 
   /**
@@ -259,7 +254,7 @@ export class Registry {
       save: async (entries) => {
         record.ledger = structuredClone(entries);
         if (onlySettles(onDisk, entries)) return;
-        await this.write(record);
+        await this.save(record);
         onDisk = structuredClone(entries);
       },
     };
@@ -271,7 +266,7 @@ export class Registry {
       entries: async () => structuredClone(record.ledger),
       save: async (entries) => {
         record.ledger = structuredClone(entries);
-        await this.write(record);
+        await this.save(record);
       },
     };
   }

@@ -15,13 +15,12 @@ import type { RsyncFrame, RsyncStart } from "../shared/generated/quickmigrate/v1
 import type { Logger } from "../shared/logger.js";
 import { type MigrationSpec, newSiteRel, oldSiteRel } from "../shared/migration.js";
 import { checkMigrationId, checkStepName } from "../shared/names.js";
-import { RSYNC_MODULE, isDaemonOverRsh } from "../shared/rsyncArgs.js";
+import { RSYNC_MODULE, TUNNEL_HEARTBEAT_MS, isDaemonOverRsh } from "../shared/rsyncArgs.js";
 import { type RsyncDirection, rsyncdConf } from "./rsyncdConf.js";
 import type { SiteOperations } from "./siteOperations.js";
 
 type Stream = ServerDuplexStream<RsyncFrame, RsyncFrame>;
 
-const HEARTBEAT_MS = 500;
 /** A stream's start frame must come within this; until it has, the stream holds no operation slot. */
 export const START_MS = 5000;
 /** The descriptor of the site folder in the rsync daemon: its module's path is `/proc/self/fd/3`. */
@@ -176,8 +175,9 @@ async function pipeDaemon(
   child.stdin?.on("error", (err) => log.debug({ err }, "rsync stdin closed"));
 
   // Progress: while rsync takes or gives bytes, the controller hears from this end at least every
-  // HEARTBEAT_MS (an empty data frame when nothing else was sent), so that its stall timer can tell a
-  // slow link, where bytes still move, from a silent one. The same moves keep this end's idle bound off.
+  // TUNNEL_HEARTBEAT_MS (an empty data frame when nothing else was sent), so that its stall timer can
+  // tell a slow link, where bytes still move, from a silent one. The same moves keep this end's idle
+  // bound off, and so do the controller's heartbeats while the bytes sent from here arrive there.
   let moved = false;
   let sent = false;
   let lastMove = Date.now();
@@ -191,7 +191,7 @@ async function pipeDaemon(
     if (moved && !sent && !cancelled.signal.aborted) call.write({ frame: { $case: "data", value: Buffer.alloc(0) } });
     moved = false;
     sent = false;
-  }, HEARTBEAT_MS);
+  }, TUNNEL_HEARTBEAT_MS);
   // A write waiting for the controller to take it is a slow link, not a silent rsync (a dead peer there
   // is the gRPC keepalive's to catch).
   const idleCheck = setInterval(

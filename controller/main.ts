@@ -9,7 +9,7 @@ import { QmError, describeError, errorCode } from "../shared/errors.js";
 import { checkMigrationId, checkSiteName } from "../shared/names.js";
 import { PACKAGE_VERSION } from "../shared/version.js";
 import { exitOnceFlushed } from "../shared/exit.js";
-import { PluginUsageError, parseMs, render, unknown } from "../shared/monitoringPlugin.js";
+import { PluginUsageError, exitOnPluginUsageError, parseMs, render } from "../shared/monitoringPlugin.js";
 import { EXAMPLE_MIGRATION_ID, addExamples, explainUsageErrors, oneLine, usageError, usageLine } from "../shared/cliUsage.js";
 import type { ControllerConfig } from "./config.js";
 import { DEFAULT_CONTROLLER_CONFIG } from "./configFile.js";
@@ -55,10 +55,10 @@ function screenOf(output: object): Notices | undefined {
  * the warnings that matter on the screen. Closed at the command's end.
  */
 async function logOpener(): Promise<OpenLog> {
-  const [{ createRootLogger, fdDestination }, { JournalLogSink }] = await Promise.all([import("../shared/logger.js"), import("./logSink.js")]);
+  const [{ createRootLogger }, { JournalLogSink }] = await Promise.all([import("../shared/logger.js"), import("./logSink.js")]);
   return (config, screen) => {
     const level = process.env.QM_LOG_LEVEL ?? config.logLevel;
-    if (!screen) return { log: createRootLogger("quick-migrate", level, fdDestination(2)), close: () => undefined };
+    if (!screen) return { log: createRootLogger("quick-migrate", level, 2), close: () => undefined };
     const sink = new JournalLogSink(config.stateDir, screen);
     return { log: createRootLogger("quick-migrate", level, sink), close: () => sink.close() };
   };
@@ -337,13 +337,7 @@ async function main(): Promise<void> {
   } catch (err) {
     const code = (err as { code?: string }).code;
     if (code === "commander.helpDisplayed" || code === "commander.version" || code === "commander.help") process.exit(0);
-    if (err instanceof PluginUsageError) {
-      const { HEALTH_SERVICE } = await import("./healthCheck.js");
-      const report = unknown(HEALTH_SERVICE, err.message);
-      const json = process.argv.includes("--json");
-      process.stdout.write(`${render(report, json)}${json ? "" : `${usageLine(health)}\n`}`);
-      process.exit(report.exitCode);
-    }
+    if (err instanceof PluginUsageError) exitOnPluginUsageError((await import("./healthCheck.js")).HEALTH_SERVICE, err, usageLine(health));
     const message = oneLine(describeError(err));
     if (process.argv.includes("--json")) {
       // hostmaster tasks parse stdout: a usage error ends with a result event like any refusal

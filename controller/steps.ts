@@ -6,6 +6,7 @@
 // shared/frontSteps.ts (its name, the action it sends and the one that undoes it), which the agent reads
 // too and which may not live here: the agent never loads controller code. The entries are written
 // against StepIO, the runner's edge to the hosts, so this file does no I/O of its own.
+import { allInOrder } from "../shared/allInOrder.js";
 import { type MigrationSpec, PARK_FOLDER, newSiteRel, oldSiteRel, parkRel, placeRel, staleSiteRel, stagingRel } from "../shared/migration.js";
 import type { ChangeRecord, Ledger, SiteTree } from "../shared/siteTree.js";
 import { FRONT_STEP, type FrontStep } from "../shared/frontSteps.js";
@@ -295,19 +296,18 @@ const finish = step({
     // answers (a failure of one is thrown once the other is over, so a retry of the step never overlaps
     // it); then nothing of this migration is left in the park area (on a hostmaster that is a front, no
     // other step empties it)
-    const [stale, discarded] = await Promise.allSettled([
-      fetched ? io.master.removeSiteFolder(staleSiteRel(m), m.dataDirs) : Promise.resolve([]),
-      discards ? io.master.discardParked(m, io.masterLedger()) : Promise.resolve([]),
+    const none = Promise.resolve<ChangeRecord[]>([]);
+    const [stale, discarded] = await allInOrder([
+      fetched ? io.master.removeSiteFolder(staleSiteRel(m), m.dataDirs) : none,
+      discards ? io.master.discardParked(m, io.masterLedger()) : none,
     ]);
-    for (const r of [stale, discarded]) if (r?.status === "rejected") throw r.reason;
-    const value = (r: PromiseSettledResult<ChangeRecord[]> | undefined): ChangeRecord[] => (r?.status === "fulfilled" ? r.value : []);
     const parts: string[] = [];
     if (fetched) {
-      parts.push(`stale site folder ${summarize(value(stale))}`);
+      parts.push(`stale site folder ${summarize(stale)}`);
       await io.master.removeEmptyParkFolders(m.id);
     }
     if (!io.plan.masterIsFront) {
-      parts.push(io.plan.keepMasterData ? `hostmaster's stale data kept in ${parkRel(m.id)}` : `${value(discarded).length} stale data dir(s) deleted on the hostmaster`);
+      parts.push(io.plan.keepMasterData ? `hostmaster's stale data kept in ${parkRel(m.id)}` : `${discarded.length} stale data dir(s) deleted on the hostmaster`);
     }
     parts.push(await io.unlock());
     return parts.join("; ");

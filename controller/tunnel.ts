@@ -12,7 +12,7 @@ import type { LimitFunction } from "p-limit";
 import { QmError, describeError } from "../shared/errors.js";
 import type { RsyncStepName } from "../shared/frontSteps.js";
 import type { Logger } from "../shared/logger.js";
-import { DAEMON_OVER_RSH, rsyncClientArgs } from "../shared/rsyncArgs.js";
+import { DAEMON_OVER_RSH, TUNNEL_HEARTBEAT_MS, rsyncClientArgs } from "../shared/rsyncArgs.js";
 import { type AgentConnectionLike, fromServiceError } from "./agentConnection.js";
 import { retryWhileBusy } from "./busyRetry.js";
 
@@ -186,15 +186,15 @@ export class RsyncTunnel {
       lastActivity = Date.now();
       if (!call.write({ frame: { $case: "data", value: data } })) await waitFor(call, "drain");
     };
-    // While the agent's bytes keep arriving, the agent hears from this end at least every HEARTBEAT_MS (an
-    // empty data frame): what it sent may sit in the link's buffers for seconds after it handed it over
-    // (its writes took it at once), and its idle bound must not end a transfer that is still arriving.
-    // Only bytes count, not the agent's own heartbeats: two silent rsyncs never keep each other alive.
+    // While the agent's bytes keep arriving, the agent hears from this end at least every
+    // TUNNEL_HEARTBEAT_MS (an empty data frame): what it sent may sit in the link's buffers for seconds
+    // after its writes took it, and its idle bound must not end a transfer that is still arriving. Only
+    // bytes count, not the agent's own heartbeats: two silent rsyncs never keep each other alive.
     let arrived = false;
     const heartbeat = setInterval(() => {
       if (arrived && !finished) call.write({ frame: { $case: "data", value: Buffer.alloc(0) } });
       arrived = false;
-    }, HEARTBEAT_MS);
+    }, TUNNEL_HEARTBEAT_MS);
     call.write({ frame: { $case: "start", value: { migrationId: run.migrationId, step: run.step, args: [...DAEMON_OVER_RSH], run: run.run } } });
     // every byte of the session passes here: counted each way for the progress of the step
     let sent = 0;
@@ -260,9 +260,6 @@ export class RsyncTunnel {
     await upstream;
   }
 }
-
-/** How often, at most, this end says that the agent's bytes are still arriving (the agent's own heartbeat is as often). */
-const HEARTBEAT_MS = 500;
 
 /** The line of rsync's stderr that says what went wrong: its first complaint, else its last line. */
 function errorLine(stderr: string): string | undefined {

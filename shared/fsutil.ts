@@ -3,7 +3,7 @@
 // leaves nothing behind (no temporary file, no torn line).
 import { randomBytes } from "node:crypto";
 import { closeSync, constants, fsync, openSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { lstat, mkdir, open, rename, rm } from "node:fs/promises";
+import { lstat, mkdir, open } from "node:fs/promises";
 import { promisify } from "node:util";
 import type { FileHandle } from "node:fs/promises";
 import type { Stats } from "node:fs";
@@ -40,44 +40,17 @@ export async function mkdirDurable(dir: string, mode?: number): Promise<void> {
   }
 }
 
-/**
- * Writes a file so that a crash leaves either the old or the new content: temp file, fsync, rename,
- * fsync of the folder. A write that fails (a full disk) removes its temp file and throws IO naming `path`.
- */
-export async function writeFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`);
-  try {
-    // the folder is made (durably) only when it is missing: most writes replace a file in a folder that is there
-    const fh = await open(tmp, "wx", mode).catch(async (err: NodeJS.ErrnoException) => {
-      if (err.code !== "ENOENT") throw err;
-      await mkdirDurable(dir);
-      return open(tmp, "wx", mode);
-    });
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true }).catch(() => undefined);
-    throw fsError(err, path, "write");
-  }
-  await fsyncDir(dir);
-}
-
 const fsyncFd = promisify(fsync);
 
 /**
- * writeFileAtomic for a small file in a folder on a local disk (the agent's records and their locks):
- * the same steps and the same guarantees, but the calls that only touch the page cache (open, write,
- * close, rename) are made at once, synchronously, and only the two fsyncs, which wait for the disk, go
- * to the thread pool. Six hand-offs to the pool and back fewer per write; an fsync that the disk holds
- * up (another process's large write-back) still never blocks the event loop.
+ * Writes a small file in a folder on a local disk (a record, a lock, the journal's plan) so that a crash
+ * leaves either the old or the new content: temp file, fsync, rename, fsync of the folder. A write that
+ * fails (a full disk) removes its temp file and throws IO naming `path`. The calls that only touch the
+ * page cache (open, write, close, rename) are made at once, synchronously, and only the two fsyncs,
+ * which wait for the disk, go to the thread pool: six hand-offs to the pool and back fewer per write,
+ * and an fsync that the disk holds up (another process's large write-back) never blocks the event loop.
  */
-export async function writeSmallFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
+export async function writeFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
   const dir = dirname(path);
   const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`);
   let fd: number | undefined;
@@ -85,6 +58,7 @@ export async function writeSmallFileAtomic(path: string, data: string, mode = 0o
     try {
       fd = openSync(tmp, "wx", mode);
     } catch (err) {
+      // the folder is made (durably) only when it is missing: most writes replace a file in a folder that is there
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
       await mkdirDurable(dir);
       fd = openSync(tmp, "wx", mode);

@@ -4,16 +4,12 @@ import { QmError, describeError } from "./errors.js";
 
 export type { Logger };
 
-export function createRootLogger(name: string, level: string, destination?: DestinationStream): Logger {
+/** `destination`: a stream, or a file descriptor for pino's own writer (default 1, stdout). */
+export function createRootLogger(name: string, level: string, destination: DestinationStream | number = 1): Logger {
   return pino(
     { name, level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime, serializers: { err: serializeError } },
-    destination ?? pino.destination(1),
+    typeof destination === "number" ? pino.destination(destination) : destination,
   );
-}
-
-/** pino's own writer to a file descriptor (2: stderr), for a logger that does not write to stdout. */
-export function fdDestination(fd: number): DestinationStream {
-  return pino.destination(fd);
 }
 
 /**

@@ -187,6 +187,17 @@ export class PluginUsageError extends Error {
   override readonly name = "PluginUsageError";
 }
 
+/**
+ * Ends the process on a plugin command's usage error: UNKNOWN (exit 3), the reason on the first line and,
+ * unless `--json` is on the command line, the command's usage line after it.
+ */
+export function exitOnPluginUsageError(service: string, err: PluginUsageError, usage: string): never {
+  const report = unknown(service, err.message);
+  const json = process.argv.includes("--json");
+  process.stdout.write(`${render(report, json)}${json ? "" : `${usage}\n`}`);
+  process.exit(report.exitCode);
+}
+
 /** `--warn-ms` and `--crit-ms`: whole milliseconds, at least 1 (commander's argument parser: it names the option). */
 export function parseMs(value: string): number {
   if (!/^\d{1,9}$/.test(value) || Number(value) < 1) throw new InvalidArgumentError("expected whole milliseconds, 1 or more.");

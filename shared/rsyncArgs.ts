@@ -68,3 +68,10 @@ export function rsyncClientArgs(opts: {
 export function isDaemonOverRsh(args: readonly string[]): boolean {
   return args.length === DAEMON_OVER_RSH.length && args.every((a, i) => a === DAEMON_OVER_RSH[i]);
 }
+
+/**
+ * How often, while bytes move, each end of the rsync tunnel tells the other (an empty data frame) at the
+ * least: the agent, while its rsync moves bytes; the controller, while the agent's bytes arrive. Bytes
+ * handed to a slow link's buffers arrive long after; neither end's silence bound then cuts them off.
+ */
+export const TUNNEL_HEARTBEAT_MS = 500;

@@ -4,6 +4,7 @@
 import { readlink, realpath, rename, rmdir, stat } from "node:fs/promises";
 import type { Stats } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
+import { allInOrder } from "./allInOrder.js";
 import { type ConfinedPath, type OpenDir, Root, isPlaceholder, isRealDirectory } from "./confined.js";
 import { type ErrorCode, QmError, fsError } from "./errors.js";
 import { lstatOrNull } from "./fsutil.js";
@@ -542,16 +543,6 @@ interface Look {
 
 /** The park area and a migration's park folder in it: its owner's only. */
 const PARK_MODE = 0o700;
-
-/**
- * Awaits every promise, started together (the thread pool runs their system calls side by side), and
- * answers as if they had been awaited one after the other: the first rejection in the list is thrown.
- */
-async function allInOrder<T extends readonly unknown[]>(promises: { readonly [K in keyof T]: Promise<T[K]> }): Promise<T> {
-  const settled = await Promise.allSettled(promises);
-  for (const r of settled) if (r.status === "rejected") throw r.reason;
-  return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
-}
 
 /** The same file system object (a rename keeps both numbers; a symlink swapped in has others). */
 function sameEntry(st: Stats | null, expected: Stats): boolean {

@@ -37,6 +37,14 @@ function cacheFiles(dir: string): string[] {
   return fs.readdirSync(dir).filter((n) => n.endsWith(".v8"));
 }
 
+/** A fresh cache home after one command: the cache file it wrote. */
+async function cachedOnce(): Promise<{ home: string; file: string }> {
+  const home = tempDir();
+  await version(home);
+  const dir = path.join(home, "quick-migrate");
+  return { home, file: path.join(dir, cacheFiles(dir)[0] as string) };
+}
+
 describe("controller code cache", () => {
   it("the bundle is ASCII (read as one byte a character, not decoded)", () => {
     expect(isAscii(fs.readFileSync(path.join(repoRoot(), "dist", "bundle", "controller-main.cjs")))).toBe(true);
@@ -59,20 +67,14 @@ describe("controller code cache", () => {
   });
 
   it("rejected by V8 (not a cache): the command runs all the same and the cache is written again", async () => {
-    const home = tempDir();
-    await version(home);
-    const dir = path.join(home, "quick-migrate");
-    const file = path.join(dir, cacheFiles(dir)[0] as string);
+    const { home, file } = await cachedOnce();
     fs.writeFileSync(file, "not a V8 code cache");
     await version(home);
     expect(fs.readFileSync(file).length).toBeGreaterThan(1000);
   });
 
   it("a cache file others can write, or a link, is never read", async () => {
-    const home = tempDir();
-    await version(home);
-    const dir = path.join(home, "quick-migrate");
-    const file = path.join(dir, cacheFiles(dir)[0] as string);
+    const { home, file } = await cachedOnce();
     fs.writeFileSync(file, "others could have written this");
     fs.chmodSync(file, 0o666);
     await version(home);
