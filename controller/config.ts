@@ -1,6 +1,6 @@
 // The controller's configuration (/etc/quick-migrate/controller.yaml): one schema, defaults here,
 // unknown keys rejected, every problem reported at once with file and key.
-import * as z from "zod";
+import * as z from "zod/mini";
 import { absPath, checkTransport, hostPort, isLoopback, loadYamlConfig, logLevel, tlsFiles } from "../shared/config.js";
 import { QmError } from "../shared/errors.js";
 import { DEFAULT_DATA_DIRS, MAX_DATA_DIRS, checkDataDirSet } from "../shared/names.js";
@@ -10,63 +10,61 @@ import { HOOK_NAMES, PLACEHOLDERS } from "./hookNames.js";
 export { DEFAULT_CONTROLLER_CONFIG } from "./configFile.js";
 export { MASTER };
 
-const hookArgv = z.array(z.string()).min(1, "must name a command");
+/** a number of seconds above zero */
+const positive = () => z.number().check(z.positive());
 
-const front = z
-  .object({
-    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, "must be a host name (letters, digits, . _ -)"),
-    address: hostPort,
-    local: z.boolean().default(false),
-  })
-  .strict();
+const hookArgv = z.array(z.string()).check(z.minLength(1, "must name a command"));
 
-const schema = z
-  .object({
-    root: absPath,
-    stateDir: absPath,
-    dataDirs: z.array(z.string()).min(1).max(MAX_DATA_DIRS).default([...DEFAULT_DATA_DIRS]),
-    insecure: z.boolean().default(false),
-    tls: tlsFiles.optional(),
-    fronts: z.array(front).min(1, "at least one front is needed"),
-    hooks: z.object(Object.fromEntries(HOOK_NAMES.map((h) => [h, hookArgv.optional()])) as Record<(typeof HOOK_NAMES)[number], z.ZodOptional<typeof hookArgv>>).strict().default({}),
-    rsync: z.string().default("rsync"),
-    /** deadlines of the calls to agents and of each hook, and how long a silent agent is waited for, in seconds */
-    timeouts: z
-      .object({
-        hello: z.number().positive().default(10),
-        preflight: z.number().positive().default(60),
-        apply: z.number().positive().default(300),
-        rsync: z.number().positive().default(7200),
-        unresponsive: z.number().min(1).default(30),
-        /** a hook running longer is ended (its whole process group) and its step fails */
-        hook: z.number().positive().default(3600),
-      })
-      .strict()
-      .default({ hello: 10, preflight: 60, apply: 300, rsync: 7200, unresponsive: 30, hook: 3600 }),
-    logLevel: logLevel.default("warn"),
-    /**
-     * How much this controller does at once, over every front and every site of `migrate --all`:
-     * agent calls in flight (hello, preflight, apply, inspect), and tunnelled rsync runs (each an rsync
-     * and its remote shell on the hostmaster, reading the site from its disk). More wait their turn.
-     */
-    fanOut: z
-      .object({
-        calls: z.number().int().min(1).max(1024).default(64),
-        rsync: z.number().int().min(1).max(256).default(8),
-      })
-      .strict()
-      .default({ calls: 64, rsync: 8 }),
+const front = z.strictObject({
+  name: z.string().check(z.regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, "must be a host name (letters, digits, . _ -)")),
+  address: hostPort,
+  local: z._default(z.boolean(), false),
+});
 
-    /**
-     * Prometheus figures of each run, written to this file for node_exporter's textfile collector (its
-     * --collector.textfile.directory, a name ending in .prom); off when absent
-     */
-    metrics: z
-      .object({ textfile: absPath.refine((p) => p.endsWith(".prom"), "must end in .prom (node_exporter's textfile collector reads only those)") })
-      .strict()
-      .optional(),
-  })
-  .strict();
+const schema = z.strictObject({
+  root: absPath,
+  stateDir: absPath,
+  dataDirs: z._default(z.array(z.string()).check(z.minLength(1), z.maxLength(MAX_DATA_DIRS)), [...DEFAULT_DATA_DIRS]),
+  insecure: z._default(z.boolean(), false),
+  tls: z.optional(tlsFiles),
+  fronts: z.array(front).check(z.minLength(1, "at least one front is needed")),
+  hooks: z._default(z.strictObject(Object.fromEntries(HOOK_NAMES.map((h) => [h, z.optional(hookArgv)])) as Record<(typeof HOOK_NAMES)[number], z.ZodMiniOptional<typeof hookArgv>>), {}),
+  rsync: z._default(z.string(), "rsync"),
+  /** deadlines of the calls to agents and of each hook, and how long a silent agent is waited for, in seconds */
+  timeouts: z._default(
+    z.strictObject({
+      hello: z._default(positive(), 10),
+      preflight: z._default(positive(), 60),
+      apply: z._default(positive(), 300),
+      rsync: z._default(positive(), 7200),
+      unresponsive: z._default(z.number().check(z.minimum(1)), 30),
+      /** a hook running longer is ended (its whole process group) and its step fails */
+      hook: z._default(positive(), 3600),
+    }),
+    { hello: 10, preflight: 60, apply: 300, rsync: 7200, unresponsive: 30, hook: 3600 },
+  ),
+  logLevel: z._default(logLevel, "warn"),
+  /**
+   * How much this controller does at once, over every front and every site of `migrate --all`:
+   * agent calls in flight (hello, preflight, apply, inspect), and tunnelled rsync runs (each an rsync
+   * and its remote shell on the hostmaster, reading the site from its disk). More wait their turn.
+   */
+  fanOut: z._default(
+    z.strictObject({
+      calls: z._default(z.int().check(z.minimum(1), z.maximum(1024)), 64),
+      rsync: z._default(z.int().check(z.minimum(1), z.maximum(256)), 8),
+    }),
+    { calls: 64, rsync: 8 },
+  ),
+
+  /**
+   * Prometheus figures of each run, written to this file for node_exporter's textfile collector (its
+   * --collector.textfile.directory, a name ending in .prom); off when absent
+   */
+  metrics: z.optional(
+    z.strictObject({ textfile: absPath.check(z.refine((p) => p.endsWith(".prom"), "must end in .prom (node_exporter's textfile collector reads only those)")) }),
+  ),
+});
 
 export type ControllerConfig = Readonly<z.infer<typeof schema>>;
 export type FrontConfig = Readonly<z.infer<typeof front>>;
