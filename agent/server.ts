@@ -4,8 +4,9 @@
 import * as grpc from "@grpc/grpc-js";
 import { ERROR_CODE_METADATA_KEY, QmError, describeError } from "../shared/errors.js";
 import { checkMigrationId, checkStepName, checkVersionString } from "../shared/names.js";
-import { type ApplyResponse, AgentService, type AgentServer, type Migration } from "../shared/generated/quickmigrate/v1/agent.js";
+import { type ApplyResponse, type AgentServer, type Migration } from "../shared/generated/quickmigrate/v1/agent.js";
 import type { Logger } from "../shared/logger.js";
+import { AgentServiceWithRsyncCodec } from "../shared/rsyncFrameCodec.js";
 import type { MigrationSpec } from "../shared/migration.js";
 import type { ChangeRecord } from "../shared/siteTree.js";
 import { actionFromWire, kindToWire } from "../shared/wire.js";
@@ -283,7 +284,7 @@ export class AgentGrpcServer {
           });
       },
     };
-    this.server.addService(AgentService, handlers);
+    this.server.addService(AgentServiceWithRsyncCodec, handlers);
 
     // gRPC server reflection (grpcurl list/describe): the API's schema, to any client the TLS layer let in
     try {

@@ -6,13 +6,14 @@ import * as grpc from "@grpc/grpc-js";
 import type { LimitFunction } from "p-limit";
 import { ERROR_CODE_METADATA_KEY, type ErrorCode, QmError, isErrorCode } from "../shared/errors.js";
 import {
-  AgentClient,
+  type AgentClient,
   type ApplyResponse,
   type InspectResponse,
   type PreflightResponse,
   type RsyncFrame,
 } from "../shared/generated/quickmigrate/v1/agent.js";
 import type { MigrationSpec } from "../shared/migration.js";
+import { AgentServiceWithRsyncCodec } from "../shared/rsyncFrameCodec.js";
 import { PACKAGE_VERSION, PROTOCOL_VERSION } from "../shared/version.js";
 import { type FrontAction, actionToWire } from "../shared/wire.js";
 import { retryWhileBusy } from "./busyRetry.js";
@@ -62,6 +63,13 @@ export function channelCredentials(config: ControllerConfig): grpc.ChannelCreden
   return grpc.credentials.createSsl(readFileSync(config.tls.ca), readFileSync(config.tls.key), readFileSync(config.tls.cert));
 }
 
+/** The generated client, with rsync's bytes (de)serialised without extra copies (shared/rsyncFrameCodec.ts). */
+const Client = grpc.makeGenericClientConstructor(AgentServiceWithRsyncCodec, "quickmigrate.v1.Agent") as unknown as new (
+  address: string,
+  credentials: grpc.ChannelCredentials,
+  options?: Partial<grpc.ClientOptions>,
+) => AgentClient;
+
 export class AgentConnection implements AgentConnectionLike {
   readonly name: string;
   readonly local: boolean;
@@ -79,7 +87,7 @@ export class AgentConnection implements AgentConnectionLike {
   ) {
     this.name = front.name;
     this.local = front.local;
-    this.client = new AgentClient(front.address, credentials, {
+    this.client = new Client(front.address, credentials, {
       "grpc.max_receive_message_length": 4 * 1024 * 1024,
       "grpc.max_send_message_length": 4 * 1024 * 1024,
       // the agent's certificate must name the front as configured (a SAN DNS name or IP), whatever its address
