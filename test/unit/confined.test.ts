@@ -66,6 +66,26 @@ describe("Root.resolve", () => {
     fs.symlinkSync(r("p1"), r("p1-alias"));
     expect(await root.resolve("p1-alias/sites/a.com")).toBe(r("p1-alias/sites/a.com"));
   });
+
+  it("never takes a dangling symlink on the way for a missing folder: it is refused, wherever it points", async () => {
+    // a missing folder is judged by its nearest existing ancestor; a dangling symlink is there, and what
+    // it would lead to is unknown until it resolves
+    fs.symlinkSync(path.join(tmp, "outside", "not-yet"), r("p3"));
+    fs.symlinkSync(r("p1/not-yet"), r("p4"));
+    for (const rel of ["p3/sites/a.com", "p4/sites/a.com", "p3/x"]) {
+      const err = (await root.resolve(rel).then(() => undefined, (e: unknown) => e)) as NodeJS.ErrnoException | undefined;
+      expect(err?.code, rel).toBe("ENOENT");
+    }
+    // made meanwhile, it resolves as any symlink does
+    fs.mkdirSync(path.join(tmp, "outside", "not-yet"));
+    expect((await rejection(root.resolve("p3/x"))).code).toBe("OUTSIDE_ROOT");
+    fs.mkdirSync(r("p1/not-yet"));
+    expect(await root.resolve("p4/x")).toBe(r("p4/x"));
+  });
+
+  it("takes a file on the way for a missing folder under it: nothing can be there", async () => {
+    expect(await root.resolve("p1/sites/a.com/files/x/y/z")).toBe(r("p1/sites/a.com/files/x/y/z"));
+  });
 });
 
 describe("isPlaceholder", () => {
