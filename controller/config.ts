@@ -11,7 +11,7 @@ export { DEFAULT_CONTROLLER_CONFIG } from "./configFile.js";
 export { MASTER };
 
 /** a number of seconds above zero */
-const positive = () => z.number().check(z.positive());
+const seconds = () => z.number().check(z.positive());
 
 const hookArgv = z.array(z.string()).check(z.minLength(1, "must name a command"));
 
@@ -33,13 +33,13 @@ const schema = z.strictObject({
   /** deadlines of the calls to agents and of each hook, and how long a silent agent is waited for, in seconds */
   timeouts: z._default(
     z.strictObject({
-      hello: z._default(positive(), 10),
-      preflight: z._default(positive(), 60),
-      apply: z._default(positive(), 300),
-      rsync: z._default(positive(), 7200),
+      hello: z._default(seconds(), 10),
+      preflight: z._default(seconds(), 60),
+      apply: z._default(seconds(), 300),
+      rsync: z._default(seconds(), 7200),
       unresponsive: z._default(z.number().check(z.minimum(1)), 30),
       /** a hook running longer is ended (its whole process group) and its step fails */
-      hook: z._default(positive(), 3600),
+      hook: z._default(seconds(), 3600),
     }),
     { hello: 10, preflight: 60, apply: 300, rsync: 7200, unresponsive: 30, hook: 3600 },
   ),
