@@ -6,11 +6,10 @@ import * as z from "zod/mini";
 import en from "zod/v4/locales/en.js";
 import { QmError } from "./errors.js";
 
-// zod's mini API: the same checks and messages as its classic one, but only the parts used are bundled
-// (the classic API loads all of it: some 1.5 MB of the agent's heap, and parse time in every command).
-// Its messages are English as the classic API's, from the same locale. A config is checked once or twice
-// per process: zod's compiled object parsers (made with new Function at the first parse) cost about as
-// much to make as they save here; without them the same checks run.
+// zod's mini API: the checks and (with its English locale) the messages of the classic one, but only the
+// parts used are bundled; the classic API brings all of zod, some 1.5 MB of every process's heap. A config
+// is checked once or twice per process: zod's compiled object parsers (made with new Function at the first
+// parse) cost about as much to make as they save here; without them the same checks run.
 z.config({ ...en(), jitless: true });
 
 export type ProblemSink = (key: string, message: string) => void;
