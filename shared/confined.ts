@@ -1,7 +1,7 @@
 // Confinement to a host's root: the one place a relative wire path becomes an absolute path under the
 // root, and the checks on what is found there. A ConfinedPath can only be made here, by Root.resolve.
-import { type Stats, constants } from "node:fs";
-import { type FileHandle, mkdir, open, readdir, readlink, realpath } from "node:fs/promises";
+import { type Stats, constants, readlinkSync } from "node:fs";
+import { type FileHandle, mkdir, open, readdir, realpath } from "node:fs/promises";
 import { basename, dirname, join, sep } from "node:path";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
@@ -101,6 +101,8 @@ export class Root {
     const parts = rel.split("/").filter((p) => p !== "" && p !== ".");
     if (parts.includes("..")) throw refuse("it is not a plain relative path");
     this.real ??= await realpath(this.path);
+    const held = await this.openLiteral(parts);
+    if (held) return new OpenDir(rel, held);
     let existing = parts.length;
     let real = this.real;
     for (; existing > 0; existing--) {
@@ -117,7 +119,7 @@ export class Root {
       Promise.reject(err.code === "ENOENT" ? new Vanished() : err.code === "ELOOP" || err.code === "ENOTDIR" ? refuse("it changed while it was checked") : err),
     );
     try {
-      const held = await readlink(`/proc/self/fd/${dir.fd}`);
+      const held = heldPath(dir);
       // removed since it was opened (it was empty): looked at again, not refused
       if (held === `${real} (deleted)`) throw new Vanished();
       if (held !== real) throw refuse("it changed while it was checked");
@@ -134,15 +136,28 @@ export class Root {
         );
         // the new name is on disk before anything is moved into it
         if (made) await dir.sync().catch(() => undefined);
-        await dir.close();
+        closeLater(dir);
         dir = next;
         existing++;
       }
       return new OpenDir(rel, dir);
     } catch (err) {
-      await dir.close().catch(() => undefined);
+      closeLater(dir);
       throw err;
     }
+  }
+
+  /**
+   * The directory at `parts` under the root's real path, held open, when it is there and no symlink is on
+   * the way (the common case, one open): the descriptor's own path is that very path. Null for anything
+   * else (missing, a symlink on the way or at the end, a file), which openDirOnce looks at step by step.
+   */
+  private async openLiteral(parts: readonly string[]): Promise<FileHandle | null> {
+    const literal = join(this.real as string, ...parts);
+    const dir = await open(literal, DIRECTORY_NOFOLLOW).catch(() => null);
+    if (dir && heldPath(dir) === literal) return dir;
+    if (dir) closeLater(dir);
+    return null;
   }
 
   /** The folder holding `rel`, held open (made when `create`), and the name of `rel` in it. */
@@ -172,13 +187,30 @@ export class Root {
         ),
       );
     } finally {
-      await dir.close();
+      dir.close();
     }
   }
 
   private inside(real: string): boolean {
     return real === this.real || real.startsWith(`${this.real}${sep}`);
   }
+}
+
+/**
+ * Where an open directory is now, as the kernel has it (` (deleted)` appended once it is removed).
+ * Synchronous: procfs answers from the descriptor itself, no filesystem is asked, so a hung mount
+ * cannot hold the event loop here.
+ */
+function heldPath(dir: FileHandle): string {
+  return readlinkSync(`/proc/self/fd/${dir.fd}`);
+}
+
+/**
+ * Closes a directory's descriptor without waiting for it: one opened to read has nothing to flush or
+ * report, and waiting would cost a round trip to the thread pool on every rename.
+ */
+function closeLater(dir: FileHandle): void {
+  dir.close().catch(() => undefined);
 }
 
 const DIRECTORY_NOFOLLOW = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
@@ -224,8 +256,9 @@ export class OpenDir {
     }
   }
 
-  close(): Promise<void> {
-    return this.handle.close();
+  /** Closed without waiting (closeLater): nothing is flushed or reported when a directory read is closed. */
+  close(): void {
+    closeLater(this.handle);
   }
 }
 

@@ -397,7 +397,7 @@ export class SiteTree {
 
   /** This migration's park folder (mode 0700), made with the park area when they are missing. */
   async makeParkFolder(migrationId: string): Promise<void> {
-    await (await this.root.openDir(parkRel(migrationId), { create: true, mode: PARK_MODE, purpose: "park" })).close();
+    (await this.root.openDir(parkRel(migrationId), { create: true, mode: PARK_MODE, purpose: "park" })).close();
   }
 
   /**
@@ -415,7 +415,7 @@ export class SiteTree {
         const code = (err as NodeJS.ErrnoException).code;
         if (code !== "ENOENT" && code !== "ENOTEMPTY" && code !== "EEXIST" && code !== "ENOTDIR") throw fsError(err, rel, "rmdir");
       } finally {
-        await dir.close();
+        dir.close();
       }
     }
   }
@@ -474,7 +474,8 @@ export class SiteTree {
       await rename(src, dst);
       await allInOrder([from.dir.sync(), into.dir.sync()]);
     } finally {
-      await allInOrder([from.dir.close(), ...(into ? [into.dir.close()] : [])]);
+      from.dir.close();
+      into?.dir.close();
     }
   }
 
@@ -486,7 +487,7 @@ export class SiteTree {
       await dir.removeTree(name, rel);
       await dir.sync();
     } finally {
-      await dir.close();
+      dir.close();
     }
   }
 
