@@ -1,10 +1,16 @@
 // The agent's own durable record, under its state dir: each migration it was told about at preflight,
 // and where each of that migration's data dirs is (the ledger). It outlives the hostmaster and its journal.
-import { readFileSync, statSync } from "node:fs";
+//
+// A record's file holds its versions, oldest first, one line of JSON each. A save appends the new version
+// and flushes the file (fdatasync): one flush, where writing a new file and renaming it over the old one
+// takes two, and a new inode each time, twice in every operation. Only the last whole version counts.
+// Past COMPACT_AT_BYTES, or when the file is not as this agent last read or wrote it, the record is
+// written anew (temp file, fsync, rename, fsync of the folder) with its last version only.
+import { closeSync, ftruncateSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { QmError } from "../shared/errors.js";
-import { writeJsonAtomic } from "../shared/fsutil.js";
+import { QmError, fsError } from "../shared/errors.js";
+import { fdatasyncFd, writeFileAtomic } from "../shared/fsutil.js";
 import { type MigrationSpec, checkMigration } from "../shared/migration.js";
 import { checkMigrationId } from "../shared/names.js";
 import type { ChangeRecord, Ledger, LedgerEntry } from "../shared/siteTree.js";
@@ -94,10 +100,56 @@ export function onlySettles(onDisk: readonly LedgerEntry[], next: readonly Ledge
   });
 }
 
-/** What tells one version of a record's file from another (see Registry.readCache). */
-function fileIdentity(file: string): string {
+/** A record's file is written anew, with its last version only, when an append would take it past this. */
+export const COMPACT_AT_BYTES = 64 * 1024;
+
+/**
+ * The record a file's text holds: its last whole version, a line of JSON ended by a newline. An append
+ * that never finished (a crash, a full disk) leaves a tail without a newline, or a last line that does
+ * not parse: the version before it counts, as it did until then, and the file is not appended to
+ * (`appendable`) before it is written anew. A file written whole (pretty-printed by an earlier
+ * agent, or by hand) is one version. Throws when no version parses. Pure.
+ */
+export function lastVersion(text: string): { value: unknown; appendable: boolean } {
+  const end = text.lastIndexOf("\n");
+  if (!text.startsWith('{"') || end < 0) return { value: JSON.parse(text), appendable: false };
+  const lines = text.slice(0, end).split("\n");
+  const torn = end !== text.length - 1;
+  try {
+    return { value: JSON.parse(lines[lines.length - 1] as string), appendable: !torn };
+  } catch (err) {
+    if (lines.length < 2) throw err;
+    return { value: JSON.parse(lines[lines.length - 2] as string), appendable: false };
+  }
+}
+
+/** What tells one version of a record's file from another (see Registry.readCache), and its size. */
+function fileIdentity(file: string): { identity: string; size: number } {
   const st = statSync(file, { bigint: true });
-  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+  return { identity: `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`, size: Number(st.size) };
+}
+
+/**
+ * Appends `line` to the end of `file` and flushes it. When the write or the flush fails, the file is cut
+ * back to `size`, its length before, so that it reads as it did; the error names `file`.
+ */
+async function appendDurable(file: string, line: string, size: number): Promise<void> {
+  const fd = openSync(file, "a");
+  try {
+    const bytes = Buffer.from(line);
+    // a short write (the disk filling up) goes on until the disk refuses outright
+    for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done);
+    await fdatasyncFd(fd);
+  } catch (err) {
+    try {
+      ftruncateSync(fd, size);
+    } catch {
+      // a tail left behind is read as an unfinished append (lastVersion) and written over by the next save
+    }
+    throw fsError(err, file, "write");
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** A record the caller may change, its migration frozen as checkMigration leaves it. */
@@ -107,11 +159,29 @@ function copyOf(record: MigrationRecord): MigrationRecord {
   return copy;
 }
 
+/** A record as last read or written by this agent, with what its file was then. */
+interface CachedRead {
+  readonly identity: string;
+  readonly size: number;
+  /** the file ends with this record's version, whole: the next version may be appended to it */
+  readonly appendable: boolean;
+  readonly record: MigrationRecord;
+}
+
+/** fileIdentity, or undefined when the file cannot be looked at (it is then written anew). */
+function statIfThere(file: string): { identity: string; size: number } | undefined {
+  try {
+    return fileIdentity(file);
+  } catch {
+    return undefined;
+  }
+}
+
 export class Registry {
   /**
    * Each record as last read, by the identity of the file it was read from (inode, size, times): a
-   * record is only ever replaced by renaming a new file over it (writeJsonAtomic), so a file that
-   * still has that identity still holds that record. A preflight looks at every record on the front
+   * record is only ever changed by appending a version to its file or renaming a new file over it, and
+   * either changes the identity, so a file that still has that identity still holds that record. A preflight looks at every record on the front
    * for an unfinished migration of its site: one stat each, instead of reading and checking each again.
    * A record this process writes is kept as written, with the identity its file has just after: the
    * writer holds the record's lock (or is registering it), so nobody else replaced it in between.
@@ -119,7 +189,7 @@ export class Registry {
    * Records are small files on the agent's own disk: they are read and looked at synchronously (a
    * stat, a read of a few kB), which costs far less than a round trip through the thread pool.
    */
-  private readonly readCache = new Map<string, { readonly identity: string; readonly record: MigrationRecord }>();
+  private readonly readCache = new Map<string, CachedRead>();
 
   constructor(readonly stateDir: string) {}
 
@@ -144,10 +214,11 @@ export class Registry {
   async find(id: string): Promise<MigrationRecord | undefined> {
     const file = this.file(id);
     let identity: string;
+    let size: number;
     let text: string;
     try {
       // the identity first, then the content: content newer than its identity is read again next time, never the reverse
-      identity = fileIdentity(file);
+      ({ identity, size } = fileIdentity(file));
       const cached = this.readCache.get(id);
       if (cached?.identity === identity) return copyOf(cached.record);
       text = readFileSync(file, "utf8");
@@ -158,9 +229,11 @@ export class Registry {
       }
       throw err;
     }
-    const record = JSON.parse(text) as MigrationRecord;
+    const { value, appendable } = lastVersion(text);
+    const record = value as MigrationRecord;
     record.migration = checkMigration(record.migration, { storedRecord: true });
-    this.readCache.set(id, { identity, record: copyOf(record) });
+    // read after its identity: only a file that is still exactly this text is appended to
+    this.readCache.set(id, { identity, size, appendable: appendable && Buffer.byteLength(text) === size, record: copyOf(record) });
     return record;
   }
 
@@ -194,14 +267,25 @@ export class Registry {
     await this.save(record);
   }
 
-  /** Writes the record as it is now (atomically, fsynced), and keeps it as the cached read of its file (see readCache). */
+  /**
+   * Writes the record as it is now, durably: appended to its file when the file is as this agent last read
+   * or wrote it and stays under COMPACT_AT_BYTES, else written anew. Keeps it as the cached read of its
+   * file (see readCache).
+   */
   async save(record: MigrationRecord): Promise<void> {
     const id = record.migration.id;
     const file = this.file(id);
+    const cached = this.readCache.get(id);
     this.readCache.delete(id);
-    await writeJsonAtomic(file, record);
+    const line = `${JSON.stringify(record)}\n`;
+    const now = cached?.appendable ? statIfThere(file) : undefined;
+    if (cached && now?.identity === cached.identity && cached.size + Buffer.byteLength(line) <= COMPACT_AT_BYTES) {
+      await appendDurable(file, line, cached.size);
+    } else {
+      await writeFileAtomic(file, line);
+    }
     try {
-      this.readCache.set(id, { identity: fileIdentity(file), record: copyOf(record) });
+      this.readCache.set(id, { ...fileIdentity(file), appendable: true, record: copyOf(record) });
     } catch {
       // written, and durable: only the cache is skipped, and the next look reads the file
     }

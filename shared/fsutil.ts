@@ -2,7 +2,7 @@
 // written is on disk (fsync of the file and of the folder that holds a new name), and what fails part-way
 // leaves nothing behind (no temporary file, no torn line).
 import { randomBytes } from "node:crypto";
-import { closeSync, constants, fsync, openSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, constants, fdatasync, fsync, openSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { lstat, mkdir, open } from "node:fs/promises";
 import { promisify } from "node:util";
 import type { FileHandle } from "node:fs/promises";
@@ -41,6 +41,8 @@ export async function mkdirDurable(dir: string, mode?: number): Promise<void> {
 }
 
 const fsyncFd = promisify(fsync);
+/** fdatasync of a descriptor, in the thread pool: an appended line and the file's new length on disk. */
+export const fdatasyncFd = promisify(fdatasync);
 
 /**
  * Writes a small file in a folder on a local disk (a record, a lock, the journal's plan) so that a crash

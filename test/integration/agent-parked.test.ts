@@ -17,6 +17,7 @@ import {
   type PreflightResponse,
 } from "../../shared/generated/quickmigrate/v1/agent.js";
 import { DATA_DIRS, PARK, type Scenario, setupScenario, siteDir } from "../helpers/scenario.js";
+import { readRecord as recordIn } from "../helpers/agentRecord.js";
 
 let scenario: Scenario | undefined;
 const clients: AgentClient[] = [];
@@ -74,7 +75,7 @@ function known(ledger: RecordJson["ledger"]): Array<Omit<RecordJson["ledger"][nu
 }
 
 function readRecord(f: ClusterFront, id: string): RecordJson {
-  return JSON.parse(fs.readFileSync(path.join(f.stateDir, "migrations", `${id}.json`), "utf8")) as RecordJson;
+  return recordIn<RecordJson>(f.stateDir, id);
 }
 
 /** Registers a migration of the scenario's site with a front's agent, as the controller's preflight does. */

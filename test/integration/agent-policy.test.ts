@@ -16,6 +16,7 @@ import { DAEMON_OVER_RSH } from "../../shared/rsyncArgs.js";
 import { type RpcOutcome, apply, preflight, rsyncRan, rsyncStarts, startFrame, tunnel } from "../helpers/agentRpc.js";
 import { DATA_DIRS, type Scenario, expectMigrated, expectUnchanged, setupScenario, snapshotAll } from "../helpers/scenario.js";
 import { agentClient, sslCredentials, targetName } from "../helpers/tls.js";
+import { readRecord } from "../helpers/agentRecord.js";
 
 
 let s: Scenario;
@@ -48,7 +49,7 @@ const registered = (): string[] => {
   return fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith(".json")).sort() : [];
 };
 
-const recordOf = (id: string) => JSON.parse(fs.readFileSync(path.join(web1.stateDir, "migrations", `${id}.json`), "utf8")) as Record<string, unknown>;
+const recordOf = (id: string) => readRecord(web1.stateDir, id);
 
 /** The outcome's gRPC status and quick-migrate code, for one readable assertion. */
 const codes = (o: RpcOutcome<unknown>) => ({ code: grpc.status[o.code], qmCode: o.ok ? undefined : o.qmCode });

@@ -51,12 +51,15 @@ afterEach(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-/** The traced calls in the order they returned: "rename <from> <to>", "fsync <path>", "create <path>". */
+/**
+ * The traced calls in the order they returned: "rename <from> <to>", "fsync <path>", "fdatasync <path>",
+ * "create <path>", and "write <path>" for a write to an agent's record file.
+ */
 function trace(root: string, state: string): string[] {
   const script = path.join(tmp, "run.mjs");
   fs.writeFileSync(script, SCRIPT);
   const out = path.join(tmp, "strace.out");
-  execFileSync("strace", ["-f", "-y", "-e", "trace=rename,renameat,renameat2,fsync,openat", "-o", out, process.execPath, script, repoRoot(), root, state]);
+  execFileSync("strace", ["-f", "-y", "-e", "trace=rename,renameat,renameat2,fsync,fdatasync,openat,write", "-o", out, process.execPath, script, repoRoot(), root, state]);
   const calls: string[] = [];
   // a rename through a folder held open names it /proc/self/fd/N/<name>: N is the folder last opened as N
   const opened = new Map<string, string>();
@@ -76,8 +79,10 @@ function trace(root: string, state: string): string[] {
     if (open) opened.set(open[1] as string, open[2] as string);
     const rename = /rename(?:at2?)?\((?:AT_FDCWD(?:<[^>]*>)?, )?"([^"]+)", (?:AT_FDCWD(?:<[^>]*>)?, )?"([^"]+)".*= 0$/.exec(line);
     if (rename) calls.push(`rename ${real(rename[1] as string)} ${real(rename[2] as string)}`);
-    const fsync = /fsync\(\d+<([^>]+)>\)\s+= 0$/.exec(line);
-    if (fsync) calls.push(`fsync ${fsync[1]}`);
+    const fsync = /(fsync|fdatasync)\(\d+<([^>]+)>\)\s+= 0$/.exec(line);
+    if (fsync) calls.push(`${fsync[1]} ${fsync[2]}`);
+    const write = /^(?:\d+ +)?write\(\d+<([^>]+\/migrations\/[^>]+\.json)>.*= \d+$/.exec(line);
+    if (write) calls.push(`write ${write[1]}`);
     const create = /openat\(AT_FDCWD(?:<[^>]*>)?, "([^"]+)", [^)]*O_CREAT\|O_EXCL.*= \d+</.exec(line);
     if (create) calls.push(`create ${create[1]}`);
   }
@@ -96,21 +101,31 @@ describe.skipIf(!hasStrace())("durability (traced with strace)", () => {
     ] as const) {
       const renamed = calls.indexOf(`rename ${path.join(root, from)} ${path.join(root, to)}`);
       expect(renamed, `${from} renamed:\n${calls.join("\n")}`).toBeGreaterThan(-1);
-      const recorded = calls.findIndex((c, i) => i > renamed && c.startsWith("rename ") && c.endsWith(RECORD(state)));
-      expect(recorded, "the ledger records it after").toBeGreaterThan(renamed);
+      // a version appended to the record, or the record written anew and renamed over it
+      const recorded = calls.findIndex((c, i) => i > renamed && (c === `write ${RECORD(state)}` || (c.startsWith("rename ") && c.endsWith(RECORD(state)))));
+      expect(recorded, `the ledger records it after:\n${calls.join("\n")}`).toBeGreaterThan(renamed);
       const between = calls.slice(renamed, recorded);
       expect(between, `between the rename and its record:\n${between.join("\n")}`).toEqual(
         expect.arrayContaining([`fsync ${path.dirname(path.join(root, from))}`, `fsync ${path.dirname(path.join(root, to))}`]),
       );
     }
-    // the intents are on disk before the first rename: the record's temp file fsynced, renamed over the
-    // record, and the folder that holds it fsynced
+    // the record is made whole before anything else: its temp file fsynced, renamed over the record, and
+    // the folder that holds it fsynced
+    const made = calls.findIndex((c) => c.startsWith("rename ") && c.endsWith(RECORD(state)));
+    expect(made, `the record made:\n${calls.join("\n")}`).toBeGreaterThan(-1);
+    const tmpFile = (calls[made] as string).split(" ")[1] as string;
+    expect(calls.slice(0, made), "the temp file fsynced before it is renamed over the record").toContain(`fsync ${tmpFile}`);
     const firstRename = calls.findIndex((c) => c.startsWith(`rename ${root}/`));
-    const intent = calls.findLastIndex((c, i) => i < firstRename && c.startsWith("rename ") && c.endsWith(RECORD(state)));
-    expect(intent, `the intents written before the first rename:\n${calls.join("\n")}`).toBeGreaterThan(-1);
-    const tmpFile = (calls[intent] as string).split(" ")[1] as string;
-    expect(calls.slice(0, intent), "the temp file fsynced before it is renamed over the record").toContain(`fsync ${tmpFile}`);
-    expect(calls.slice(intent, firstRename), "the record's folder fsynced after").toContain(`fsync ${path.join(state, "agent", "migrations")}`);
+    expect(calls.slice(made, firstRename), "the record's folder fsynced after").toContain(`fsync ${path.join(state, "agent", "migrations")}`);
+    // the intents are on disk before the first rename: appended to the record, and the record flushed
+    const intent = calls.findLastIndex((c, i) => i < firstRename && c === `write ${RECORD(state)}`);
+    expect(intent, `the intents appended before the first rename:\n${calls.join("\n")}`).toBeGreaterThan(made);
+    expect(calls.slice(intent, firstRename), "and flushed before it").toContain(`fdatasync ${RECORD(state)}`);
+    // every version appended is flushed before the next call that depends on it
+    for (const [i, c] of calls.entries()) {
+      if (c !== `write ${RECORD(state)}`) continue;
+      expect(calls[i + 1], `the append at ${i} flushed next:\n${calls.join("\n")}`).toBe(`fdatasync ${RECORD(state)}`);
+    }
     // the park folders made for it are fsynced in the folders that hold them
     expect(calls).toEqual(expect.arrayContaining([`fsync ${root}`, `fsync ${path.join(root, ".quick-migrate-park")}`]));
   });

@@ -16,6 +16,7 @@ import { apply, hello, insecureClient, preflight, startFrame, tunnel } from "../
 import { logLines, waitForLines } from "../helpers/agentLog.js";
 import { DATA_DIRS, type Scenario, setupScenario, siteDir } from "../helpers/scenario.js";
 import { healthCheck, healthWatch } from "../helpers/tls.js";
+import { readRecord } from "../helpers/agentRecord.js";
 
 let scenario: Scenario | undefined;
 const clients: AgentClient[] = [];
@@ -53,7 +54,7 @@ async function signalAndExit(web1: ClusterFront, signal: NodeJS.Signals): Promis
 const insecureHealth = (address: string) => healthCheck(address, grpc.credentials.createInsecure());
 
 function ledgerOf(web1: ClusterFront, id: string): Array<{ dataDir: string; at: string; moving?: string }> {
-  return (JSON.parse(fs.readFileSync(path.join(web1.stateDir, "migrations", `${id}.json`), "utf8")) as { ledger: Array<{ dataDir: string; at: string; moving?: string }> }).ledger;
+  return readRecord<{ ledger: Array<{ dataDir: string; at: string; moving?: string }> }>(web1.stateDir, id).ledger;
 }
 
 /** Every data dir is where the ledger says, and only there: parked, none moving. */

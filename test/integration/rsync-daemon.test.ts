@@ -14,6 +14,7 @@ import type { AgentClient } from "../../shared/generated/quickmigrate/v1/agent.j
 import { insecureClient, preflight, rsyncStarts } from "../helpers/agentRpc.js";
 import { DATA_DIRS, type Scenario, expectMigrated, setupScenario, siteDir } from "../helpers/scenario.js";
 import { agentClient, sslCredentials, targetName } from "../helpers/tls.js";
+import { readRecordFile } from "../helpers/agentRecord.js";
 
 const ROGUE = path.join(repoRoot(), "test", "helpers", "rogue-rsh.mjs");
 const NOBODY = { uid: 65534, gid: 65534 };
@@ -43,7 +44,7 @@ function chownTree(dir: string, who: { uid: number; gid: number }): void {
  */
 function putInParkedState(stateDir: string, id: string): void {
   const file = path.join(stateDir, "migrations", `${id}.json`);
-  const record = JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, unknown>;
+  const record = readRecordFile(file);
   fs.writeFileSync(file, JSON.stringify({ ...record, state: { stages: [{ step: "fronts-park-data", status: "done" }] } }, null, 2));
 }
 

@@ -14,6 +14,7 @@ import { Action, type AgentClient } from "../../shared/generated/quickmigrate/v1
 import { DAEMON_OVER_RSH } from "../../shared/rsyncArgs.js";
 import { apply, insecureClient, preflight, rsyncRan, rsyncStarts, startFrame, tunnel } from "../helpers/agentRpc.js";
 import { DATA_DIRS, PARK, type Scenario, setupScenario, siteDir } from "../helpers/scenario.js";
+import { readRecordFile } from "../helpers/agentRecord.js";
 
 const REFUSED = [grpc.status.FAILED_PRECONDITION, grpc.status.PERMISSION_DENIED];
 
@@ -79,7 +80,7 @@ type Stages = Array<{ step: string; status: "begun" | "done" }>;
  */
 function putInState(stateDir: string, id: string, stages: Stages): void {
   const file = path.join(stateDir, "migrations", `${id}.json`);
-  const record = JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, unknown>;
+  const record = readRecordFile(file);
   fs.writeFileSync(file, JSON.stringify({ ...record, state: { stages } }, null, 2));
 }
 

@@ -9,6 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type MigrationRecord, Registry, onlySettles } from "../../agent/registry.js";
 import type { MigrationSpec } from "../../shared/migration.js";
 import type { LedgerEntry } from "../../shared/siteTree.js";
+import { readRecord } from "../helpers/agentRecord.js";
 
 let stateDir: string;
 beforeEach(async () => {
@@ -21,7 +22,7 @@ afterEach(async () => {
 
 const ID = "20260301T000000Z-abcdef";
 const spec: MigrationSpec = { id: ID, from: "p1", site: "a.com", to: "p2", newSite: "a.com", dataDirs: ["files", "private/files"] };
-const onDisk = (): MigrationRecord => JSON.parse(fs.readFileSync(path.join(stateDir, "migrations", `${ID}.json`), "utf8")) as MigrationRecord;
+const onDisk = (): MigrationRecord => readRecord<MigrationRecord>(stateDir, ID);
 
 const files: LedgerEntry = { dataDir: "files", kind: "directory", ino: 7, at: "old" };
 const priv: LedgerEntry = { dataDir: "private/files", kind: "directory", ino: 8, at: "old" };

@@ -1,5 +1,5 @@
 // Registry.find keeps what it read of each record by the file's identity: whatever changes the file
-// (the agent's own atomic writes, `parked restore` in another process, an operator's editor writing in
+// (the agent's own appends and atomic writes, `parked restore` in another process, an operator's editor writing in
 // place) is read again; a record handed out is the caller's own copy.
 import fs from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -28,7 +28,7 @@ describe("Registry.find", () => {
     const record = await registry.register(spec, false);
     expect((await registry.find(ID))?.ledger).toEqual([]);
 
-    // another process (parked restore) replaces it the same way the agent does: a new file renamed over it
+    // another process (parked restore) changes it the same way the agent does: a version appended
     const other = new Registry(stateDir);
     const changed = (await other.find(ID)) as MigrationRecord;
     changed.ledger = [{ dataDir: "files", kind: "directory", at: "park" }];
@@ -37,7 +37,7 @@ describe("Registry.find", () => {
 
     // written in place, same inode and the same length: its times still tell
     const text = fs.readFileSync(file(), "utf8");
-    const edited = text.replace('"at": "park"', '"at": "new" ');
+    const edited = text.replace('"at":"park"', '"at":"new" ');
     expect(edited.length).toBe(text.length);
     await new Promise((r) => setTimeout(r, 20));
     fs.writeFileSync(file(), edited);
