@@ -365,4 +365,28 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
     await expectMigrated(ready);
     expectNoLock(ready);
   });
+
+  it("a slow fetch with a larger receive window (an 8 s bound: 125 KB) is not unresponsive either: the keepalive answers wait behind less than the timeout", async () => {
+    const bound = 8;
+    link = makeLink();
+    const l = link;
+    const s = (scenario = await setupScenario({
+      fronts: [{ name: "web1", netns: { name: l.ns, address: l.address }, agentConfig: { timeouts: { unresponsive: bound } } }, { name: "web2" }],
+      tls: true,
+    }));
+    const big = randomBytes(768 * 1024);
+    for (const f of s.cluster.fronts) fs.writeFileSync(path.join(f.root, s.from, "sites", s.site, "big-module.inc"), big);
+    s.cluster.handOver();
+    const ready = (scenario = await rescan(s));
+    // 768 KB from web1 at 500 kbit/s: some 12 s of fetching, three keepalive pings of 4 s, each answer
+    // behind up to a window of data (2 s at this rate)
+    const [cmd, ...args] = l.slowFromFront("500kbit");
+    execFileSync(cmd as string, args);
+    s.cluster.writeControllerConfig({ extra: { timeouts: { unresponsive: bound } } });
+    const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"]);
+    expect(run.exitCode, run.stdout + run.stderr).toBe(0);
+    expect(stepEnd(run, "fetch-site", false).durationMs, "the fetch took longer than the bound").toBeGreaterThan(bound * 1000);
+    await expectMigrated(ready);
+    expectNoLock(ready);
+  });
 });
