@@ -105,22 +105,17 @@ export const COMPACT_AT_BYTES = 64 * 1024;
 
 /**
  * The record a file's text holds: its last whole version, a line of JSON ended by a newline. An append
- * that never finished (a crash, a full disk) leaves a tail without a newline, or a last line that does
- * not parse: the version before it counts, as it did until then, and the file is not appended to
- * (`appendable`) before it is written anew. A file written whole (pretty-printed by an earlier
- * agent, or by hand) is one version. Throws when no version parses. Pure.
+ * that never finished (a crash, a full disk, a power cut that left zeros) leaves a tail without a
+ * newline: the version before it counts, as it did until then, and the file is not appended to
+ * (`appendable`) before it is written anew. A last whole line that does not parse is an unreadable
+ * record, never skipped (an edit gone wrong must not bring back an older state unnoticed). A file
+ * written whole (pretty-printed by an earlier agent, or by hand) is one version. Pure.
  */
 export function lastVersion(text: string): { value: unknown; appendable: boolean } {
   const end = text.lastIndexOf("\n");
   if (!text.startsWith('{"') || end < 0) return { value: JSON.parse(text), appendable: false };
-  const lines = text.slice(0, end).split("\n");
-  const torn = end !== text.length - 1;
-  try {
-    return { value: JSON.parse(lines[lines.length - 1] as string), appendable: !torn };
-  } catch (err) {
-    if (lines.length < 2) throw err;
-    return { value: JSON.parse(lines[lines.length - 2] as string), appendable: false };
-  }
+  const start = text.lastIndexOf("\n", end - 1) + 1;
+  return { value: JSON.parse(text.slice(start, end)), appendable: end === text.length - 1 };
 }
 
 /** What tells one version of a record's file from another (see Registry.readCache), and its size. */
@@ -181,8 +176,9 @@ export class Registry {
   /**
    * Each record as last read, by the identity of the file it was read from (inode, size, times): a
    * record is only ever changed by appending a version to its file or renaming a new file over it, and
-   * either changes the identity, so a file that still has that identity still holds that record. A preflight looks at every record on the front
-   * for an unfinished migration of its site: one stat each, instead of reading and checking each again.
+   * either changes the identity, so a file that still has that identity still holds that record. A
+   * preflight looks at every record on the front for an unfinished migration of its site: one stat
+   * each, instead of reading and checking each again.
    * A record this process writes is kept as written, with the identity its file has just after: the
    * writer holds the record's lock (or is registering it), so nobody else replaced it in between.
    *

@@ -48,7 +48,7 @@ describe("an agent's record file", () => {
     await registry.save(record);
     const whole = fs.readFileSync(file(), "utf8");
 
-    for (const tail of ['{"migration":{"id":"2026', "\0\0\0\0\n", '{"migration": garbled}\n']) {
+    for (const tail of ['{"migration":{"id":"2026', "\0".repeat(900)]) {
       fs.writeFileSync(file(), whole + tail);
       const reader = new Registry(stateDir);
       const found = (await reader.find(ID)) as MigrationRecord;
@@ -59,6 +59,13 @@ describe("an agent's record file", () => {
       expect(lines(), "written anew, with its last version only").toEqual([JSON.stringify(found)]);
       expect(fs.statSync(file()).ino).not.toBe(ino);
     }
+  });
+
+  it("a whole last line that does not parse is an unreadable record: the version before it is not taken instead", async () => {
+    const registry = new Registry(stateDir);
+    await registry.register(spec, false);
+    fs.appendFileSync(file(), '{"migration": edited by hand}\n');
+    await expect(new Registry(stateDir).find(ID)).rejects.toThrow(SyntaxError);
   });
 
   it("a record written whole by an earlier agent (pretty-printed) or by hand is read, and written anew at its next save", async () => {
