@@ -342,45 +342,25 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
     expectNoLock(s);
   });
 
-  it("a slow fetch that keeps sending is not unresponsive: fetch-site takes longer than the bound on both ends and the migration completes", async () => {
+  /**
+   * A migration whose fetch-site comes from web1 behind a link of `rate`, with `kb` more to fetch than the
+   * hostmaster's stale copy holds, and `bound` as timeouts.unresponsive on both ends: it completes, the
+   * fetch taking longer than the bound.
+   */
+  async function slowFetchCompletes(bound: number, rate: string, kb: number): Promise<void> {
     link = makeLink();
     const l = link;
     const s = (scenario = await setupScenario({
-      // web1 is the front fetched from: behind the link, its agent with the same small bound
-      fronts: [{ name: "web1", netns: { name: l.ns, address: l.address }, agentConfig: { timeouts: { unresponsive: UNRESPONSIVE_S } } }, { name: "web2" }],
-      tls: true,
-    }));
-    // on the fronts only: the hostmaster's stale copy, which the fetch takes unchanged files from, lacks it
-    const big = randomBytes(1536 * 1024);
-    for (const f of s.cluster.fronts) fs.writeFileSync(path.join(f.root, s.from, "sites", s.site, "big-module.inc"), big);
-    s.cluster.handOver();
-    const ready = (scenario = await rescan(s));
-    // 1.5 MB from web1 at 2 Mbit/s: some 6 s of fetching, twice the bound
-    const [cmd, ...args] = l.slowFromFront("2mbit");
-    execFileSync(cmd as string, args);
-    s.cluster.writeControllerConfig({ extra: { timeouts: { unresponsive: UNRESPONSIVE_S } } });
-    const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"]);
-    expect(run.exitCode, run.stdout + run.stderr).toBe(0);
-    expect(stepEnd(run, "fetch-site", false).durationMs, "the fetch took longer than the bound").toBeGreaterThan(UNRESPONSIVE_S * 1000);
-    await expectMigrated(ready);
-    expectNoLock(ready);
-  });
-
-  it("a slow fetch with a larger receive window (an 8 s bound: 125 KB) is not unresponsive either: the keepalive answers wait behind less than the timeout", async () => {
-    const bound = 8;
-    link = makeLink();
-    const l = link;
-    const s = (scenario = await setupScenario({
+      // web1 is the front fetched from: behind the link, its agent with the same bound
       fronts: [{ name: "web1", netns: { name: l.ns, address: l.address }, agentConfig: { timeouts: { unresponsive: bound } } }, { name: "web2" }],
       tls: true,
     }));
-    const big = randomBytes(768 * 1024);
+    // on the fronts only: the hostmaster's stale copy, which the fetch takes unchanged files from, lacks it
+    const big = randomBytes(kb * 1024);
     for (const f of s.cluster.fronts) fs.writeFileSync(path.join(f.root, s.from, "sites", s.site, "big-module.inc"), big);
     s.cluster.handOver();
     const ready = (scenario = await rescan(s));
-    // 768 KB from web1 at 500 kbit/s: some 12 s of fetching, three keepalive pings of 4 s, each answer
-    // behind up to a window of data (2 s at this rate)
-    const [cmd, ...args] = l.slowFromFront("500kbit");
+    const [cmd, ...args] = l.slowFromFront(rate);
     execFileSync(cmd as string, args);
     s.cluster.writeControllerConfig({ extra: { timeouts: { unresponsive: bound } } });
     const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"]);
@@ -388,5 +368,16 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
     expect(stepEnd(run, "fetch-site", false).durationMs, "the fetch took longer than the bound").toBeGreaterThan(bound * 1000);
     await expectMigrated(ready);
     expectNoLock(ready);
+  }
+
+  it("a slow fetch that keeps sending is not unresponsive: fetch-site takes longer than the bound on both ends and the migration completes", async () => {
+    // 1.5 MB from web1 at 2 Mbit/s: some 6 s of fetching, twice the bound
+    await slowFetchCompletes(UNRESPONSIVE_S, "2mbit", 1536);
+  });
+
+  it("a slow fetch with a larger receive window (an 8 s bound: 125 KB) is not unresponsive either: the keepalive answers wait behind less than the timeout", async () => {
+    // 768 KB from web1 at 500 kbit/s: some 12 s of fetching, three keepalive pings of 4 s, each answer
+    // behind up to a window of data (2 s at this rate)
+    await slowFetchCompletes(8, "500kbit", 768);
   });
 });
