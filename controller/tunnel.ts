@@ -215,7 +215,9 @@ export class RsyncTunnel {
     })().catch((err: unknown) => log.debug({ err }, "rsync's end of the tunnel ended"));
 
     const downstream = (async () => {
-      for await (const message of call as AsyncIterable<{ frame?: { $case: string; value: unknown } }>) {
+      // the stream is ended here once the agent ended its side (call.end() below), not destroyed by the
+      // loop's end: destroyed, it would fail with an AbortError after every successful run
+      for await (const message of call.iterator({ destroyOnReturn: false }) as AsyncIterable<{ frame?: { $case: string; value: unknown } }>) {
         lastActivity = Date.now();
         const f = message.frame;
         if (f?.$case === "data") {

@@ -40,9 +40,12 @@ describe("rsync through the agent channel", () => {
     writeRandomFile(path.join(web1Site, "libraries", "big.bin"), 96 * MB);
     s.codeBefore.set("web1", excludePaths(await manifest(web1Site), ["files", "private/files"]));
 
-    const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"], { env: { QM_LOG_LEVEL: "info" } });
+    const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"], { env: { QM_LOG_LEVEL: "debug" } });
     expect(run.exitCode, run.stdout + run.stderr).toBe(0);
     await expectMigrated(s);
+    // three successful runs, and not one of their streams logged as failed, even at debug
+    const tunnelTrouble = run.stderr.split("\n").filter((l) => /"msg":"(rsync stream failed|rsync's end of the tunnel (failed|closed|ended))"/.test(l));
+    expect(tunnelTrouble, tunnelTrouble.join("\n")).toEqual([]);
 
     // 96 MB crossed the controller three times (one fetch, two pushes); its peak memory stays far below that
     expect(maxRssKb(run.stderr, "controller finished")).toBeLessThan(96 * 1024 + 64 * 1024);
