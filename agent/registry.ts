@@ -6,7 +6,7 @@
 // takes two, and a new inode each time, twice in every operation. Only the last whole version counts.
 // Past COMPACT_AT_BYTES, or when the file is not as this agent last read or wrote it, the record is
 // written anew (temp file, fsync, rename, fsync of the folder) with its last version only.
-import { closeSync, ftruncateSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
+import { closeSync, constants, ftruncateSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { QmError, fsError } from "../shared/errors.js";
@@ -129,7 +129,13 @@ function fileIdentity(file: string): { identity: string; size: number } {
  * back to `size`, its length before, so that it reads as it did; the error names `file`.
  */
 async function appendDurable(file: string, line: string, size: number): Promise<void> {
-  const fd = openSync(file, "a");
+  let fd: number;
+  try {
+    // never made here: a file that went away since it was looked at is an error, not a new record
+    fd = openSync(file, constants.O_WRONLY | constants.O_APPEND);
+  } catch (err) {
+    throw fsError(err, file, "write");
+  }
   try {
     const bytes = Buffer.from(line);
     // a short write (the disk filling up) goes on until the disk refuses outright
