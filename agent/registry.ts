@@ -6,11 +6,11 @@
 // takes two, and a new inode each time, twice in every operation. Only the last whole version counts.
 // Past COMPACT_AT_BYTES, or when the file is not as this agent last read or wrote it, the record is
 // written anew (temp file, fsync, rename, fsync of the folder) with its last version only.
-import { closeSync, constants, ftruncateSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { QmError, fsError } from "../shared/errors.js";
-import { fdatasyncFd, writeFileAtomic } from "../shared/fsutil.js";
+import { QmError } from "../shared/errors.js";
+import { appendToFile, writeFileAtomic } from "../shared/fsutil.js";
 import { type MigrationSpec, checkMigration } from "../shared/migration.js";
 import { checkMigrationId } from "../shared/names.js";
 import type { ChangeRecord, Ledger, LedgerEntry } from "../shared/siteTree.js";
@@ -122,35 +122,6 @@ export function lastVersion(text: string): { value: unknown; appendable: boolean
 function fileIdentity(file: string): { identity: string; size: number } {
   const st = statSync(file, { bigint: true });
   return { identity: `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`, size: Number(st.size) };
-}
-
-/**
- * Appends `line` to the end of `file` and flushes it. When the write or the flush fails, the file is cut
- * back to `size`, its length before, so that it reads as it did; the error names `file`.
- */
-async function appendDurable(file: string, line: string, size: number): Promise<void> {
-  let fd: number;
-  try {
-    // never made here: a file that went away since it was looked at is an error, not a new record
-    fd = openSync(file, constants.O_WRONLY | constants.O_APPEND);
-  } catch (err) {
-    throw fsError(err, file, "write");
-  }
-  try {
-    const bytes = Buffer.from(line);
-    // a short write (the disk filling up) goes on until the disk refuses outright
-    for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done);
-    await fdatasyncFd(fd);
-  } catch (err) {
-    try {
-      ftruncateSync(fd, size);
-    } catch {
-      // a tail left behind is read as an unfinished append (lastVersion) and written over by the next save
-    }
-    throw fsError(err, file, "write");
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** A record the caller may change, its migration frozen as checkMigration leaves it. */
@@ -282,7 +253,7 @@ export class Registry {
     const line = `${JSON.stringify(record)}\n`;
     const now = cached?.appendable ? statIfThere(file) : undefined;
     if (cached && now?.identity === cached.identity && cached.size + Buffer.byteLength(line) <= COMPACT_AT_BYTES) {
-      await appendDurable(file, line, cached.size);
+      await appendToFile(file, line, cached.size);
     } else {
       await writeFileAtomic(file, line);
     }

@@ -2,7 +2,7 @@
 // written is on disk (fsync of the file and of the folder that holds a new name), and what fails part-way
 // leaves nothing behind (no temporary file, no torn line).
 import { randomBytes } from "node:crypto";
-import { closeSync, constants, fdatasync, fsync, openSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, constants, fdatasync, fsync, ftruncateSync, openSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { lstat, mkdir, open } from "node:fs/promises";
 import { promisify } from "node:util";
 import type { FileHandle } from "node:fs/promises";
@@ -41,8 +41,7 @@ export async function mkdirDurable(dir: string, mode?: number): Promise<void> {
 }
 
 const fsyncFd = promisify(fsync);
-/** fdatasync of a descriptor, in the thread pool: an appended line and the file's new length on disk. */
-export const fdatasyncFd = promisify(fdatasync);
+const fdatasyncFd = promisify(fdatasync);
 
 /**
  * Writes a small file in a folder on a local disk (a record, a lock, the journal's plan) so that a crash
@@ -92,6 +91,38 @@ function closeQuietly(fd: number): void {
     closeSync(fd);
   } catch {
     // already failed: the caller reports the first error
+  }
+}
+
+/**
+ * Appends `line` to the end of `file`, which is there and `size` bytes long, and flushes it (fdatasync).
+ * When the write or the flush fails, the file is cut back to `size`, so that it reads as it did, and IO
+ * names `file`. One append to a file nobody holds open (the agent's records: a file per migration, a
+ * few writes each); GroupCommitFile is for a file appended to many times. Only the flush goes to the
+ * thread pool.
+ */
+export async function appendToFile(file: string, line: string, size: number): Promise<void> {
+  let fd: number;
+  try {
+    // never made here: a file that went away since it was looked at is an error, not a new file
+    fd = openSync(file, constants.O_WRONLY | constants.O_APPEND);
+  } catch (err) {
+    throw fsError(err, file, "write");
+  }
+  try {
+    const bytes = Buffer.from(line);
+    // a short write (the disk filling up) goes on until the disk refuses outright
+    for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done);
+    await fdatasyncFd(fd);
+  } catch (err) {
+    try {
+      ftruncateSync(fd, size);
+    } catch {
+      // a tail left behind has no newline: its reader takes it for an append that never finished
+    }
+    throw fsError(err, file, "write");
+  } finally {
+    closeSync(fd);
   }
 }
 
