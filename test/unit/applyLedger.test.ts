@@ -1,35 +1,24 @@
 // The ledger an Apply writes (Registry.applyLedger): every intent is on disk before the save that records
 // it returns, with the rest of the record as the Apply left it; a rename's result waits for the next write,
 // the record on disk saying `moving` meanwhile, which is what recovery reads as "may have been renamed".
-import fs from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { type MigrationRecord, Registry, onlySettles } from "../../agent/registry.js";
 import type { MigrationSpec } from "../../shared/migration.js";
 import type { LedgerEntry } from "../../shared/siteTree.js";
-import { readRecord } from "../helpers/agentRecord.js";
+import { readRecord, agentStateDirEachTest } from "../helpers/agentRecord.js";
 
-let stateDir: string;
-beforeEach(async () => {
-  stateDir = await mkdtemp(path.join(tmpdir(), "qm-applyledger-"));
-  fs.mkdirSync(path.join(stateDir, "migrations"));
-});
-afterEach(async () => {
-  await rm(stateDir, { recursive: true, force: true });
-});
+const stateDir = agentStateDirEachTest("qm-applyledger-");
 
 const ID = "20260301T000000Z-abcdef";
 const spec: MigrationSpec = { id: ID, from: "p1", site: "a.com", to: "p2", newSite: "a.com", dataDirs: ["files", "private/files"] };
-const onDisk = (): MigrationRecord => readRecord<MigrationRecord>(stateDir, ID);
+const onDisk = (): MigrationRecord => readRecord<MigrationRecord>(stateDir(), ID);
 
 const files: LedgerEntry = { dataDir: "files", kind: "directory", ino: 7, at: "old" };
 const priv: LedgerEntry = { dataDir: "private/files", kind: "directory", ino: 8, at: "old" };
 
 describe("Registry.applyLedger", () => {
   it("writes each intent at once, with the record's other changes; keeps each result for the next write", async () => {
-    const registry = new Registry(stateDir);
+    const registry = new Registry(stateDir());
     const record = await registry.register(spec, false);
     record.run = 3; // what the Apply changed in the record before acting (its state, its run)
     const ledger = registry.applyLedger(record);

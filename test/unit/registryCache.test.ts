@@ -2,34 +2,26 @@
 // (the agent's own appends and atomic writes, `parked restore` in another process, an operator's editor writing in
 // place) is read again; a record handed out is the caller's own copy.
 import fs from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import path from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { type MigrationRecord, Registry } from "../../agent/registry.js";
 import type { MigrationSpec } from "../../shared/migration.js";
+import { agentStateDirEachTest } from "../helpers/agentRecord.js";
 
-let stateDir: string;
-beforeEach(async () => {
-  stateDir = await mkdtemp(path.join(tmpdir(), "qm-registry-"));
-  fs.mkdirSync(path.join(stateDir, "migrations"));
-});
-afterEach(async () => {
-  await rm(stateDir, { recursive: true, force: true });
-});
+const stateDir = agentStateDirEachTest("qm-registry-");
 
 const ID = "20260301T000000Z-abcdef";
 const spec: MigrationSpec = { id: ID, from: "p1", site: "shop.example.com", to: "p2", newSite: "shop.example.com", dataDirs: ["files"] };
-const file = () => path.join(stateDir, "migrations", `${ID}.json`);
+const file = () => path.join(stateDir(), "migrations", `${ID}.json`);
 
 describe("Registry.find", () => {
   it("sees a record replaced by another writer, and one written in place with the same size", async () => {
-    const registry = new Registry(stateDir);
+    const registry = new Registry(stateDir());
     const record = await registry.register(spec, false);
     expect((await registry.find(ID))?.ledger).toEqual([]);
 
     // another process (parked restore) changes it the same way the agent does: a version appended
-    const other = new Registry(stateDir);
+    const other = new Registry(stateDir());
     const changed = (await other.find(ID)) as MigrationRecord;
     changed.ledger = [{ dataDir: "files", kind: "directory", at: "park" }];
     await other.save(changed);
@@ -46,7 +38,7 @@ describe("Registry.find", () => {
   });
 
   it("hands out copies: changing one does not change what the next find returns", async () => {
-    const registry = new Registry(stateDir);
+    const registry = new Registry(stateDir());
     await registry.register(spec, false);
     const first = (await registry.find(ID)) as MigrationRecord;
     first.ledger.push({ dataDir: "files", kind: "directory", at: "park" });
@@ -59,7 +51,7 @@ describe("Registry.find", () => {
   });
 
   it("a record removed is gone; a record that no longer parses fails as before", async () => {
-    const registry = new Registry(stateDir);
+    const registry = new Registry(stateDir());
     await registry.register(spec, false);
     await registry.find(ID);
     fs.rmSync(file());
