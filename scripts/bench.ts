@@ -1,14 +1,15 @@
-// `npm run bench [-- --runs N] [--only data,fanout,…] [--quick]`: the benchmark of issue 12. Each
-// section runs on its own local cluster (agents on loopback, no hooks) and reports medians of several
-// runs, comparisons measured in the same run, and the issue's target beside each figure. The table
-// is printed and the same figures are written as JSON to bench/results/<date>-<commit>.json.
+// `npm run bench [-- --runs N] [--only data,fanout,…] [--quick] [--plaintext]`: the benchmark of
+// issue 12. Each section runs on its own local cluster (agents on loopback with mutual TLS, as they are
+// deployed; no hooks) and reports medians of several runs, comparisons measured in the same run, and
+// the issue's target beside each figure. The table is printed and the same figures are written as
+// JSON to bench/results/<date>-<commit>.json.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { abortOnSignals, checkRsync, repoRoot } from './lib/cluster.js';
-import { type BenchContext, type Figure, type Section, type SectionResult, MigrationFailed } from './bench/common.js';
+import { type BenchContext, type Figure, type Section, type SectionResult, MigrationFailed, makeBenchPki } from './bench/common.js';
 import { channel } from './bench/channel.js';
 import { dataSize } from './bench/data.js';
 import { fanOut } from './bench/fanout.js';
@@ -30,7 +31,7 @@ const SECTIONS: ReadonlyArray<readonly [string, Section, string]> = [
   ['sites', manySites, '100 sites x 4 fronts, migrate --all at concurrency 1, 4, 8'],
 ];
 
-const USAGE = `usage: npm run bench -- [--runs N] [--only ${SECTIONS.map(([n]) => n).join(',')}] [--quick] [--results-dir DIR] [--keep]`;
+const USAGE = `usage: npm run bench -- [--runs N] [--only ${SECTIONS.map(([n]) => n).join(',')}] [--quick] [--plaintext] [--results-dir DIR] [--keep]`;
 
 async function main(): Promise<number> {
   let values;
@@ -40,6 +41,7 @@ async function main(): Promise<number> {
         runs: { type: 'string' },
         only: { type: 'string' },
         quick: { type: 'boolean', default: false },
+        plaintext: { type: 'boolean', default: false },
         'results-dir': { type: 'string' },
         keep: { type: 'boolean', default: false },
         help: { type: 'boolean', default: false },
@@ -74,7 +76,9 @@ async function main(): Promise<number> {
   const baseDir = fs.mkdtempSync(path.join(os.tmpdir(), 'quick-migrate-bench-'));
   fs.chmodSync(baseDir, 0o755);
   const abort = abortOnSignals(baseDir);
-  console.log(`quick-migrate bench${quick ? ' (quick)' : ''}: ${only.join(', ')}; ${runs} run(s) per figure; ${machine.cores} cores, ${machine.memoryMB} MB, node ${machine.node}, commit ${machine.commit.slice(0, 12)}${machine.dirty ? ' (dirty)' : ''}; in ${baseDir}`);
+  // every cluster runs with mutual TLS, as deployed; --plaintext (insecure: true) shows what TLS costs
+  const tls = values.plaintext ? undefined : makeBenchPki(path.join(baseDir, 'pki'));
+  console.log(`quick-migrate bench${quick ? ' (quick)' : ''}: ${only.join(', ')}; ${runs} run(s) per figure; ${machine.cores} cores, ${machine.memoryMB} MB, node ${machine.node}, commit ${machine.commit.slice(0, 12)}${machine.dirty ? ' (dirty)' : ''}; ${values.plaintext ? 'plaintext (insecure: true)' : 'mutual TLS'}; in ${baseDir}`);
 
   let ssh: Ssh | null | undefined;
   let sshWhyNot: string | undefined;
@@ -86,6 +90,7 @@ async function main(): Promise<number> {
       runs,
       quick,
       dir,
+      tls,
       signal: abort.signal,
       ssh: async () => {
         if (ssh === undefined) {
@@ -140,7 +145,7 @@ async function main(): Promise<number> {
   if (abort.signal.aborted) return 130;
 
   const figures: Figure[] = Object.values(results).flatMap((r) => r.figures);
-  console.log(`\n== quick-migrate bench: every figure the median of ${runs} run(s) unless said; ${machine.cores} cores, ${machine.memoryMB} MB, node ${machine.node}, commit ${machine.commit.slice(0, 12)}`);
+  console.log(`\n== quick-migrate bench: every figure the median of ${runs} run(s) unless said; ${machine.cores} cores, ${machine.memoryMB} MB, node ${machine.node}, commit ${machine.commit.slice(0, 12)}; ${tls ? 'mutual TLS' : 'plaintext'}`);
   printTable(figures);
   for (const [name, r] of Object.entries(results)) {
     if (r.error !== undefined) console.log(`${name}: FAILED (${r.error.split('\n')[0]})`);
@@ -155,7 +160,7 @@ async function main(): Promise<number> {
     commit: machine.commit,
     dirty: machine.dirty,
     machine: { cores: machine.cores, cpu: machine.cpu, memoryMB: machine.memoryMB, node: machine.node, kernel: machine.kernel, platform: machine.platform },
-    options: { runs, quick, only },
+    options: { runs, quick, only, tls: tls !== undefined },
     ssh: ssh === undefined ? { used: false } : ssh === null ? { used: false, reason: sshWhyNot } : { used: true, server: 'the bench\'s own sshd on 127.0.0.1' },
     targets: { met: withTarget.filter((f) => f.pass).length, of: withTarget.length },
     figures,

@@ -1,9 +1,10 @@
 // What every section of the benchmark shares: the figures it reports (a median, its samples, the
 // issue's target beside it), the context it runs in, and small timing helpers.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
-import { repoRoot, runController, startCluster, type Cluster, type ControllerRun } from '../lib/cluster.js';
+import { repoRoot, runController, startCluster, type Cluster, type ClusterTlsOptions, type ControllerRun } from '../lib/cluster.js';
 import { makePlatform, makeSite } from '../lib/fixtures.js';
 import type { Ssh } from './ssh.js';
 
@@ -52,6 +53,11 @@ export interface BenchContext {
   /** a fresh folder for this section; removed after it */
   readonly dir: string;
   readonly signal: AbortSignal;
+  /**
+   * The PKI every cluster of the bench runs with (mutual TLS, as the agents and the controller are
+   * deployed: deploy/tls/make-certs.sh, certificates for web1…web32); undefined with --plaintext.
+   */
+  readonly tls: ClusterTlsOptions | undefined;
   /** the bench's own sshd, started on first use; null when none can be started (the reason is in `sshUnavailable`) */
   ssh(): Promise<Ssh | null>;
   sshUnavailable(): string | undefined;
@@ -197,12 +203,32 @@ export function label(n: number): string {
   return n >= 1000 && n % 1000 === 0 ? `${n / 1000}k` : String(n);
 }
 
+/** The most fronts a bench cluster has (fan-out and footprint: 32). */
+export const BENCH_FRONTS = 32;
+
+/**
+ * The bench's PKI in `dir`, made by deploy/tls/make-certs.sh as an operator makes theirs: a CA, the
+ * controller's client certificate (CN hostmaster), and a server certificate for each of web1…web32.
+ */
+export function makeBenchPki(dir: string): ClusterTlsOptions {
+  const fronts = Array.from({ length: BENCH_FRONTS }, (_, i) => `web${i + 1}`);
+  execFileSync('bash', [path.join(repoRoot(), 'deploy', 'tls', 'make-certs.sh'), dir, 'hostmaster', ...fronts], { stdio: 'ignore' });
+  return { dir };
+}
+
 /** A cluster of `fronts` web fronts (web1…webN) in `<ctx.dir>/<sub>`, with both bench platforms on every root. */
 export async function benchCluster(ctx: BenchContext, sub: string, fronts: number): Promise<Cluster> {
   const baseDir = path.join(ctx.dir, sub);
   fs.mkdirSync(baseDir, { recursive: true });
   // 32 agents starting at once on 2 cores take a while
-  const c = await startCluster({ baseDir, agentBin: AGENT_BIN, fronts: Array.from({ length: fronts }, (_, i) => ({ name: `web${i + 1}` })), listenTimeoutMs: 120_000 });
+  if (fronts > BENCH_FRONTS) throw new Error(`benchCluster: at most ${BENCH_FRONTS} fronts have certificates`);
+  const c = await startCluster({
+    baseDir,
+    agentBin: AGENT_BIN,
+    fronts: Array.from({ length: fronts }, (_, i) => ({ name: `web${i + 1}` })),
+    listenTimeoutMs: 120_000,
+    ...(ctx.tls ? { tls: ctx.tls } : {}),
+  });
   makePlatforms(c);
   return c;
 }

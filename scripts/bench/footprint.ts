@@ -6,7 +6,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import YAML from 'yaml';
 import { probeHealth } from '../../shared/healthProbe.js';
-import type { ClusterFront } from '../lib/cluster.js';
+import type { ClusterFront, ClusterTls } from '../lib/cluster.js';
 import { type BenchContext, type SectionResult, AGENT_BIN, FROM, TO, benchCluster, buildSites, controllerMaxRssMb, figure, migrate } from './common.js';
 import { freePort } from './ssh.js';
 
@@ -68,7 +68,9 @@ export function agentPid(f: ClusterFront): number {
  * Spawns a second agent with `f`'s config on a fixed free port (its own agent is stopped first) and
  * polls the standard health service until it answers SERVING: ms from spawn to that answer.
  */
-async function startToServing(f: ClusterFront, dir: string): Promise<number> {
+async function startToServing(f: ClusterFront, dir: string, tls: ClusterTls | undefined): Promise<number> {
+  // the probe presents the controller's certificate, as the controller's health check does
+  const creds = tls && { ca: fs.readFileSync(tls.ca), cert: fs.readFileSync(tls.cert), key: fs.readFileSync(tls.key) };
   const port = await freePort();
   const config = YAML.parse(fs.readFileSync(f.configFile, 'utf8')) as Record<string, unknown>;
   const file = path.join(dir, `agent-${port}.yaml`);
@@ -88,7 +90,7 @@ async function startToServing(f: ClusterFront, dir: string): Promise<number> {
     for (;;) {
       if (child.exitCode !== null) throw new Error(`agent exited with ${String(child.exitCode)} before SERVING: ${String((await child).stderr).slice(-1000)}`);
       if (performance.now() - started > 30_000) throw new Error('agent not SERVING within 30 s');
-      const probe = await probeHealth({ name: f.name, address }, 250);
+      const probe = await probeHealth({ name: f.name, address, ...(creds ? { tls: creds } : {}) }, 250);
       if (probe.status === 'SERVING') return performance.now() - started;
       await new Promise((res) => setTimeout(res, 2));
     }
@@ -125,7 +127,7 @@ export async function footprint(ctx: BenchContext): Promise<SectionResult> {
     const tries = ctx.quick ? 2 : Math.max(5, ctx.runs);
     for (let i = 0; i <= tries; i++) {
       ctx.signal.throwIfAborted();
-      const ms = await startToServing(web1, ctx.dir);
+      const ms = await startToServing(web1, ctx.dir, c.tls);
       if (i > 0) starts.push(ms); // the first warms the disk cache
     }
     return {

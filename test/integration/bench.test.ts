@@ -46,7 +46,7 @@ describe("npm run bench", () => {
       date: string;
       commit: string;
       machine: { cores: number; memoryMB: number; node: string; cpu: string };
-      options: { runs: number; quick: boolean; only: string[] };
+      options: { runs: number; quick: boolean; only: string[]; tls: boolean };
       figures: Figure[];
       sections: Record<string, { figures: Figure[]; error?: string }>;
       targets: { met: number; of: number };
@@ -57,7 +57,9 @@ describe("npm run bench", () => {
     expect(report.machine.cores).toBeGreaterThanOrEqual(1);
     expect(report.machine.memoryMB).toBeGreaterThan(100);
     expect(report.machine.node).toBe(process.version);
-    expect(report.options).toMatchObject({ runs: 1, quick: true, only: ["fixed", "op", "footprint", "channel", "sites"] });
+    // the clusters run with mutual TLS, as deployed, unless --plaintext is asked for
+    expect(report.options).toMatchObject({ runs: 1, quick: true, only: ["fixed", "op", "footprint", "channel", "sites"], tls: true });
+    expect(r.stdout).toContain("; mutual TLS;");
     expect(Object.keys(report.sections).sort()).toEqual(["channel", "fixed", "footprint", "op", "sites"]);
     for (const s of Object.values(report.sections)) expect(s.error).toBeUndefined();
 
