@@ -77,7 +77,14 @@ async function main(): Promise<number> {
   fs.chmodSync(baseDir, 0o755);
   const abort = abortOnSignals(baseDir);
   // every cluster runs with mutual TLS, as deployed; --plaintext (insecure: true) shows what TLS costs
-  const tls = values.plaintext ? undefined : makeBenchPki(path.join(baseDir, 'pki'));
+  let tls: BenchContext['tls'];
+  try {
+    tls = values.plaintext ? undefined : makeBenchPki(path.join(baseDir, 'pki'));
+  } catch (err) {
+    console.error((err as Error).message);
+    fs.rmSync(baseDir, { recursive: true, force: true });
+    return 1;
+  }
   console.log(`quick-migrate bench${quick ? ' (quick)' : ''}: ${only.join(', ')}; ${runs} run(s) per figure; ${machine.cores} cores, ${machine.memoryMB} MB, node ${machine.node}, commit ${machine.commit.slice(0, 12)}${machine.dirty ? ' (dirty)' : ''}; ${values.plaintext ? 'plaintext (insecure: true)' : 'mutual TLS'}; in ${baseDir}`);
 
   let ssh: Ssh | null | undefined;

@@ -212,7 +212,12 @@ export const BENCH_FRONTS = 32;
  */
 export function makeBenchPki(dir: string): ClusterTlsOptions {
   const fronts = Array.from({ length: BENCH_FRONTS }, (_, i) => `web${i + 1}`);
-  execFileSync('bash', [path.join(repoRoot(), 'deploy', 'tls', 'make-certs.sh'), dir, 'hostmaster', ...fronts], { stdio: 'ignore' });
+  try {
+    execFileSync('bash', [path.join(repoRoot(), 'deploy', 'tls', 'make-certs.sh'), dir, 'hostmaster', ...fronts], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (err) {
+    const why = String((err as { stderr?: Buffer }).stderr ?? '').trim().split('\n').at(-1) || (err as Error).message;
+    throw new Error(`bench: cannot make the TLS certificates with deploy/tls/make-certs.sh (--plaintext runs without TLS): ${why}`);
+  }
   return { dir };
 }
 
