@@ -85,7 +85,8 @@ async function main(): Promise<number> {
     fs.rmSync(baseDir, { recursive: true, force: true });
     return 1;
   }
-  console.log(`quick-migrate bench${quick ? ' (quick)' : ''}: ${only.join(', ')}; ${runs} run(s) per figure; ${machine.cores} cores, ${machine.memoryMB} MB, node ${machine.node}, commit ${machine.commit.slice(0, 12)}${machine.dirty ? ' (dirty)' : ''}; ${values.plaintext ? 'plaintext (insecure: true)' : 'mutual TLS'}; in ${baseDir}`);
+  const security = tls ? 'mutual TLS' : 'plaintext (insecure: true)';
+  console.log(`quick-migrate bench${quick ? ' (quick)' : ''}: ${only.join(', ')}; ${runs} run(s) per figure; ${machine.cores} cores, ${machine.memoryMB} MB, node ${machine.node}, commit ${machine.commit.slice(0, 12)}${machine.dirty ? ' (dirty)' : ''}; ${security}; in ${baseDir}`);
 
   let ssh: Ssh | null | undefined;
   let sshWhyNot: string | undefined;
@@ -152,7 +153,7 @@ async function main(): Promise<number> {
   if (abort.signal.aborted) return 130;
 
   const figures: Figure[] = Object.values(results).flatMap((r) => r.figures);
-  console.log(`\n== quick-migrate bench: every figure the median of ${runs} run(s) unless said; ${machine.cores} cores, ${machine.memoryMB} MB, node ${machine.node}, commit ${machine.commit.slice(0, 12)}; ${tls ? 'mutual TLS' : 'plaintext'}`);
+  console.log(`\n== quick-migrate bench: every figure the median of ${runs} run(s) unless said; ${machine.cores} cores, ${machine.memoryMB} MB, node ${machine.node}, commit ${machine.commit.slice(0, 12)}; ${security}`);
   printTable(figures);
   for (const [name, r] of Object.entries(results)) {
     if (r.error !== undefined) console.log(`${name}: FAILED (${r.error.split('\n')[0]})`);
