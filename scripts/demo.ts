@@ -3,8 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execa } from 'execa';
-import { abortOnSignals, checkRsync, fakeDrushHooks, repoRoot, startCluster, runController, type Cluster } from './lib/cluster.js';
+import { abortOnSignals, checkRsync, fakeDrushHooks, makeClusterPki, startCluster, runController, type Cluster } from './lib/cluster.js';
 import { makePlatform, makeSite } from './lib/fixtures.js';
 import { countTypes, diffManifests, excludePaths, manifest, manifestOrAbsent, summarizeDiff, type Manifest } from './lib/manifest.js';
 
@@ -44,7 +43,7 @@ async function main(): Promise<number> {
     let t = performance.now();
     // mutual TLS, as in production: a private CA, the controller's certificate and one per front
     const pki = path.join(baseDir, 'pki');
-    await execa('bash', [path.join(repoRoot(), 'deploy', 'tls', 'make-certs.sh'), pki, 'hostmaster', 'web1=127.0.0.1', 'web2=127.0.0.1']);
+    makeClusterPki(pki, 'hostmaster', ['web1=127.0.0.1', 'web2=127.0.0.1']);
     console.log(`certificates: deploy/tls/make-certs.sh made a CA, hostmaster's and one per front in ${pki} (${ms(t)})`);
     t = performance.now();
     cluster = await startCluster({ baseDir, fronts: [{ name: 'web1' }, { name: 'web2' }], hooks: fakeDrushHooks(), tls: { dir: pki } });

@@ -1,10 +1,9 @@
 // What every section of the benchmark shares: the figures it reports (a median, its samples, the
 // issue's target beside it), the context it runs in, and small timing helpers.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
-import { repoRoot, runController, startCluster, type Cluster, type ClusterTlsOptions, type ControllerRun } from '../lib/cluster.js';
+import { makeClusterPki, repoRoot, runController, startCluster, type Cluster, type ClusterTlsOptions, type ControllerRun } from '../lib/cluster.js';
 import { makePlatform, makeSite } from '../lib/fixtures.js';
 import type { Ssh } from './ssh.js';
 
@@ -207,18 +206,15 @@ export function label(n: number): string {
 export const BENCH_FRONTS = 32;
 
 /**
- * The bench's PKI in `dir`, made by deploy/tls/make-certs.sh as an operator makes theirs: a CA, the
- * controller's client certificate (CN hostmaster), and a server certificate for each of web1…web32.
+ * The bench's PKI in `dir` (makeClusterPki): the controller's certificate (CN hostmaster) and one for each
+ * of web1…web32.
  */
 export function makeBenchPki(dir: string): ClusterTlsOptions {
-  const fronts = Array.from({ length: BENCH_FRONTS }, (_, i) => `web${i + 1}`);
   try {
-    execFileSync('bash', [path.join(repoRoot(), 'deploy', 'tls', 'make-certs.sh'), dir, 'hostmaster', ...fronts], { stdio: ['ignore', 'ignore', 'pipe'] });
+    return makeClusterPki(dir, 'hostmaster', Array.from({ length: BENCH_FRONTS }, (_, i) => `web${i + 1}`));
   } catch (err) {
-    const why = String((err as { stderr?: Buffer }).stderr ?? '').trim().split('\n').at(-1) || (err as Error).message;
-    throw new Error(`bench: cannot make the TLS certificates with deploy/tls/make-certs.sh (--plaintext runs without TLS): ${why}`);
+    throw new Error(`bench: ${(err as Error).message} (--plaintext runs without TLS)`);
   }
-  return { dir };
 }
 
 /** A cluster of `fronts` web fronts (web1…webN) in `<ctx.dir>/<sub>`, with both bench platforms on every root. */

@@ -186,6 +186,21 @@ export interface ClusterTlsOptions {
   readonly allowedClients?: readonly string[];
 }
 
+/**
+ * Makes the PKI of a cluster in `dir` with deploy/tls/make-certs.sh, as an operator does: a CA, the
+ * controller's client certificate (CN `controller`) and a server certificate per front (`name` or
+ * `name=address`). A failure is one line naming the script and its last word on why.
+ */
+export function makeClusterPki(dir: string, controller: string, fronts: readonly string[]): ClusterTlsOptions {
+  try {
+    execFileSync('bash', [path.join(repoRoot(), 'deploy', 'tls', 'make-certs.sh'), dir, controller, ...fronts], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (err) {
+    const why = String((err as { stderr?: Buffer }).stderr ?? '').trim().split('\n').at(-1) || (err as Error).message;
+    throw new Error(`cannot make the TLS certificates with deploy/tls/make-certs.sh: ${why}`);
+  }
+  return { dir };
+}
+
 /** The TLS files a cluster runs with (absolute paths). */
 export interface ClusterTls {
   readonly dir: string;

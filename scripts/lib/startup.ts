@@ -8,7 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { probeHealth, type ProbeTarget } from "../../shared/healthProbe.js";
-import { repoRoot } from "./cluster.js";
+import { makeClusterPki, repoRoot } from "./cluster.js";
 
 export interface StartupOptions {
   /** runs of each figure; each figure is their median (default 9) */
@@ -149,7 +149,7 @@ export async function measureStartup(opts: StartupOptions = {}): Promise<Startup
     fs.mkdirSync(path.join(dir, "state"));
     let tls: ProbeTarget["tls"];
     if (useTls) {
-      execFileSync("bash", [path.join(repoRoot(), "deploy", "tls", "make-certs.sh"), path.join(dir, "tls"), "hostmaster", "web1=127.0.0.1"], { stdio: "ignore" });
+      makeClusterPki(path.join(dir, "tls"), "hostmaster", ["web1=127.0.0.1"]);
       const read = (f: string) => fs.readFileSync(path.join(dir, "tls", f));
       tls = { ca: read("ca.pem"), cert: read("controller.pem"), key: read("controller-key.pem") };
     }
