@@ -9,6 +9,7 @@ import { type ClusterFront, runController } from "../../scripts/lib/cluster.js";
 import { Action, type AgentClient, type RsyncFrame } from "../../shared/generated/quickmigrate/v1/agent.js";
 import { DAEMON_OVER_RSH } from "../../shared/rsyncArgs.js";
 import { type AuditLine, auditLines, auditLinesAfter } from "../helpers/auditLog.js";
+import { type LogLine, logLines, waitForLines } from "../helpers/agentLog.js";
 import { apply, hello, insecureClient, preflight, startFrame } from "../helpers/agentRpc.js";
 import { DATA_DIRS, type Scenario, expectMigrated, setupScenario } from "../helpers/scenario.js";
 
@@ -142,6 +143,8 @@ describe("an rsync that stops moving bytes", () => {
   ];
 
   it.each(cases)("%s: ended after timeouts.unresponsive, its daemon gone", async (_what, afterGreeting) => {
+    const serverEnd = (l: LogLine) => l.msg === "rsync server end" && l.migrationId === "silence-idle-1";
+    const before = logLines(web1.logFile).filter(serverEnd).length;
     let greeted = false;
     const ended = await openStream(client, [startFrame({ migrationId: "silence-idle-1", step: "fetch-site", args: [...DAEMON_OVER_RSH] })], (f, call) => {
       if (f.frame?.$case === "data" && f.frame.value.length > 0 && !greeted) {
@@ -158,11 +161,9 @@ describe("an rsync that stops moving bytes", () => {
     expect(ended.after).toBeGreaterThanOrEqual(IDLE_S * 1000);
     expect(ended.after).toBeLessThan(IDLE_S * 1000 + 4000);
     expect(rsyncChildren(web1.process?.pid as number)).toEqual([]);
-    const ends = fs
-      .readFileSync(web1.logFile, "utf8")
-      .split("\n")
-      .filter((l) => l.includes('"msg":"rsync server end"') && l.includes("silence-idle-1"));
-    expect(ends.at(-1)).toMatch(/"idle":true/);
+    // the agent's log reaches its file after the stream's end reached the client
+    const ends = await waitForLines(web1.logFile, serverEnd, "this run's rsync server end", before + 1);
+    expect(JSON.stringify(ends.at(-1))).toMatch(/"idle":true/);
     // and the agent still serves
     expect(await hello(client, { protocolVersion: 1, controllerVersion: "silence-test" })).toMatchObject({ ok: true });
   });
