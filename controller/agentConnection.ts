@@ -18,6 +18,7 @@ import { PACKAGE_VERSION, PROTOCOL_VERSION } from "../shared/version.js";
 import { type FrontAction, actionToWire } from "../shared/wire.js";
 import { retryWhileBusy } from "./busyRetry.js";
 import type { ControllerConfig, FrontConfig } from "./config.js";
+import { receiveWindowBytes } from "./receiveWindow.js";
 
 export interface CallDeadlines {
   readonly helloMs: number;
@@ -32,24 +33,8 @@ export interface CallDeadlines {
 export const DEFAULT_DEADLINES: CallDeadlines = { helloMs: 10_000, preflightMs: 60_000, applyMs: 300_000, rsyncMs: 7_200_000, unresponsiveMs: 30_000 };
 
 /** How often the connection to an agent is pinged, and how long an answer is waited for: half the unresponsive bound each. */
-function keepaliveMs(deadlines: CallDeadlines): number {
+export function keepaliveMs(deadlines: CallDeadlines): number {
   return Math.max(500, Math.floor(deadlines.unresponsiveMs / 2));
-}
-
-/** The link, in bytes per millisecond, on which a full receive window drains in a quarter of the keepalive timeout: 1 Mbit/s. */
-const WINDOW_LINK_BYTES_PER_MS = 125;
-
-/**
- * The HTTP/2 receive window of a connection to an agent, in bytes. A fetch's data flows a window at a
- * time, so a bigger window costs fewer round trips (256 KB: fetch-site about 17% faster than with
- * HTTP/2's default 64 KB); but a keepalive answer queues behind the data in flight, up to a window of
- * it, and a link that cannot carry that within the keepalive timeout has a live agent taken for a dead
- * one. So the window is what a 1 Mbit/s link carries in a quarter of the timeout, from 64 KB (bounds
- * up to about 4 s) to 256 KB (from about 17 s): with the default 30 s bound, links down to about
- * 140 kbit/s; a slower one needs a longer `timeouts.unresponsive` (60 s: about 70 kbit/s). Pure.
- */
-export function receiveWindowBytes(keepaliveTimeoutMs: number): number {
-  return Math.min(256 * 1024, Math.max(65_535, Math.floor((keepaliveTimeoutMs / 4) * WINDOW_LINK_BYTES_PER_MS)));
 }
 
 export function deadlinesFrom(config: ControllerConfig): CallDeadlines {

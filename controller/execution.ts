@@ -7,13 +7,14 @@ import { QmError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { checkMigration } from "../shared/migration.js";
 import { SiteTree } from "../shared/siteTree.js";
-import { AgentConnection, type AgentConnectionLike, channelCredentials, deadlinesFrom } from "./agentConnection.js";
+import { AgentConnection, type AgentConnectionLike, channelCredentials, deadlinesFrom, keepaliveMs } from "./agentConnection.js";
 import { type ControllerConfig, MASTER } from "./config.js";
 import type { Reporter } from "./events.js";
 import { FaultPlan } from "./faults.js";
 import { HOOK_NAMES, type HookName, HookRunner } from "./hooks.js";
 import { RunFigures } from "./metricsTextfile.js";
 import { type Plan, buildPlan } from "./plan.js";
+import { adaptReceiveWindows } from "./receiveWindow.js";
 import { MigrationRunner, type RunMode, type RunResult } from "./runner.js";
 import { SiteLock } from "./siteLock.js";
 import { describeLockHolder } from "./status.js";
@@ -72,6 +73,8 @@ export class AgentChannels {
     const deadlines = deadlinesFrom(config);
     // the fan-out bounds (fanOut.calls, fanOut.rsync) hold over every front and every migration of the process
     const calls = pLimit(config.fanOut.calls);
+    // before the first connection is made: each one's receive window then follows its link
+    adaptReceiveWindows(keepaliveMs(deadlines), log.child({ component: "window" }));
     this.fronts = new Map<string, AgentConnectionLike>(config.fronts.map((f) => [f.name, new AgentConnection(f, credentials, deadlines, calls)]));
     this.tunnel = new RsyncTunnel(config.rsync, log.child({ component: "tunnel" }), deadlines.unresponsiveMs, pLimit(config.fanOut.rsync), deadlines.rsyncMs);
   }

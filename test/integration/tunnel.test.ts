@@ -1,5 +1,6 @@
 // The rsync tunnel under load: a site folder with a large file goes front → hostmaster → every front
-// intact, with neither the controller nor the agents holding it in memory.
+// intact, with neither the controller nor the agents holding it in memory, and the controller's receive
+// window from the front it fetches from grows with the link (loopback here) beyond the one it starts with.
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
@@ -24,6 +25,14 @@ function writeRandomFile(file: string, bytes: number): void {
   }
 }
 
+/** The receive windows the controller's log says it gave its connections, in order. */
+function windowChanges(logText: string): Array<{ windowBytes: number; from: number }> {
+  return logText
+    .split("\n")
+    .filter((l) => l.includes(`"msg":"receive window changed to follow the link"`))
+    .map((l) => JSON.parse(l) as { windowBytes: number; from: number });
+}
+
 function maxRssKb(logText: string, msg: string): number {
   const values = logText
     .split("\n")
@@ -34,7 +43,7 @@ function maxRssKb(logText: string, msg: string): number {
 }
 
 describe("rsync through the agent channel", () => {
-  it("carries a 96 MB file to every host byte for byte without buffering it", async () => {
+  it("carries a 96 MB file to every host byte for byte without buffering it, the fetch in a window grown with the link", async () => {
     const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }, { name: "web2" }] }));
     const web1Site = siteDir(s.cluster.frontRoot("web1"), s.from, s.site);
     writeRandomFile(path.join(web1Site, "libraries", "big.bin"), 96 * MB);
@@ -46,6 +55,12 @@ describe("rsync through the agent channel", () => {
     // three successful runs, and not one of their streams logged as failed, even at debug
     const tunnelTrouble = run.stderr.split("\n").filter((l) => /"msg":"(rsync stream failed|rsync's end of the tunnel (failed|closed|ended))"/.test(l));
     expect(tunnelTrouble, tunnelTrouble.join("\n")).toEqual([]);
+
+    // the fetch raised the window from the 256 KB it starts with (default bound), to at most 8 MB
+    const windows = windowChanges(run.stderr);
+    expect(windows[0], "no receive window change logged").toMatchObject({ from: 256 * 1024 });
+    expect(Math.max(...windows.map((w) => w.windowBytes))).toBeGreaterThan(256 * 1024);
+    expect(Math.max(...windows.map((w) => w.windowBytes))).toBeLessThanOrEqual(8 * MB);
 
     // 96 MB crossed the controller three times (one fetch, two pushes); its peak memory stays far below that
     expect(maxRssKb(run.stderr, "controller finished")).toBeLessThan(96 * 1024 + 64 * 1024);

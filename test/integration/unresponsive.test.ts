@@ -9,6 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { type ControllerEvent, type ControllerRun, runAgentCommand, runController } from "../../scripts/lib/cluster.js";
+import { receiveWindowBytes } from "../../controller/receiveWindow.js";
 import { type TestLink, makeLink, netnsUnavailable } from "../helpers/netns.js";
 import { type Scenario, expectMigrated, expectUnchanged, rescan, setupScenario } from "../helpers/scenario.js";
 
@@ -345,9 +346,10 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
   /**
    * A migration whose fetch-site comes from web1 behind a link of `rate`, with `kb` more to fetch than the
    * hostmaster's stale copy holds, and `bound` as timeouts.unresponsive on both ends: it completes, the
-   * fetch taking longer than the bound.
+   * fetch taking longer than the bound, and the controller's receive window never holds more than the
+   * link carries within the keepalive timeout (`rate`: tc's `<n>kbit` or `<n>mbit`).
    */
-  async function slowFetchCompletes(bound: number, rate: string, kb: number): Promise<void> {
+  async function slowFetchCompletes(bound: number, rate: string, kb: number, windowGrows = false): Promise<void> {
     link = makeLink();
     const l = link;
     const s = (scenario = await setupScenario({
@@ -363,9 +365,18 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
     const [cmd, ...args] = l.slowFromFront(rate);
     execFileSync(cmd as string, args);
     s.cluster.writeControllerConfig({ extra: { timeouts: { unresponsive: bound } } });
-    const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"]);
+    const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"], { env: { QM_LOG_LEVEL: "debug" } });
     expect(run.exitCode, run.stdout + run.stderr).toBe(0);
     expect(stepEnd(run, "fetch-site", false).durationMs, "the fetch took longer than the bound").toBeGreaterThan(bound * 1000);
+    // the receive window follows the link: never more than the link carries within the keepalive timeout
+    const keepaliveTimeoutMs = (bound / 2) * 1000;
+    const bytesPerMs = (Number.parseInt(rate, 10) * (rate.endsWith("mbit") ? 1_000_000 : 1000)) / 8 / 1000;
+    const windows = run.stderr
+      .split("\n")
+      .filter((l) => l.includes(`"msg":"receive window changed to follow the link"`))
+      .map((l) => (JSON.parse(l) as { windowBytes: number }).windowBytes);
+    for (const w of windows) expect(w, `a window of ${w} bytes on a ${rate} link`).toBeLessThanOrEqual(bytesPerMs * keepaliveTimeoutMs);
+    if (windowGrows) expect(Math.max(0, ...windows), "the window grew with the link").toBeGreaterThan(receiveWindowBytes(keepaliveTimeoutMs));
     await expectMigrated(ready);
     expectNoLock(ready);
   }
@@ -379,5 +390,11 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
     // 768 KB from web1 at 500 kbit/s: some 12 s of fetching, three keepalive pings of 4 s, each answer
     // behind up to a window of data (2 s at this rate)
     await slowFetchCompletes(8, "500kbit", 768);
+  });
+
+  it("a fetch over a 4 Mbit/s link grows the receive window with what the link carries, and the keepalive answers still come in time", async () => {
+    // 4.5 MB at 4 Mbit/s: some 9 s of fetching, two keepalive pings of 4 s; the window starts at 125 KB
+    // and follows the link's 500 bytes a millisecond: about 500 KB, a second of it
+    await slowFetchCompletes(8, "4mbit", 4608, true);
   });
 });

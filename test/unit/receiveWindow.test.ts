@@ -1,8 +1,9 @@
-// The HTTP/2 receive window of the controller's connection to an agent (receiveWindowBytes): as big as
-// a keepalive answer can wait behind. A full window drains on a 1 Mbit/s link within a quarter of the
-// keepalive timeout, between HTTP/2's default and 256 KB.
+// The HTTP/2 receive window of the controller's connection to an agent: as big as a keepalive answer can
+// wait behind. It starts with what a 1 Mbit/s link drains within a quarter of the keepalive timeout,
+// between HTTP/2's default and 256 KB (receiveWindowBytes), and then follows the rate the link is seen
+// to carry, up to 8 MB (windowForRate), moving only by a factor of two or more (windowChanges).
 import { describe, expect, it } from "vitest";
-import { receiveWindowBytes } from "../../controller/agentConnection.js";
+import { MAX_WINDOW_BYTES, receiveWindowBytes, windowChanges, windowForRate } from "../../controller/receiveWindow.js";
 
 const MBIT_BYTES_PER_MS = 1_000_000 / 8 / 1000;
 
@@ -22,5 +23,37 @@ describe("receiveWindowBytes", () => {
       if (w > 65_535) expect(w / MBIT_BYTES_PER_MS, `timeout ${timeoutMs} ms`).toBeLessThanOrEqual(timeoutMs / 4);
       expect(receiveWindowBytes(timeoutMs + 250)).toBeGreaterThanOrEqual(w);
     }
+  });
+
+  it("follows the rate a link is seen to carry: what it drains in a quarter of the keepalive timeout, from the starting window to 8 MB", () => {
+    const timeoutMs = 15_000; // the default bound, 30 s
+    expect(windowForRate(0, timeoutMs)).toBe(256 * 1024);
+    // 500 kbit/s: the starting window; 1 Mbit/s: what it carries in 3.75 s
+    expect(windowForRate(MBIT_BYTES_PER_MS / 2, timeoutMs)).toBe(256 * 1024);
+    expect(windowForRate(MBIT_BYTES_PER_MS, timeoutMs)).toBe(468_750);
+    // 10 Mbit/s: 1250 bytes a millisecond, for 3.75 s
+    expect(windowForRate(10 * MBIT_BYTES_PER_MS, timeoutMs)).toBe(4_687_500);
+    // a LAN or loopback: 8 MB
+    expect(windowForRate(100_000, timeoutMs)).toBe(MAX_WINDOW_BYTES);
+    // a short bound: the same rule, from HTTP/2's default
+    expect(windowForRate(0, 1_500)).toBe(65_535);
+    expect(windowForRate(1000, 1_500)).toBe(375_000);
+    for (const rate of [0, 10, 125, 300, 1000, 5000, 1e6]) {
+      for (const t of [500, 1_500, 4_000, 15_000, 60_000]) {
+        const w = windowForRate(rate, t);
+        expect(w).toBeGreaterThanOrEqual(receiveWindowBytes(t));
+        expect(w).toBeLessThanOrEqual(MAX_WINDOW_BYTES);
+        // above the start, a full window drains at the seen rate within a quarter of the timeout
+        if (w > receiveWindowBytes(t)) expect(w / rate).toBeLessThanOrEqual(t / 4);
+      }
+    }
+  });
+
+  it("moves by a factor of two or more, not with every sample", () => {
+    expect(windowChanges(256 * 1024, 512 * 1024)).toBe(true);
+    expect(windowChanges(256 * 1024, 500 * 1024)).toBe(false);
+    expect(windowChanges(MAX_WINDOW_BYTES, 256 * 1024)).toBe(true);
+    expect(windowChanges(MAX_WINDOW_BYTES, 5 * 1024 * 1024)).toBe(false);
+    expect(windowChanges(256 * 1024, 256 * 1024)).toBe(false);
   });
 });
