@@ -15,6 +15,7 @@ import type { RsyncFrame, RsyncStart } from "../shared/generated/quickmigrate/v1
 import type { Logger } from "../shared/logger.js";
 import { type MigrationSpec, newSiteRel, oldSiteRel } from "../shared/migration.js";
 import { checkMigrationId, checkStepName } from "../shared/names.js";
+import { peerKeepaliveTimeout } from "../shared/receiveWindow.js";
 import { RSYNC_MODULE, TUNNEL_HEARTBEAT_MS, isDaemonOverRsh } from "../shared/rsyncArgs.js";
 import { type RsyncDirection, rsyncdConf } from "./rsyncdConf.js";
 import type { SiteOperations } from "./siteOperations.js";
@@ -96,6 +97,8 @@ export async function serveRsync(
   // last, once nothing else refuses it: the step order, which writes a push down as begun
   const m = await agent.forwardMigration(migrationId, step, controllerRun);
   run.site = m.site;
+  // a push's data comes in on this connection: its window may follow the link, sized for the controller's pings too
+  if (start.keepaliveTimeoutMs !== undefined) peerKeepaliveTimeout(call.getPeer(), start.keepaliveTimeoutMs);
   // rsync works in the site folder itself: a real directory inside the root (made for a push), pinned
   // by a descriptor, so that a symlink or rename swapped in after the checks is never followed
   const folder = await agent.tree.root.openRealDirectory(served.rel, { create: served.direction === "receive", purpose: "rsync" });

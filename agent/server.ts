@@ -8,6 +8,7 @@ import { type ApplyResponse, type AgentServer, type Migration } from "../shared/
 import type { Logger } from "../shared/logger.js";
 import { AgentServiceWithRsyncCodec } from "../shared/rsyncFrameCodec.js";
 import type { MigrationSpec } from "../shared/migration.js";
+import { AGENT_KEEPALIVE_MS, adaptReceiveWindows } from "../shared/receiveWindow.js";
 import type { ChangeRecord } from "../shared/siteTree.js";
 import { actionFromWire, kindToWire } from "../shared/wire.js";
 import { type AuditFields, CallAudit, auditHandshakes } from "./audit.js";
@@ -23,7 +24,6 @@ import { type RsyncRun, serveRsync } from "./rsyncServer.js";
 import { WatchedTls } from "./tlsFiles.js";
 
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
-const KEEPALIVE_MS = 30_000;
 
 export function toServiceError(err: unknown): Partial<grpc.ServiceError> {
   const qm = err instanceof QmError ? err : new QmError("INTERNAL", describeError(err), {}, { cause: err });
@@ -128,13 +128,15 @@ export class AgentGrpcServer {
   ) {
     this.ops = new SiteOperations(config.root, new Registry(config.stateDir), { dataDirs: config.dataDirs }, faults);
     this.settings = liveSettings(config);
+    // before the server starts: each connection's receive window (a push's data) then follows its link
+    adaptReceiveWindows(AGENT_KEEPALIVE_MS, log.child({ component: "window" }));
     this.server = new grpc.Server({
       "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
       "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
       // a client gone without a word (link down, host off) answers no ping: its connection is dropped, and
       // with it the streams it held open (health Watch, rsync), instead of holding them for ever
-      "grpc.keepalive_time_ms": KEEPALIVE_MS,
-      "grpc.keepalive_timeout_ms": KEEPALIVE_MS,
+      "grpc.keepalive_time_ms": AGENT_KEEPALIVE_MS,
+      "grpc.keepalive_timeout_ms": AGENT_KEEPALIVE_MS,
     });
     if (config.metrics && !Metrics) throw new Error("AgentGrpcServer: the config has metrics: make it with AgentGrpcServer.create");
     this.metrics = Metrics

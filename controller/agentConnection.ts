@@ -18,7 +18,7 @@ import { PACKAGE_VERSION, PROTOCOL_VERSION } from "../shared/version.js";
 import { type FrontAction, actionToWire } from "../shared/wire.js";
 import { retryWhileBusy } from "./busyRetry.js";
 import type { ControllerConfig, FrontConfig } from "./config.js";
-import { receiveWindowBytes } from "./receiveWindow.js";
+import { receiveWindowBytes } from "../shared/receiveWindow.js";
 
 export interface CallDeadlines {
   readonly helloMs: number;
@@ -54,6 +54,8 @@ export interface AgentConnectionLike {
   apply(migrationId: string, step: string, action: FrontAction, run: number, signal?: AbortSignal): Promise<ApplyResponse>;
   inspect(migrationId: string): Promise<InspectResponse>;
   openRsync(): grpc.ClientDuplexStream<RsyncFrame, RsyncFrame>;
+  /** how long a keepalive answer is waited for on this connection (the rsync stream's start frame tells the agent) */
+  readonly keepaliveTimeoutMs?: number;
   close(): void;
 }
 
@@ -79,6 +81,7 @@ const Client = grpc.makeGenericClientConstructor(AgentServiceWithRsyncCodec, "qu
 export class AgentConnection implements AgentConnectionLike {
   readonly name: string;
   readonly local: boolean;
+  readonly keepaliveTimeoutMs: number;
   private readonly client: AgentClient;
 
   /**
@@ -93,6 +96,7 @@ export class AgentConnection implements AgentConnectionLike {
   ) {
     this.name = front.name;
     this.local = front.local;
+    this.keepaliveTimeoutMs = keepaliveMs(deadlines);
     this.client = new Client(front.address, credentials, {
       "grpc.max_receive_message_length": 4 * 1024 * 1024,
       "grpc.max_send_message_length": 4 * 1024 * 1024,

@@ -14,7 +14,7 @@ import { FaultPlan } from "./faults.js";
 import { HOOK_NAMES, type HookName, HookRunner } from "./hooks.js";
 import { RunFigures } from "./metricsTextfile.js";
 import { type Plan, buildPlan } from "./plan.js";
-import { adaptReceiveWindows } from "./receiveWindow.js";
+import { adaptReceiveWindows } from "../shared/receiveWindow.js";
 import { MigrationRunner, type RunMode, type RunResult } from "./runner.js";
 import { SiteLock } from "./siteLock.js";
 import { describeLockHolder } from "./status.js";

@@ -195,7 +195,8 @@ export class RsyncTunnel {
       if (arrived && !finished) call.write({ frame: { $case: "data", value: Buffer.alloc(0) } });
       arrived = false;
     }, TUNNEL_HEARTBEAT_MS);
-    call.write({ frame: { $case: "start", value: { migrationId: run.migrationId, step: run.step, args: [...DAEMON_OVER_RSH], run: run.run } } });
+    const keepalive = run.front.keepaliveTimeoutMs;
+    call.write({ frame: { $case: "start", value: { migrationId: run.migrationId, step: run.step, args: [...DAEMON_OVER_RSH], run: run.run, ...(keepalive !== undefined ? { keepaliveTimeoutMs: keepalive } : {}) } } });
     // every byte of the session passes here: counted each way for the progress of the step
     let sent = 0;
     let received = 0;

@@ -1,6 +1,7 @@
 // The rsync tunnel under load: a site folder with a large file goes front → hostmaster → every front
-// intact, with neither the controller nor the agents holding it in memory, and the controller's receive
-// window from the front it fetches from grows with the link (loopback here) beyond the one it starts with.
+// intact, with neither the controller nor the agents holding it in memory, and the receive windows (the
+// controller's for the fetch, each agent's for its push) grow with the link (loopback here) beyond the
+// ones they start with.
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
@@ -44,7 +45,7 @@ function maxRssKb(logText: string, msg: string): number {
 
 describe("rsync through the agent channel", () => {
   it("carries a 96 MB file to every host byte for byte without buffering it, the fetch in a window grown with the link", async () => {
-    const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }, { name: "web2" }] }));
+    const s = (scenario = await setupScenario({ fronts: [{ name: "web1", agentConfig: { logLevel: "debug" } }, { name: "web2", agentConfig: { logLevel: "debug" } }] }));
     const web1Site = siteDir(s.cluster.frontRoot("web1"), s.from, s.site);
     writeRandomFile(path.join(web1Site, "libraries", "big.bin"), 96 * MB);
     s.codeBefore.set("web1", excludePaths(await manifest(web1Site), ["files", "private/files"]));
@@ -61,6 +62,12 @@ describe("rsync through the agent channel", () => {
     expect(windows[0], "no receive window change logged").toMatchObject({ from: 256 * 1024 });
     expect(Math.max(...windows.map((w) => w.windowBytes))).toBeGreaterThan(256 * 1024);
     expect(Math.max(...windows.map((w) => w.windowBytes))).toBeLessThanOrEqual(8 * MB);
+    // and each agent's window, for the push it received, grew above 256 KB, to at most 8 MB
+    for (const f of s.cluster.fronts) {
+      const agentWindows = windowChanges(fs.readFileSync(f.logFile, "utf8")).map((w) => w.windowBytes);
+      expect(Math.max(0, ...agentWindows), `${f.name}: its window grew`).toBeGreaterThan(256 * 1024);
+      expect(Math.max(...agentWindows), f.name).toBeLessThanOrEqual(8 * MB);
+    }
 
     // 96 MB crossed the controller three times (one fetch, two pushes); its peak memory stays far below that
     expect(maxRssKb(run.stderr, "controller finished")).toBeLessThan(96 * 1024 + 64 * 1024);

@@ -9,7 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { type ControllerEvent, type ControllerRun, runAgentCommand, runController } from "../../scripts/lib/cluster.js";
-import { receiveWindowBytes } from "../../controller/receiveWindow.js";
+import { receiveWindowBytes } from "../../shared/receiveWindow.js";
 import { type TestLink, makeLink, netnsUnavailable } from "../helpers/netns.js";
 import { type Scenario, expectMigrated, expectUnchanged, rescan, setupScenario } from "../helpers/scenario.js";
 
@@ -390,6 +390,33 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
     // 768 KB from web1 at 500 kbit/s: some 12 s of fetching, three keepalive pings of 4 s, each answer
     // behind up to a window of data (2 s at this rate)
     await slowFetchCompletes(8, "500kbit", 768);
+  });
+
+  it("a push over a 4 Mbit/s link completes, the agent's receive window grown with what the link carries and never more than it carries within the controller's keepalive timeout", async () => {
+    link = makeLink();
+    const l = link;
+    const s = (scenario = await setupScenario({ fronts: [{ name: "web1" }, { name: "web2", netns: { name: l.ns, address: l.address }, agentConfig: { logLevel: "debug" } }], tls: true }));
+    // 3 MB of site code pushed to web2 at 4 Mbit/s: some 6 s; fetched from web1 at full speed
+    const big = randomBytes(3 * 1024 * 1024);
+    fs.writeFileSync(path.join(s.cluster.frontRoot("web1"), s.from, "sites", s.site, "big-module.inc"), big);
+    fs.writeFileSync(path.join(s.cluster.frontRoot("web2"), s.from, "sites", s.site, "big-module.inc"), big);
+    s.cluster.handOver();
+    const ready = (scenario = await rescan(s));
+    const [cmd, ...args] = l.slow("4mbit");
+    execFileSync(cmd as string, args);
+    const run = await runController(s.cluster.controllerConfig, ["migrate", s.site, "--to", s.to, "--json"]);
+    expect(run.exitCode, run.stdout + run.stderr).toBe(0);
+    await expectMigrated(ready);
+    const web2 = s.cluster.fronts.find((f) => f.name === "web2");
+    const windows = fs
+      .readFileSync(web2?.logFile ?? "", "utf8")
+      .split("\n")
+      .filter((line) => line.includes(`"msg":"receive window changed to follow the link"`))
+      .map((line) => (JSON.parse(line) as { windowBytes: number }).windowBytes);
+    // the controller (default bound, 30 s) waits 15 s for a keepalive answer, the agent 30 s: the shorter
+    // counts, and 4 Mbit/s is 500 bytes a millisecond
+    for (const w of windows) expect(w, `a window of ${w} bytes on a 4 Mbit/s link`).toBeLessThanOrEqual(500 * 15_000);
+    expect(Math.max(0, ...windows), "the window grew with the link").toBeGreaterThan(256 * 1024);
   });
 
   it("a fetch over a 4 Mbit/s link grows the receive window with what the link carries, and the keepalive answers still come in time", async () => {

@@ -1,9 +1,9 @@
 // The HTTP/2 receive window of the controller's connection to an agent: as big as a keepalive answer can
 // wait behind. It starts with what a 1 Mbit/s link drains within a quarter of the keepalive timeout,
 // between HTTP/2's default and 256 KB (receiveWindowBytes), and then follows the rate the link is seen
-// to carry, up to 8 MB (windowForRate), moving only by a factor of two or more (windowChanges).
+// to carry (rateSeen), up to 8 MB (windowForRate), moving only by a factor of two or more (windowChanges).
 import { describe, expect, it } from "vitest";
-import { MAX_WINDOW_BYTES, receiveWindowBytes, windowChanges, windowForRate } from "../../controller/receiveWindow.js";
+import { MAX_WINDOW_BYTES, rateSeen, receiveWindowBytes, windowChanges, windowForRate } from "../../shared/receiveWindow.js";
 
 const MBIT_BYTES_PER_MS = 1_000_000 / 8 / 1000;
 
@@ -55,5 +55,19 @@ describe("receiveWindowBytes", () => {
     expect(windowChanges(MAX_WINDOW_BYTES, 256 * 1024)).toBe(true);
     expect(windowChanges(MAX_WINDOW_BYTES, 5 * 1024 * 1024)).toBe(false);
     expect(windowChanges(256 * 1024, 256 * 1024)).toBe(false);
+  });
+
+  it("sees a link's rate over its samples less one window: bytes read in a burst after a busy moment never make it look faster", () => {
+    // 2 Mbit/s (250 bytes a millisecond) for 2 s, read evenly: the rate less a 256 KB window over 2 s
+    const even = Array.from({ length: 8 }, () => ({ bytes: 250 * 250, ms: 250 }));
+    expect(rateSeen(even, 256 * 1024)).toBeCloseTo((500_000 - 262_144) / 2000, 6);
+    // the same bytes, but this end was busy for 1.75 s and read them all in the last sample
+    const burst = [...Array.from({ length: 7 }, () => ({ bytes: 0, ms: 250 })), { bytes: 500_000, ms: 250 }];
+    expect(rateSeen(burst, 256 * 1024)).toBe(rateSeen(even, 256 * 1024));
+    // a window's worth read at once in one sample of a slow link: seen as nothing
+    expect(rateSeen([{ bytes: 262_144, ms: 250 }], 262_144)).toBe(0);
+    // a fast link: the bytes less one window still count
+    expect(rateSeen([{ bytes: 25_000_000, ms: 250 }], 262_144)).toBeCloseTo(98_951.424, 3);
+    expect(rateSeen([], 65_535)).toBe(0);
   });
 });

@@ -256,7 +256,15 @@ export interface RsyncStart {
    */
   args: string[];
   /** as ApplyRequest.run */
-  run?: number | undefined;
+  run?:
+    | number
+    | undefined;
+  /**
+   * how long the controller waits for the answer to a keepalive ping on this connection, in ms: the
+   * agent's receive window on it then follows the link, never holding more than the link carries in a
+   * quarter of this (a ping waits behind the data in flight). Absent: HTTP/2's window.
+   */
+  keepaliveTimeoutMs?: number | undefined;
 }
 
 export interface RsyncExit {
@@ -1504,7 +1512,7 @@ export const ApplyResponse: MessageFns<ApplyResponse> = {
 };
 
 function createBaseRsyncStart(): RsyncStart {
-  return { migrationId: "", step: "", args: [], run: undefined };
+  return { migrationId: "", step: "", args: [], run: undefined, keepaliveTimeoutMs: undefined };
 }
 
 export const RsyncStart: MessageFns<RsyncStart> = {
@@ -1520,6 +1528,9 @@ export const RsyncStart: MessageFns<RsyncStart> = {
     }
     if (message.run !== undefined) {
       writer.uint32(32).uint32(message.run);
+    }
+    if (message.keepaliveTimeoutMs !== undefined) {
+      writer.uint32(40).uint32(message.keepaliveTimeoutMs);
     }
     return writer;
   },
@@ -1569,6 +1580,14 @@ export const RsyncStart: MessageFns<RsyncStart> = {
             message.run = reader.uint32();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.keepaliveTimeoutMs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1591,6 +1610,11 @@ export const RsyncStart: MessageFns<RsyncStart> = {
       step: isSet(object.step) ? globalThis.String(object.step) : "",
       args: globalThis.Array.isArray(object?.args) ? object.args.map((e: any) => globalThis.String(e)) : [],
       run: isSet(object.run) ? globalThis.Number(object.run) : undefined,
+      keepaliveTimeoutMs: isSet(object.keepaliveTimeoutMs)
+        ? globalThis.Number(object.keepaliveTimeoutMs)
+        : isSet(object.keepalive_timeout_ms)
+        ? globalThis.Number(object.keepalive_timeout_ms)
+        : undefined,
     };
   },
 
@@ -1608,6 +1632,9 @@ export const RsyncStart: MessageFns<RsyncStart> = {
     if (message.run !== undefined) {
       obj.run = Math.round(message.run);
     }
+    if (message.keepaliveTimeoutMs !== undefined) {
+      obj.keepaliveTimeoutMs = Math.round(message.keepaliveTimeoutMs);
+    }
     return obj;
   },
 
@@ -1620,6 +1647,7 @@ export const RsyncStart: MessageFns<RsyncStart> = {
     message.step = object.step ?? "";
     message.args = object.args?.map((e) => e) || [];
     message.run = object.run ?? undefined;
+    message.keepaliveTimeoutMs = object.keepaliveTimeoutMs ?? undefined;
     return message;
   },
 };
