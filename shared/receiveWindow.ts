@@ -8,7 +8,7 @@
 // So a connection starts with the window a slow link carries in a quarter of the keepalive timeout
 // (receiveWindowBytes), and while data arrives the window follows what the link is seen to carry: the
 // bytes the connection received in the last 2 s less one window of them (rateSeen), at that rate, for a
-// quarter of the timeout, up to 8 MB (windowForRate). gRPC's C, Go and Java transports size their windows
+// quarter of the timeout, up to 8 MB (windowForRate, nextWindow). gRPC's C, Go and Java transports size their windows
 // from the link too (BDP estimation); grpc-js sets a window once (the controller's
 // grpc-node.flow_control_window; its server keeps HTTP/2's 64 KB) and has no hook to change it. Its
 // connections are Node's, made with `http2.connect` (the controller's to each agent) and
@@ -47,24 +47,31 @@ export function windowForRate(bytesPerMs: number, keepaliveTimeoutMs: number): n
   return Math.min(MAX_WINDOW_BYTES, Math.max(start, Math.floor(bytesPerMs * (keepaliveTimeoutMs / 4))));
 }
 
+type Sample = { readonly bytes: number; readonly ms: number };
+
 /**
  * The rate, in bytes per millisecond, a link carried to this end over the last samples (`bytes` read in
- * `ms` each), less one `window` of it: what had come in while this end was busy, and is read all at once
- * after, is at most a window (nothing more is sent until it is read), and never makes a link look
- * faster than it is. Pure.
+ * `ms` each), less `unread` bytes. What came in while this end was busy, and is read all at once after,
+ * is at most a window (nothing more is sent until it is read): less one window, a burst never makes a
+ * link look faster than it is. Pure.
  */
-export function rateSeen(samples: ReadonlyArray<{ bytes: number; ms: number }>, window: number): number {
+export function rateSeen(samples: readonly Sample[], unread = 0): number {
   const ms = samples.reduce((sum, s) => sum + s.ms, 0);
   const bytes = samples.reduce((sum, s) => sum + s.bytes, 0);
-  return ms > 0 ? Math.max(0, bytes - window) / ms : 0;
+  return ms > 0 ? Math.max(0, bytes - unread) / ms : 0;
 }
 
 /**
- * Whether a window of `current` bytes is changed to `target`: when the target is at least twice or at
- * most half of it (a window that moves with every sample would send a SETTINGS frame each time). Pure.
+ * The window a connection with `window` gets next, from its last samples. It grows, to twice or more,
+ * with the rate seen less one window (so that it grows only as fast as the link carries); it shrinks, to
+ * half or less, with the rate seen (so that the window it grew to does not take itself off the rate
+ * again); else it stays (a window that moves with every sample would send a SETTINGS frame each time). Pure.
  */
-export function windowChanges(current: number, target: number): boolean {
-  return target >= current * 2 || target * 2 <= current;
+export function nextWindow(samples: readonly Sample[], window: number, keepaliveTimeoutMs: number): number {
+  const grown = windowForRate(rateSeen(samples, window), keepaliveTimeoutMs);
+  if (grown >= window * 2) return grown;
+  const shrunk = windowForRate(rateSeen(samples), keepaliveTimeoutMs);
+  return shrunk * 2 <= window ? shrunk : window;
 }
 
 /** How long an agent waits for the answer to a keepalive ping on a connection it serves (it pings every 30 s). */
@@ -138,7 +145,7 @@ function watchSession(session: http2.Http2Session, startWindow: number, timeoutM
   let window = startWindow;
   let lastBytes: number | undefined;
   let lastAt = performance.now();
-  const samples: Array<{ bytes: number; ms: number }> = [];
+  const samples: Sample[] = [];
   const timer = setInterval(() => {
     const w = watching;
     // the socket is there once connected; until then nothing arrives
@@ -153,8 +160,8 @@ function watchSession(session: http2.Http2Session, startWindow: number, timeoutM
     lastAt = now;
     const timeout = timeoutMs();
     if (timeout === undefined) return;
-    const target = windowForRate(rateSeen(samples, window), timeout);
-    if (!windowChanges(window, target)) return;
+    const target = nextWindow(samples, window, timeout);
+    if (target === window) return;
     try {
       // the connection's window, and every stream's (a SETTINGS change applies to the open ones too)
       session.setLocalWindowSize(target);
