@@ -13,12 +13,12 @@ import {
   type RsyncFrame,
 } from "../shared/generated/quickmigrate/v1/agent.js";
 import type { MigrationSpec } from "../shared/migration.js";
+import { receiveWindowBytes } from "../shared/receiveWindow.js";
 import { AgentServiceWithRsyncCodec } from "../shared/rsyncFrameCodec.js";
 import { PACKAGE_VERSION, PROTOCOL_VERSION } from "../shared/version.js";
 import { type FrontAction, actionToWire } from "../shared/wire.js";
 import { retryWhileBusy } from "./busyRetry.js";
 import type { ControllerConfig, FrontConfig } from "./config.js";
-import { receiveWindowBytes } from "../shared/receiveWindow.js";
 
 export interface CallDeadlines {
   readonly helloMs: number;

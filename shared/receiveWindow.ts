@@ -8,8 +8,8 @@
 // So a connection starts with the window a slow link carries in a quarter of the keepalive timeout
 // (receiveWindowBytes), and while data arrives the window follows what the link is seen to carry: the
 // bytes the connection received in the last 2 s less one window of them (rateSeen), at that rate, for a
-// quarter of the timeout, up to 8 MB (windowForRate, nextWindow). gRPC's C, Go and Java transports size their windows
-// from the link too (BDP estimation); grpc-js sets a window once (the controller's
+// quarter of the timeout, up to 8 MB (windowForRate, nextWindow). gRPC's C, Go and Java transports size
+// their windows from the link too (BDP estimation); grpc-js sets a window once (the controller's
 // grpc-node.flow_control_window; its server keeps HTTP/2's 64 KB) and has no hook to change it. Its
 // connections are Node's, made with `http2.connect` (the controller's to each agent) and
 // `http2.createServer`/`createSecureServer` (the agent's, which receive the pushes): those functions are
