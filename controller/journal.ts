@@ -103,8 +103,12 @@ export class Journal {
     return this.events.close();
   }
 
-  /** Only for an attempt that changed nothing (it lost the race for the lock). */
+  /**
+   * Only for an attempt that changed nothing (it lost the race for the lock). Its event log is closed
+   * first: nothing else would close it, and a batch meets many locked sites in one process.
+   */
   async remove(): Promise<void> {
+    await this.events.close().catch(() => undefined);
     await rm(this.dir, { recursive: true, force: true });
   }
 

@@ -224,6 +224,20 @@ async function runWith(mode: RunMode, failures: Record<string, number> = {}, mas
   return { result: await runner.run(), events, calls, clock, plan };
 }
 
+/** What this process holds open under `dir` (its descriptors, as /proc names their files). */
+function openFilesUnder(dir: string): string[] {
+  return fs
+    .readdirSync("/proc/self/fd")
+    .map((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`);
+      } catch {
+        return ""; // closed meanwhile (the descriptor of the listing itself)
+      }
+    })
+    .filter((file) => file.startsWith(`${dir}/`));
+}
+
 /** Calls grouped by what they are without the host (consecutive runs), each group sorted. */
 function grouped(calls: Calls): string[][] {
   const groups: string[][] = [];
@@ -333,6 +347,8 @@ describe("the runner with fakes", () => {
     expect(undone(run)).toEqual([]);
     expect(fs.existsSync(path.join(stateDir, "migrations", m.id))).toBe(false);
     expect(run.calls).toEqual([]);
+    // nor a descriptor of it: a batch meets many locked sites in one process
+    expect(openFilesUnder(path.join(stateDir, "migrations"))).toEqual([]);
   });
 
   it("after the point of no return a failing host is retried, with a growing pause, and the migration ends", async () => {
