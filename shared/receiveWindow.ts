@@ -74,6 +74,9 @@ export function nextWindow(samples: readonly Sample[], window: number, keepalive
   return shrunk * 2 <= window ? shrunk : window;
 }
 
+/** What the debug log says when a connection's window changes (with `peer`, `windowBytes`, `from`). */
+export const WINDOW_CHANGED = "receive window changed to follow the link";
+
 /** How long an agent waits for the answer to a keepalive ping on a connection it serves (it pings every 30 s). */
 export const AGENT_KEEPALIVE_MS = 30_000;
 
@@ -99,9 +102,7 @@ export function adaptReceiveWindows(keepaliveTimeoutMs: number, log: Logger): vo
   const { connect, createServer, createSecureServer } = http2;
   http2.connect = function (this: unknown, ...args: Parameters<typeof http2.connect>): http2.ClientHttp2Session {
     const session = connect.apply(this, args);
-    const timeoutMs = () => Math.min(w.keepaliveTimeoutMs, AGENT_KEEPALIVE_MS);
-    // grpc-js gives it grpc-node.flow_control_window, the starting window
-    watchSession(session, receiveWindowBytes(timeoutMs()), timeoutMs);
+    watchSession(session, () => Math.min(w.keepaliveTimeoutMs, AGENT_KEEPALIVE_MS), w.log);
     return session;
   } as typeof http2.connect;
   const watchServer = <S extends http2.Http2Server | http2.Http2SecureServer>(server: S): S => {
@@ -112,7 +113,7 @@ export function adaptReceiveWindows(keepaliveTimeoutMs: number, log: Logger): vo
         const told = peerTimeouts.get(peer);
         return told === undefined ? undefined : Math.min(w.keepaliveTimeoutMs, told);
       };
-      watchSession(session, HTTP2_DEFAULT_WINDOW, timeoutMs);
+      watchSession(session, timeoutMs, w.log);
     });
     return server;
   };
@@ -137,19 +138,19 @@ function peerOf(session: http2.Http2Session): string {
 }
 
 /**
- * Samples a session's received bytes and moves its window with them, until the session closes.
- * `startWindow`: the window it has until this first changes it; `timeoutMs`: the keepalive timeout its
- * window is sized for, undefined while unknown (the window stays as it is).
+ * Samples a session's received bytes and moves its window with them, until the session closes. It starts
+ * with the window the session was made with (grpc-js's grpc-node.flow_control_window for a connection the
+ * controller makes, HTTP/2's for one a server accepts); `timeoutMs`: the keepalive timeout its window is
+ * sized for, undefined while unknown (the window stays as it is).
  */
-function watchSession(session: http2.Http2Session, startWindow: number, timeoutMs: () => number | undefined): void {
-  let window = startWindow;
+function watchSession(session: http2.Http2Session, timeoutMs: () => number | undefined, log: Logger): void {
+  let window: number | undefined;
   let lastBytes: number | undefined;
   let lastAt = performance.now();
   const samples: Sample[] = [];
   const timer = setInterval(() => {
-    const w = watching;
     // the socket is there once connected; until then nothing arrives
-    if (w === undefined || session.destroyed || session.closed || session.connecting) return;
+    if (session.destroyed || session.closed || session.connecting) return;
     const bytes = session.socket.bytesRead;
     const now = performance.now();
     if (lastBytes !== undefined) {
@@ -160,17 +161,18 @@ function watchSession(session: http2.Http2Session, startWindow: number, timeoutM
     lastAt = now;
     const timeout = timeoutMs();
     if (timeout === undefined) return;
-    const target = nextWindow(samples, window, timeout);
-    if (target === window) return;
+    const current = window ?? session.localSettings.initialWindowSize ?? HTTP2_DEFAULT_WINDOW;
+    const target = nextWindow(samples, current, timeout);
+    if (target === current) return;
     try {
       // the connection's window, and every stream's (a SETTINGS change applies to the open ones too)
       session.setLocalWindowSize(target);
       session.settings({ initialWindowSize: target });
-      w.log.debug({ peer: peerOf(session), windowBytes: target, from: window, keepaliveTimeoutMs: timeout }, "receive window changed to follow the link");
+      log.debug({ peer: peerOf(session), windowBytes: target, from: current, keepaliveTimeoutMs: timeout }, WINDOW_CHANGED);
       window = target;
     } catch (err) {
       // a session closing under us, or settings not yet acknowledged: the next sample tries again
-      w.log.debug({ err }, "receive window not changed");
+      log.debug({ err }, "receive window not changed");
     }
   }, SAMPLE_MS);
   timer.unref();

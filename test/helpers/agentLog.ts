@@ -1,12 +1,22 @@
 // An agent's JSON log lines as a test reads them from its log file (written asynchronously: wait for
-// them), and a wait for any condition.
+// them), the controller's from its stderr, and a wait for any condition.
 import fs from "node:fs";
+import { WINDOW_CHANGED } from "../../shared/receiveWindow.js";
 
 export type LogLine = Record<string, unknown> & { readonly msg?: string; readonly level?: number; readonly component?: string };
 
 /** Every JSON line of the log file so far (a line being written is skipped). */
 export function logLines(logFile: string): LogLine[] {
-  const text = fs.existsSync(logFile) ? fs.readFileSync(logFile, "utf8") : "";
+  return parseLogLines(fs.existsSync(logFile) ? fs.readFileSync(logFile, "utf8") : "");
+}
+
+/** The receive windows a process's log says it gave its connections (shared/receiveWindow.ts), in order. */
+export function windowsLogged(lines: readonly LogLine[]): Array<{ windowBytes: number; from: number }> {
+  return lines.filter((l) => l.msg === WINDOW_CHANGED).map((l) => ({ windowBytes: Number(l.windowBytes), from: Number(l.from) }));
+}
+
+/** The JSON lines of a log's text (anything else, or a line being written, is skipped). */
+export function parseLogLines(text: string): LogLine[] {
   const out: LogLine[] = [];
   for (const l of text.split("\n")) {
     if (!l.startsWith("{")) continue;

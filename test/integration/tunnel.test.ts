@@ -8,6 +8,7 @@ import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { runController } from "../../scripts/lib/cluster.js";
 import { excludePaths, manifest } from "../../scripts/lib/manifest.js";
+import { logLines, parseLogLines, windowsLogged } from "../helpers/agentLog.js";
 import { type Scenario, expectMigrated, setupScenario, siteDir } from "../helpers/scenario.js";
 
 const MB = 1024 * 1024;
@@ -24,14 +25,6 @@ function writeRandomFile(file: string, bytes: number): void {
   } finally {
     fs.closeSync(fd);
   }
-}
-
-/** The receive windows the controller's log says it gave its connections, in order. */
-function windowChanges(logText: string): Array<{ windowBytes: number; from: number }> {
-  return logText
-    .split("\n")
-    .filter((l) => l.includes(`"msg":"receive window changed to follow the link"`))
-    .map((l) => JSON.parse(l) as { windowBytes: number; from: number });
 }
 
 function maxRssKb(logText: string, msg: string): number {
@@ -58,13 +51,13 @@ describe("rsync through the agent channel", () => {
     expect(tunnelTrouble, tunnelTrouble.join("\n")).toEqual([]);
 
     // the fetch raised the window from the 256 KB it starts with (default bound), to at most 8 MB
-    const windows = windowChanges(run.stderr);
+    const windows = windowsLogged(parseLogLines(run.stderr));
     expect(windows[0], "no receive window change logged").toMatchObject({ from: 256 * 1024 });
     expect(Math.max(...windows.map((w) => w.windowBytes))).toBeGreaterThan(256 * 1024);
     expect(Math.max(...windows.map((w) => w.windowBytes))).toBeLessThanOrEqual(8 * MB);
     // and each agent's window, for the push it received, grew above 256 KB, to at most 8 MB
     for (const f of s.cluster.fronts) {
-      const agentWindows = windowChanges(fs.readFileSync(f.logFile, "utf8")).map((w) => w.windowBytes);
+      const agentWindows = windowsLogged(logLines(f.logFile)).map((w) => w.windowBytes);
       expect(Math.max(0, ...agentWindows), `${f.name}: its window grew`).toBeGreaterThan(256 * 1024);
       expect(Math.max(...agentWindows), f.name).toBeLessThanOrEqual(8 * MB);
     }

@@ -10,6 +10,7 @@ import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { type ControllerEvent, type ControllerRun, runAgentCommand, runController } from "../../scripts/lib/cluster.js";
 import { receiveWindowBytes } from "../../shared/receiveWindow.js";
+import { logLines, parseLogLines, windowsLogged } from "../helpers/agentLog.js";
 import { type TestLink, makeLink, netnsUnavailable } from "../helpers/netns.js";
 import { type Scenario, expectMigrated, expectUnchanged, rescan, setupScenario } from "../helpers/scenario.js";
 
@@ -371,10 +372,7 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
     // the receive window follows the link: never more than the link carries within the keepalive timeout
     const keepaliveTimeoutMs = (bound / 2) * 1000;
     const bytesPerMs = (Number.parseInt(rate, 10) * (rate.endsWith("mbit") ? 1_000_000 : 1000)) / 8 / 1000;
-    const windows = run.stderr
-      .split("\n")
-      .filter((l) => l.includes(`"msg":"receive window changed to follow the link"`))
-      .map((l) => (JSON.parse(l) as { windowBytes: number }).windowBytes);
+    const windows = windowsLogged(parseLogLines(run.stderr)).map((w) => w.windowBytes);
     for (const w of windows) expect(w, `a window of ${w} bytes on a ${rate} link`).toBeLessThanOrEqual(bytesPerMs * keepaliveTimeoutMs);
     if (windowGrows) expect(Math.max(0, ...windows), "the window grew with the link").toBeGreaterThan(receiveWindowBytes(keepaliveTimeoutMs));
     await expectMigrated(ready);
@@ -408,11 +406,7 @@ describe.skipIf(noNetns !== undefined)(`a front behind a link that is cut${noNet
     expect(run.exitCode, run.stdout + run.stderr).toBe(0);
     await expectMigrated(ready);
     const web2 = s.cluster.fronts.find((f) => f.name === "web2");
-    const windows = fs
-      .readFileSync(web2?.logFile ?? "", "utf8")
-      .split("\n")
-      .filter((line) => line.includes(`"msg":"receive window changed to follow the link"`))
-      .map((line) => (JSON.parse(line) as { windowBytes: number }).windowBytes);
+    const windows = windowsLogged(logLines(web2?.logFile ?? "")).map((w) => w.windowBytes);
     // the controller (default bound, 30 s) waits 15 s for a keepalive answer, the agent 30 s: the shorter
     // counts, and 4 Mbit/s is 500 bytes a millisecond
     for (const w of windows) expect(w, `a window of ${w} bytes on a 4 Mbit/s link`).toBeLessThanOrEqual(500 * 15_000);
